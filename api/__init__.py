@@ -1,0 +1,38 @@
+"""The Flask intake API: ``create_app()`` builds it; blueprints hold one resource each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, request
+
+from api import health, transactions, wallets
+from api.auth import load_api_key
+from api.errors import register_error_handlers
+from shared.config import get_settings
+from shared.logs import configure_logging
+
+BLUEPRINTS = [health.blueprint, wallets.blueprint, transactions.blueprint]
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the API application.
+
+    Args:
+        config: Flask config overrides (tests); Tally's own settings come from
+            the environment via ``shared.config``.
+    """
+    configure_logging(get_settings().log_level)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(config or {})
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _authenticate() -> None:
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            load_api_key()
+
+    register_error_handlers(app)
+    return app

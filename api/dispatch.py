@@ -1,0 +1,58 @@
+"""Publishing to the broker from the API: a Celery producer that knows task names, not tasks.
+
+The API never imports the worker's tasks: it sends by name
+(``Celery.send_task``). Publishing happens only after the database commit (see
+``shared.db.after_commit``) and does not retry for long: if Redis is down the
+request still answers 202 and the sweep publishes the lane later
+(design.md, "Known pitfalls").
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+
+from celery import Celery
+
+from shared.config import get_settings
+from shared.metrics import PUBLISH_FAILURES
+from shared.services.processor import DRAIN_WALLET_TASK
+
+
+@functools.cache
+def _producer() -> Celery:
+    settings = get_settings()
+    timeout_seconds = settings.broker_publish_timeout_seconds
+    producer = Celery("tally-api", broker=settings.redis_url)
+    producer.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="tally",
+        broker_connection_retry=False,
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+            "max_retries": 0,
+        },
+    )
+    return producer
+
+
+def publish_task(name: str, *args: str) -> None:
+    """Send task ``name`` with string ``args``; count and re-raise a broker failure.
+
+    Raises:
+        Exception: whatever kombu raises when the broker cannot be reached
+            (``shared.db.after_commit`` logs it; the sweep recovers).
+    """
+    try:
+        _producer().send_task(name, args=list(args), retry=False)
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+
+
+def publish_drain(lane_wallet_id: uuid.UUID) -> None:
+    """Publish "lane ``lane_wallet_id`` has pending work" (task ``tally.drain_wallet``)."""
+    publish_task(DRAIN_WALLET_TASK, str(lane_wallet_id))

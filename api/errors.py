@@ -1,0 +1,149 @@
+"""RFC 9457 problem+json errors, and the one table mapping machine codes to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from flask import Flask, Response, json
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+from shared.db import is_transient
+from shared.ledger.errors import TallyError
+
+_log = structlog.get_logger(__name__)
+
+#: HTTP status for each machine code (api.md). Codes not listed fall back by error class.
+STATUS_BY_CODE: dict[str, int] = {
+    "malformed_request": 400,
+    "idempotency_key_missing": 400,
+    "idempotency_key_invalid": 400,
+    "invalid_cursor": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "wallet_not_found": 404,
+    "transaction_not_found": 404,
+    "reconciliation_not_found": 404,
+    "method_not_allowed": 405,
+    "wallet_exists": 409,
+    "not_retryable": 409,
+    "hold_not_open": 409,
+    "system_wallet_immutable": 409,
+    "unsupported_media_type": 415,
+    "validation_failed": 422,
+    "invalid_amount": 422,
+    "unknown_currency": 422,
+    "currency_not_enabled": 422,
+    "currency_mismatch": 422,
+    "idempotency_key_reused": 422,
+    "service_unavailable": 503,
+    "internal_error": 500,
+}
+
+_TITLES: dict[int, str] = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    code: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Return an ``application/problem+json`` response (RFC 9457) with a machine ``code``.
+
+    Args:
+        code: the machine code; its status comes from ``STATUS_BY_CODE`` unless given.
+        detail: a human sentence about this occurrence.
+        errors: per-field problems ``[{"field", "message"}]``.
+    """
+    status = status or STATUS_BY_CODE.get(code, 400)
+    body: dict[str, Any] = {
+        # A relative URI reference (RFC 9457 section 3.1.1) into the API's own docs.
+        "type": f"/docs/errors#{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+_UNION_TAGS = {"deposit", "withdrawal", "transfer", "hold", "group"}
+
+
+def pydantic_errors(error: ValidationError) -> list[dict[str, str]]:
+    """Turn pydantic's errors into ``[{"field", "message"}]``, fields dotted (``legs.0.amount``)."""
+    out = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = list(item["loc"])
+        if loc and loc[0] in _UNION_TAGS:  # the discriminated union's tag is not a field
+            loc = loc[1:]
+        field = ".".join(str(part) for part in loc) or "body"
+        if item["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            field = "type"
+        message = item["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        out.append({"field": field, "message": message})
+    return out
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render every error as problem+json: Tally errors, HTTP errors, database outages, bugs."""
+
+    @app.errorhandler(TallyError)
+    def _tally_error(error: TallyError) -> Response:
+        return problem(error.code, error.detail, errors=error.errors)
+
+    @app.errorhandler(ValidationError)
+    def _validation_error(error: ValidationError) -> Response:
+        return problem(
+            "validation_failed", "the request body is not valid", errors=pydantic_errors(error)
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}.get(
+            status, "malformed_request" if status == 400 else "internal_error"
+        )
+        return problem(code, error.description or _TITLES.get(status, "Error"), status=status)
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> Response:
+        if is_transient(error):
+            _log.warning("database_unavailable", error=str(error.orig))
+            return problem(
+                "service_unavailable",
+                "the database is unavailable; nothing was recorded, retry with the same "
+                "Idempotency-Key",
+                headers={"Retry-After": "1"},
+            )
+        _log.error("database_error", exc_info=True)
+        return problem("internal_error", "an internal error occurred", status=500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        _log.error("unhandled_error", exc_info=True)
+        return problem("internal_error", "an internal error occurred", status=500)

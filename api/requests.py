@@ -1,0 +1,48 @@
+"""Helpers that read a request: its JSON body, its query string, a path id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel
+
+from shared.ledger.errors import NotFound, TallyError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class MalformedRequest(TallyError):
+    """The body is not a JSON object (400)."""
+
+    code = "malformed_request"
+
+
+def json_body() -> dict[str, Any]:
+    """Return the request body parsed as a JSON object.
+
+    Raises:
+        MalformedRequest: the body is empty, not JSON, or not an object.
+    """
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise MalformedRequest("the body must be a JSON object")
+    return body
+
+
+def query(model: type[M]) -> M:
+    """Validate the query string with ``model`` (pydantic errors render as 422)."""
+    return model.model_validate(request.args.to_dict())
+
+
+def path_id(value: str, *, not_found_code: str) -> uuid.UUID:
+    """Parse a UUID from the path; an id that is not a UUID names nothing, so 404.
+
+    Raises:
+        NotFound: with ``not_found_code`` (``wallet_not_found``, ...).
+    """
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{value!r} is not an id of this API", code=not_found_code) from None

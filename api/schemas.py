@@ -1,0 +1,178 @@
+"""Request schemas (pydantic) for the HTTP edge: strict, with errors naming each field.
+
+Amounts arrive as decimal strings and leave this module as integer minor units
+(``shared.ledger.money``); unknown fields are rejected, as Stripe rejects
+unknown parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared.ledger.errors import TallyError
+from shared.ledger.money import parse_amount
+from shared.ledger.states import TransactionType
+from shared.services.intake import TransactionRequest
+
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, StringConstraints(max_length=500)]
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class WalletCreate(BaseModel):
+    """``POST /v1/wallets`` body."""
+
+    model_config = _STRICT
+
+    owner_ref: OwnerRef
+    currency: CurrencyCode
+
+
+class WalletPatch(BaseModel):
+    """``PATCH /v1/wallets/{id}`` body."""
+
+    model_config = _STRICT
+
+    status: Literal["active", "frozen"]
+
+
+class _Submission(BaseModel):
+    """Fields every transaction type shares; ``amount`` is validated against ``currency``."""
+
+    model_config = _STRICT
+
+    # currency before amount: the amount's validator reads the validated currency.
+    currency: CurrencyCode
+    amount: str
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=50)] = {}
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_fits_currency(cls, value: object, info: ValidationInfo) -> object:
+        currency = info.data.get("currency")
+        if currency is None:
+            return value  # the currency's own error is reported
+        try:
+            parse_amount(value, currency)
+        except TallyError as error:
+            raise ValueError(error.detail) from None
+        return value
+
+    def to_request(self) -> TransactionRequest:
+        """Return the validated submission as the intake service's request (minor units)."""
+        return TransactionRequest(
+            type=TransactionType(self.type),  # type: ignore[attr-defined]
+            amount_minor=parse_amount(self.amount, self.currency),
+            currency=self.currency,
+            source_wallet_id=getattr(self, "source_wallet_id", None),
+            destination_wallet_id=getattr(self, "destination_wallet_id", None),
+            description=self.description,
+            metadata=dict(self.metadata),
+        )
+
+
+class DepositSubmission(_Submission):
+    """A deposit: money from outside (the system wallet) into ``destination_wallet_id``."""
+
+    type: Literal["deposit"]
+    destination_wallet_id: uuid.UUID
+
+
+class WithdrawalSubmission(_Submission):
+    """A withdrawal: money from ``source_wallet_id`` out (to the system wallet)."""
+
+    type: Literal["withdrawal"]
+    source_wallet_id: uuid.UUID
+
+
+class TransferSubmission(_Submission):
+    """A transfer between two wallets of the same currency."""
+
+    type: Literal["transfer"]
+    source_wallet_id: uuid.UUID
+    destination_wallet_id: uuid.UUID
+
+    @model_validator(mode="after")
+    def _distinct_wallets(self) -> TransferSubmission:
+        if self.source_wallet_id == self.destination_wallet_id:
+            raise ValueError("source_wallet_id and destination_wallet_id must differ")
+        return self
+
+
+Submission = Annotated[
+    DepositSubmission | WithdrawalSubmission | TransferSubmission,
+    Field(discriminator="type"),
+]
+SUBMISSION = TypeAdapter(Submission)
+
+
+def parse_submission(body: Any) -> TransactionRequest:
+    """Validate a ``POST /v1/transactions`` body and return the intake request.
+
+    Raises:
+        pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
+    """
+    return SUBMISSION.validate_python(body).to_request()
+
+
+class ListQuery(BaseModel):
+    """Pagination query parameters shared by every list endpoint."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+
+
+class TransactionListQuery(ListQuery):
+    """``GET /v1/transactions`` filters."""
+
+    status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
+    type: Literal["deposit", "withdrawal", "transfer", "hold", "group"] | None = None
+    wallet_id: uuid.UUID | None = None
+
+
+class WalletListQuery(ListQuery):
+    """``GET /v1/wallets`` filters."""
+
+    owner_ref: OwnerRef | None = None
+
+
+class WaitQuery(BaseModel):
+    """``GET /v1/transactions/{id}?wait=N``: seconds to hold the request, 0..30."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    wait: float = Field(default=0, ge=0, le=30)
+
+
+class BalanceQuery(BaseModel):
+    """``GET /v1/wallets/{id}/balance?as_of=RFC3339``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    as_of: dt.datetime | None = None
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("as_of must carry a time zone, e.g. 2026-11-22T10:00:00Z")
+        return value

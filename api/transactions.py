@@ -1,0 +1,104 @@
+"""``/v1/transactions``: submit (idempotent), read with long-poll, list, ops retry."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from api.auth import require_role
+from api.dispatch import publish_drain
+from api.render import page_json, transaction_json
+from api.requests import json_body, path_id, query
+from api.schemas import TransactionListQuery, WaitQuery, parse_submission
+from shared import db
+from shared.ledger.errors import TallyError
+from shared.services import transactions
+from shared.services.api_keys import Role
+from shared.services.intake import submit_transaction
+
+blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
+
+# 1..255 visible ASCII characters (api.md).
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+class IdempotencyKeyProblem(TallyError):
+    """The Idempotency-Key header is missing or malformed (400)."""
+
+    code = "idempotency_key_missing"
+
+
+def _idempotency_key() -> str:
+    key = request.headers.get("Idempotency-Key")
+    if key is None or key == "":
+        raise IdempotencyKeyProblem("send an Idempotency-Key header (1..255 visible ASCII)")
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise IdempotencyKeyProblem(
+            "Idempotency-Key must be 1..255 visible ASCII characters",
+            code="idempotency_key_invalid",
+        )
+    return key
+
+
+def _transaction_id(value: str):  # noqa: ANN202
+    return path_id(value, not_found_code="transaction_not_found")
+
+
+@blueprint.post("")
+def submit() -> tuple[Response, int, dict[str, str]]:
+    """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay."""
+    idempotency_key = _idempotency_key()
+    transaction_request = parse_submission(json_body())
+    with db.transaction() as session:
+        transaction, replayed = submit_transaction(
+            session,
+            transaction_request,
+            api_key_id=g.api_key_id,
+            idempotency_key=idempotency_key,
+            publish=publish_drain,
+        )
+    headers = {"Location": f"/v1/transactions/{transaction.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+        return jsonify(transaction_json(transaction)), 200, headers
+    headers["Retry-After"] = "1"
+    return jsonify(transaction_json(transaction)), 202, headers
+
+
+@blueprint.get("/<transaction_id>")
+def get_transaction(transaction_id: str) -> Response:
+    """Return a transaction; ``?wait=N`` holds up to N seconds while it is pending."""
+    params = query(WaitQuery)
+    transaction = transactions.wait_for_transaction(
+        _transaction_id(transaction_id), wait_seconds=params.wait
+    )
+    return jsonify(transaction_json(transaction))
+
+
+@blueprint.get("")
+def list_transactions() -> Response:
+    """List transactions, newest first, filtered by status, type and wallet."""
+    params = query(TransactionListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = transactions.list_transactions(
+            session,
+            status=params.status,
+            type_=params.type,
+            wallet_id=params.wallet_id,
+            limit=params.limit,
+            cursor=params.cursor,
+        )
+    return jsonify(page_json([transaction_json(t) for t in rows], next_cursor))
+
+
+@blueprint.post("/<transaction_id>/retry")
+@require_role(Role.OPS)
+def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Move a failed transaction back to pending and enqueue it (ops): 202."""
+    with db.transaction() as session:
+        transaction = transactions.retry_transaction(
+            session, _transaction_id(transaction_id), publish=publish_drain
+        )
+    headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}
+    return jsonify(transaction_json(transaction)), 202, headers

@@ -1,0 +1,93 @@
+"""``/v1/wallets``: create, read, list, freeze, entries, point-in-time balance."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, jsonify
+
+from api.auth import require_role
+from api.render import entry_json, page_json, timestamp, wallet_json
+from api.requests import json_body, path_id, query
+from api.schemas import BalanceQuery, ListQuery, WalletCreate, WalletListQuery, WalletPatch
+from shared import db
+from shared.ledger.money import format_amount
+from shared.ledger.states import WalletStatus
+from shared.services import wallets
+from shared.services.api_keys import Role
+
+blueprint = Blueprint("wallets", __name__, url_prefix="/v1/wallets")
+
+
+def _wallet_id(value: str):  # noqa: ANN202
+    return path_id(value, not_found_code="wallet_not_found")
+
+
+@blueprint.post("")
+def create_wallet() -> tuple[Response, int, dict[str, str]]:
+    """Create a wallet: 201 with ``Location``; 409 ``wallet_exists`` for a second one."""
+    body = WalletCreate.model_validate(json_body())
+    with db.transaction() as session:
+        wallet = wallets.create_wallet(session, owner_ref=body.owner_ref, currency=body.currency)
+    return jsonify(wallet_json(wallet)), 201, {"Location": f"/v1/wallets/{wallet.id}"}
+
+
+@blueprint.get("")
+def list_wallets() -> Response:
+    """List wallets, newest first, optionally of one ``owner_ref``."""
+    params = query(WalletListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = wallets.list_wallets(
+            session, owner_ref=params.owner_ref, limit=params.limit, cursor=params.cursor
+        )
+    return jsonify(page_json([wallet_json(w) for w in rows], next_cursor))
+
+
+@blueprint.get("/<wallet_id>")
+def get_wallet(wallet_id: str) -> Response:
+    """Return one wallet."""
+    with db.transaction() as session:
+        wallet = wallets.get_wallet(session, _wallet_id(wallet_id))
+    return jsonify(wallet_json(wallet))
+
+
+@blueprint.patch("/<wallet_id>")
+@require_role(Role.OPS)
+def patch_wallet(wallet_id: str) -> Response:
+    """Freeze or unfreeze a wallet (ops)."""
+    body = WalletPatch.model_validate(json_body())
+    with db.transaction() as session:
+        wallet = wallets.set_wallet_status(
+            session, _wallet_id(wallet_id), WalletStatus(body.status)
+        )
+    return jsonify(wallet_json(wallet))
+
+
+@blueprint.get("/<wallet_id>/entries")
+def list_entries(wallet_id: str) -> Response:
+    """List the wallet's ledger entries, newest first."""
+    params = query(ListQuery)
+    with db.transaction() as session:
+        wallet = wallets.get_wallet(session, _wallet_id(wallet_id))
+        rows, next_cursor = wallets.list_entries(
+            session, wallet.id, limit=params.limit, cursor=params.cursor
+        )
+    return jsonify(page_json([entry_json(e, wallet.currency) for e in rows], next_cursor))
+
+
+@blueprint.get("/<wallet_id>/balance")
+def get_balance(wallet_id: str) -> Response:
+    """Return the balance after every entry up to ``as_of`` (default: now)."""
+    params = query(BalanceQuery)
+    as_of = params.as_of or dt.datetime.now(dt.UTC)
+    with db.transaction() as session:
+        wallet = wallets.get_wallet(session, _wallet_id(wallet_id))
+        balance_minor = wallets.balance_as_of(session, wallet.id, as_of)
+    return jsonify(
+        {
+            "wallet_id": str(wallet.id),
+            "currency": wallet.currency,
+            "balance": format_amount(balance_minor, wallet.currency),
+            "as_of": timestamp(as_of),
+        }
+    )

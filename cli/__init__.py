@@ -1,0 +1,1 @@
+"""The ``tally`` command line: ``tally up``, ``tally keys``, ``tally migrate`` and the maintenance jobs."""

@@ -1,0 +1,66 @@
+"""The ``tally`` command: ``up``, ``migrate``, ``keys create``, ``retry``, ``serve``."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from cli.serve import serve
+from cli.up import up
+from shared import db
+from shared.config import get_settings
+from shared.migrations import upgrade_to_head
+from shared.services import wallets
+from shared.services.api_keys import Role, create_api_key
+
+
+@click.group()
+def main() -> None:
+    """Tally: an asynchronous wallet transaction processor."""
+
+
+def migrate_database() -> None:
+    """Apply the migrations and enable the configured currencies with their system wallets."""
+    settings = get_settings()
+    upgrade_to_head(settings.database_url)
+    with db.transaction() as session:
+        wallets.ensure_currencies(session, settings.currencies)
+
+
+@main.command("migrate")
+def migrate() -> None:
+    """Apply database migrations and make sure every enabled currency has its system wallet."""
+    migrate_database()
+    click.echo("database is at the latest revision")
+
+
+@main.group("keys")
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", default="", help="A label to recognise the key by.")
+def keys_create(role: str, name: str) -> None:
+    """Create an API key and print its secret (shown once; only a hash is stored)."""
+    with db.transaction() as session:
+        key, secret = create_api_key(session, role=Role(role), name=name or f"{role} key")
+    click.echo(f"id:     {key.id}\nrole:   {key.role}\nsecret: {secret}")
+
+
+@main.command("retry")
+@click.argument("transaction_id", type=click.UUID)
+def retry(transaction_id: uuid.UUID) -> None:
+    """Move a failed transaction back to pending and enqueue it (as the ops API does)."""
+    from shared.services.transactions import retry_transaction
+    from worker.tasks import publish_drain
+
+    with db.transaction() as session:
+        transaction = retry_transaction(session, transaction_id, publish=publish_drain)
+    click.echo(f"{transaction.id} is {transaction.status} again")
+
+
+main.add_command(serve)
+main.add_command(up)

@@ -1,0 +1,120 @@
+"""Settings, read once from the environment with strict parsing.
+
+Every environment variable Tally reads is declared here and nowhere else
+(docs/configuration.md lists them). A bad value raises
+``pydantic.ValidationError`` at start-up, naming the variable.
+
+When ``DATABASE_URL`` / ``REDIS_URL`` are not in the environment, the values
+``tally up`` wrote to ``.tally/runtime.env`` are used, so every ``tally``
+command run from the same directory reaches the same servers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Where ``tally up`` keeps its embedded servers' data and the URLs it uses.
+DATA_DIR = Path(os.environ.get("TALLY_DATA_DIR", ".tally"))
+RUNTIME_ENV_FILE = DATA_DIR / "runtime.env"
+
+
+class Settings(BaseSettings):
+    """Tally's configuration; each field maps to one environment variable.
+
+    Field names are the variable names lower-cased; fields without an alias
+    take the ``TALLY_`` prefix (``batch_size`` reads ``TALLY_BATCH_SIZE``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TALLY_",
+        env_file=RUNTIME_ENV_FILE,
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/tally",
+        validation_alias="DATABASE_URL",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+
+    #: ISO 4217 codes enabled for new wallets and transactions.
+    currencies: Annotated[tuple[str, ...], NoDecode] = ("SGD", "JPY", "USD", "EUR")
+
+    # Apply path.
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    apply_attempts_max: int = Field(default=5, ge=1, le=100)
+    retry_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
+    retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=600)
+    task_retries_max: int = Field(default=8, ge=0, le=100)
+    lock_timeout_ms: int = Field(default=3000, ge=10)
+    statement_timeout_ms: int = Field(default=15000, ge=100)
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    # Beat schedule (seconds unless named otherwise).
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    sweep_pending_age_seconds: float = Field(default=30.0, ge=0)
+    hold_expiry_interval_seconds: float = Field(default=60.0, gt=0)
+    snapshot_hour_utc: int = Field(default=0, ge=0, le=23)
+    snapshot_minute_utc: int = Field(default=10, ge=0, le=59)
+    archive_interval_seconds: float = Field(default=86400.0, gt=0)
+    archive_after_days: int = Field(default=90, ge=1)
+    archive_chunk_size: int = Field(default=5000, ge=1)
+    reconcile_interval_seconds: float = Field(default=3600.0, gt=0)
+    beat_lock_timeout_seconds: int = Field(default=30, ge=5)
+
+    # Processes.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    web_workers: int = Field(default=2, ge=1, le=64)
+    web_threads: int = Field(default=8, ge=1, le=256)
+    worker_concurrency: int = Field(default=2, ge=1, le=256)
+    log_level: str = "INFO"
+
+    @field_validator("currencies", mode="before")
+    @classmethod
+    def _split_currencies(cls, value: object) -> object:
+        """Parse ``"SGD,JPY"`` into ``("SGD", "JPY")``; reject non-ISO-4217 codes."""
+        if isinstance(value, str):
+            value = tuple(code.strip().upper() for code in value.split(",") if code.strip())
+        from shared.ledger.money import exponent_of  # local: keeps config import-light
+
+        for code in value:  # type: ignore[union-attr]
+            exponent_of(code)  # raises UnknownCurrency for a code ISO 4217 lacks
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str) -> str:
+        """Make a plain ``postgresql://`` URL use psycopg 3 (SQLAlchemy defaults to psycopg2)."""
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        """Accept only the standard logging level names."""
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first call.
+
+    Raises:
+        pydantic.ValidationError: a variable holds a value its parser rejects.
+    """
+    return Settings()

@@ -1,0 +1,142 @@
+"""The one place that owns database engines, sessions and transactions.
+
+Other modules receive a ``Session``; only :func:`transaction` begins, commits
+and rolls back. Every connection sets ``lock_timeout`` below
+``statement_timeout`` for its whole session (design.md, "Known pitfalls"), and
+the pool pings connections before use so dead ones are replaced after a
+PostgreSQL restart (SQLAlchemy docs, "Disconnect Handling - Pessimistic").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import psycopg
+from sqlalchemy import Engine, create_engine, exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings, get_settings
+
+# SQLSTATEs worth re-running the whole database transaction for:
+# 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available,
+# 57014 query_canceled (statement_timeout under load),
+# 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+# and class 08 (connection exceptions). PostgreSQL docs, Appendix A.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def create_db_engine(settings: Settings, **overrides: object) -> Engine:
+    """Build an engine for ``settings.database_url`` with Tally's session settings.
+
+    Args:
+        settings: the configuration (URL, pool size, timeouts in milliseconds).
+        overrides: extra keyword arguments for ``sqlalchemy.create_engine``.
+    """
+    options = (
+        f"-c lock_timeout={settings.lock_timeout_ms} "
+        f"-c statement_timeout={settings.statement_timeout_ms} "
+        "-c idle_in_transaction_session_timeout=60000"
+    )
+    kwargs: dict[str, object] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_pool_size,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {"options": options, "connect_timeout": 5, "application_name": "tally"},
+    }
+    kwargs.update(overrides)
+    return create_engine(settings.database_url, **kwargs)  # type: ignore[arg-type]
+
+
+def get_engine() -> Engine:
+    """Return this process's engine, building it on first use.
+
+    A process forked after the engine was built (Celery's prefork pool, gunicorn
+    workers) gets a fresh one: pooled connections must never cross a fork
+    (SQLAlchemy docs, "Using Connection Pools with Multiprocessing").
+    """
+    global _engine, _engine_pid, _sessionmaker
+    pid = os.getpid()
+    if _engine is None or _engine_pid != pid:
+        with _lock:
+            if _engine is None or _engine_pid != pid:
+                if _engine is not None:
+                    _engine.dispose(close=False)
+                _engine = create_db_engine(get_settings())
+                _engine_pid = pid
+                _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Dispose of this process's engine; the next :func:`get_engine` builds a new one."""
+    global _engine, _sessionmaker
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+        _sessionmaker = None
+
+
+_log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[Session]:
+    """Open a session, begin a database transaction, yield the session, commit.
+
+    On any exception the transaction is rolled back and the exception re-raised.
+    After a successful commit, the callbacks registered with :func:`after_commit`
+    run in order; one that raises is logged and does not stop the others (a
+    broker that is down must not turn a committed request into an error:
+    design.md, "Never publish before commit"). This is the only place in Tally
+    that commits.
+    """
+    get_engine()
+    assert _sessionmaker is not None
+    with _sessionmaker() as session:
+        with session.begin():
+            yield session
+        callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            _log.warning("after-commit callback %r failed", callback, exc_info=True)
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction ``session`` is in has committed.
+
+    Used to publish broker messages only for rows that are durable (the
+    pattern of pypi/warehouse's ``tasks.py``). Nothing runs on rollback.
+    """
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Tell whether re-running the whole database transaction may succeed.
+
+    True for lost or refused connections and for SQLSTATEs 40001, 40P01,
+    55P03, 57P01-57P03 and class 08 (PostgreSQL docs, Appendix A).
+    """
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        sqlstate = getattr(error, "sqlstate", None)
+        return sqlstate is None or sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+    if isinstance(error, psycopg.Error):
+        sqlstate = error.sqlstate or ""
+        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+    return isinstance(error, exc.TimeoutError | ConnectionError)

@@ -1,0 +1,201 @@
+"""SQLAlchemy 2 typed models: the ledger's tables.
+
+The schema itself is created and changed only by the Alembic migrations in
+``shared/migrations``; ``tests/integration/test_migrations.py`` checks that the
+two agree. Money columns are ``BIGINT`` minor units and end in ``_minor``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Sequence,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Orders transactions within a lane (the wallet whose debits they are); design.md invariant 6.
+lane_sequence = Sequence("transaction_lane_seq")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Tally table."""
+
+    type_annotation_map = {
+        dt.datetime: DateTime(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def _now() -> Any:
+    return mapped_column(server_default=func.now())
+
+
+class Currency(Base):
+    """An ISO 4217 currency and its minor-unit exponent (SGD 2, JPY 0)."""
+
+    __tablename__ = "currencies"
+
+    code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    exponent: Mapped[int] = mapped_column(SmallInteger)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+
+    __table_args__ = (CheckConstraint("exponent BETWEEN 0 AND 4", name="exponent_range"),)
+
+
+class Wallet(Base):
+    """A holder of one currency; system wallets (no owner) are deposit/withdrawal counterparties."""
+
+    __tablename__ = "wallets"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    owner_ref: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(ForeignKey("currencies.code"))
+    balance_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    held_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_sequence: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
+    is_system: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("owner_ref", "currency", name="wallets_owner_currency_key"),
+        Index(
+            "wallets_one_system_per_currency",
+            "currency",
+            unique=True,
+            postgresql_where=text("is_system"),
+        ),
+        Index("wallets_created_at_id", "created_at", "id"),
+        CheckConstraint("is_system OR balance_minor >= 0", name="balance_not_negative"),
+        CheckConstraint(
+            "is_system OR balance_minor - held_minor >= 0", name="available_not_negative"
+        ),
+        CheckConstraint("held_minor >= 0", name="held_not_negative"),
+        CheckConstraint("is_system = (owner_ref IS NULL)", name="system_has_no_owner"),
+        CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
+    )
+
+
+class Transaction(Base):
+    """A request to move money, from ``pending`` to a terminal status.
+
+    ``lane_wallet_id`` is the wallet whose queue orders the transaction (its
+    debited wallet; a deposit's destination), ``lane_sequence`` its place in
+    that queue, assigned at intake and again at an ops retry.
+    """
+
+    __tablename__ = "transactions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(ForeignKey("currencies.code"))
+    source_wallet_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("wallets.id"))
+    destination_wallet_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("wallets.id"))
+    lane_wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"))
+    lane_sequence: Mapped[int] = mapped_column(
+        BigInteger, lane_sequence, server_default=lane_sequence.next_value()
+    )
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, server_default=text("'{}'::jsonb")
+    )
+    failure_code: Mapped[str | None] = mapped_column(Text)
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str] = mapped_column(Text)
+    request_hash: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    completed_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
+        Index(
+            "transactions_pending_lane",
+            "lane_wallet_id",
+            "lane_sequence",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "transactions_pending_updated_at",
+            "updated_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("transactions_created_at_id", "created_at", "id"),
+        Index("transactions_source_wallet", "source_wallet_id", "created_at"),
+        Index("transactions_destination_wallet", "destination_wallet_id", "created_at"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint(
+            "status IN ('pending', 'held', 'completed', 'failed', 'voided', 'expired')",
+            name="status_known",
+        ),
+        CheckConstraint(
+            "type IN ('deposit', 'withdrawal', 'transfer', 'hold', 'group')", name="type_known"
+        ),
+    )
+
+
+class LedgerEntry(Base):
+    """One side of a posting on one wallet; append-only (a trigger rejects UPDATE and DELETE)."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"))
+    transaction_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transactions.id"))
+    transaction_type: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    balance_after_minor: Mapped[int] = mapped_column(BigInteger)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    # clock_timestamp(), not now(): taken while the wallet row is locked, so it
+    # grows with ``sequence`` and as-of reads can seek by time.
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.clock_timestamp())
+
+    __table_args__ = (
+        UniqueConstraint("wallet_id", "sequence", name="ledger_entries_wallet_sequence"),
+        Index("ledger_entries_wallet_created_at", "wallet_id", "created_at"),
+        Index("ledger_entries_transaction", "transaction_id"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("sequence > 0", name="sequence_positive"),
+        CheckConstraint("direction IN ('debit', 'credit')", name="direction_known"),
+    )
+
+
+class ApiKey(Base):
+    """An API key; only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (CheckConstraint("role IN ('service', 'ops')", name="role_known"),)

@@ -1,0 +1,1 @@
+"""Services: the ledger operations on the database. Each receives a ``Session``."""

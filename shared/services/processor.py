@@ -1,0 +1,308 @@
+"""The apply path: drain a wallet's lane of pending transactions into the ledger.
+
+Design (docs/architecture.md): a broker message means "wallet W has pending
+work". The worker that holds W's lane lock applies W's pending transactions in
+acceptance order (``lane_sequence``), many per database transaction. A
+duplicate or late message finds nothing to do, so correctness never depends on
+the broker (design.md invariants 3, 4 and 6).
+
+Each batch is two short database transactions:
+
+1. **claim**: under the lane lock, pick the head of the lane and add one to
+   each picked transaction's ``attempts``, committed on its own so that an
+   attempt that dies (SIGKILL, lost connection) is still counted. A head whose
+   earlier attempt did not finish is applied alone, so one poison transaction
+   cannot take a batch down with it; past ``attempts_max`` it ends ``failed``
+   with ``retries_exhausted`` (Celery's ``task_reject_on_worker_lost`` would
+   otherwise redeliver it forever: Redis keeps no delivery count).
+2. **apply**: under the lane lock, lock the claimed rows that are still
+   ``pending`` (a re-delivery finds none), lock every wallet they touch in
+   sorted id order (no deadlocks between lanes), run the posting rules, and
+   write entries, balances and statuses together in one commit (invariant 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from shared import db
+from shared.ledger.errors import FailureCode
+from shared.ledger.rules import Applied, Leg, Posting, WalletState, post, wallet_ids_of
+from shared.ledger.states import TransactionStatus, TransactionType, WalletStatus
+from shared.metrics import RETRIES_EXHAUSTED, TRANSACTIONS_SETTLED
+from shared.models import LedgerEntry, Transaction, Wallet
+
+#: The Celery task name the API and the sweeper publish to (``worker.tasks``).
+DRAIN_WALLET_TASK = "tally.drain_wallet"
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class DrainReport:
+    """What one :func:`drain_lane` call did.
+
+    Attributes:
+        settled: transactions that left ``pending`` (completed, held or failed).
+        failed: of those, how many failed a business rule or ran out of attempts.
+        batches: apply transactions committed.
+        more: True when it stopped at ``batches_max`` with work left in the lane.
+    """
+
+    settled: int = 0
+    failed: int = 0
+    batches: int = 0
+    more: bool = False
+
+
+def drain_lane(
+    lane_wallet_id: uuid.UUID, *, batch_size: int, attempts_max: int, batches_max: int = 50
+) -> DrainReport:
+    """Apply the pending transactions of one lane, oldest first, until none is left.
+
+    Args:
+        lane_wallet_id: the wallet whose lane to drain.
+        batch_size: transactions per apply database transaction.
+        attempts_max: apply attempts before a transaction fails ``retries_exhausted``.
+        batches_max: stop after this many batches (``more`` is then True) so one
+            busy lane cannot hold a worker forever.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: a database error; :func:`shared.db.is_transient`
+            tells whether re-running the drain may succeed. Nothing is half-applied.
+    """
+    report = DrainReport()
+    while report.batches < batches_max:
+        with db.transaction() as session:
+            claimed = claim_batch(
+                session, lane_wallet_id, batch_size=batch_size, attempts_max=attempts_max
+            )
+        if claimed is None:
+            return report
+        if claimed.exhausted:
+            report.settled += 1
+            report.failed += 1
+            continue
+        with db.transaction() as session:
+            settled, failed = apply_batch(session, lane_wallet_id, claimed.ids)
+        report.settled += settled
+        report.failed += failed
+        report.batches += 1
+    report.more = True
+    return report
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """The transactions picked for one apply; ``exhausted`` when the head was failed instead."""
+
+    ids: Sequence[uuid.UUID]
+    exhausted: bool = False
+
+
+def _lock_lane(session: Session, lane_wallet_id: uuid.UUID) -> None:
+    """Take the lane's transaction-scoped advisory lock (waits up to ``lock_timeout``)."""
+    session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(str(lane_wallet_id), 0)))
+    )
+
+
+def claim_batch(
+    session: Session, lane_wallet_id: uuid.UUID, *, batch_size: int, attempts_max: int
+) -> Claim | None:
+    """Pick the head of the lane for the next apply and count the attempt.
+
+    Returns:
+        None when the lane has nothing pending; a ``Claim`` of the picked ids
+        otherwise (just the head when an earlier attempt on it did not finish);
+        a ``Claim`` with ``exhausted=True`` when the head had used up its
+        attempts and was failed with ``retries_exhausted`` (logged at ERROR).
+    """
+    _lock_lane(session, lane_wallet_id)
+    rows = session.execute(
+        select(Transaction.id, Transaction.attempts)
+        .where(
+            Transaction.lane_wallet_id == lane_wallet_id,
+            Transaction.status == TransactionStatus.PENDING,
+        )
+        .order_by(Transaction.lane_sequence)
+        .limit(batch_size)
+    ).all()
+    if not rows:
+        return None
+    head_id, head_attempts = rows[0]
+    if head_attempts >= attempts_max:
+        _fail_exhausted(session, head_id, head_attempts)
+        return Claim((head_id,), exhausted=True)
+    if head_attempts > 0:
+        ids: list[uuid.UUID] = [head_id]
+    else:
+        ids = []
+        for transaction_id, attempts in rows:
+            if attempts > 0:
+                break
+            ids.append(transaction_id)
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id.in_(ids))
+        .values(attempts=Transaction.attempts + 1, updated_at=func.now())
+    )
+    return Claim(ids)
+
+
+def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) -> None:
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id, Transaction.status == TransactionStatus.PENDING)
+        .values(
+            status=TransactionStatus.FAILED.value,
+            failure_code=FailureCode.RETRIES_EXHAUSTED.value,
+            failure_message=f"gave up after {attempts} apply attempts; an operator may retry it",
+            completed_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    RETRIES_EXHAUSTED.inc()
+    TRANSACTIONS_SETTLED.labels(status="failed").inc()
+    _log.error("retries_exhausted", transaction_id=str(transaction_id), attempts=attempts)
+
+
+def posting_of(transaction: Transaction) -> Posting:
+    """Return the posting a stored transaction asks for (its legs, in minor units)."""
+    transaction_type = TransactionType(transaction.type)
+    source = transaction.source_wallet_id
+    assert source is not None
+    destination = transaction.destination_wallet_id or source
+    leg = Leg(source, destination, transaction.amount_minor)
+    return Posting(transaction_type, transaction.currency, (leg,))
+
+
+def apply_batch(
+    session: Session, lane_wallet_id: uuid.UUID, transaction_ids: Sequence[uuid.UUID]
+) -> tuple[int, int]:
+    """Apply the claimed transactions that are still pending, in lane order, in this transaction.
+
+    Returns:
+        ``(settled, failed)`` counts.
+    """
+    _lock_lane(session, lane_wallet_id)
+    transactions = list(
+        session.scalars(
+            select(Transaction)
+            .where(
+                Transaction.id.in_(transaction_ids),
+                Transaction.status == TransactionStatus.PENDING,
+            )
+            .order_by(Transaction.lane_sequence)
+            .with_for_update()
+        )
+    )
+    if not transactions:
+        return 0, 0  # a duplicate delivery: someone applied them already
+    postings = [posting_of(t) for t in transactions]
+    wallet_ids = sorted(set().union(*(wallet_ids_of(p) for p in postings)))
+    wallets = {
+        row.id: WalletState(
+            row.id,
+            row.currency,
+            row.balance_minor,
+            row.held_minor,
+            WalletStatus(row.status),
+            row.is_system,
+            row.last_sequence,
+        )
+        for row in session.execute(
+            select(
+                Wallet.id,
+                Wallet.currency,
+                Wallet.balance_minor,
+                Wallet.held_minor,
+                Wallet.status,
+                Wallet.is_system,
+                Wallet.last_sequence,
+            )
+            .where(Wallet.id.in_(wallet_ids))
+            .order_by(Wallet.id)
+            .with_for_update()
+        )
+    }
+    before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
+
+    now = dt.datetime.now(dt.UTC)
+    entry_rows: list[dict[str, object]] = []
+    status_rows: list[dict[str, object]] = []
+    failed = 0
+    for transaction, posting in zip(transactions, postings, strict=True):
+        result = post(posting, wallets)
+        if isinstance(result, Applied):
+            status = (
+                TransactionStatus.HELD
+                if posting.type is TransactionType.HOLD
+                else TransactionStatus.COMPLETED
+            )
+            entry_rows.extend(
+                {
+                    "wallet_id": entry.wallet_id,
+                    "transaction_id": transaction.id,
+                    "transaction_type": transaction.type,
+                    "direction": entry.direction.value,
+                    "amount_minor": entry.amount_minor,
+                    "balance_after_minor": entry.balance_after_minor,
+                    "sequence": entry.sequence,
+                }
+                for entry in result.entries
+            )
+            status_rows.append(
+                {
+                    "id": transaction.id,
+                    "status": status.value,
+                    "updated_at": now,
+                    "completed_at": now if status is TransactionStatus.COMPLETED else None,
+                }
+            )
+        else:
+            failed += 1
+            status_rows.append(
+                {
+                    "id": transaction.id,
+                    "status": TransactionStatus.FAILED.value,
+                    "failure_code": result.code.value,
+                    "failure_message": result.message,
+                    "updated_at": now,
+                    "completed_at": now,
+                }
+            )
+        TRANSACTIONS_SETTLED.labels(status=status_rows[-1]["status"]).inc()
+
+    wallet_rows = [
+        {
+            "id": wid,
+            "balance_minor": w.balance_minor,
+            "held_minor": w.held_minor,
+            "last_sequence": w.last_sequence,
+            "updated_at": now,
+        }
+        for wid, w in wallets.items()
+        if before[wid] != (w.balance_minor, w.held_minor, w.last_sequence)
+    ]
+    if wallet_rows:
+        session.execute(update(Wallet), wallet_rows)
+    if entry_rows:
+        session.execute(insert(LedgerEntry), entry_rows)
+    _update_statuses(session, status_rows)
+    return len(transactions), failed
+
+
+def _update_statuses(session: Session, rows: list[dict[str, object]]) -> None:
+    """Write the new statuses; rows with and without failure fields go as two bulk updates."""
+    for keys in ({"failure_code"}, set()):
+        group = [r for r in rows if ("failure_code" in r) == bool(keys)]
+        if group:
+            session.execute(update(Transaction), group)

@@ -1,0 +1,142 @@
+"""Transaction reads, long-poll waits and the ops retry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared import db
+from shared.ledger.errors import Conflict, NotFound
+from shared.ledger.states import TransactionStatus, check_transition
+from shared.models import Transaction, lane_sequence
+from shared.pagination import decode_cursor, encode_cursor
+from shared.services.intake import Publish
+
+
+def transaction_not_found(transaction_id: uuid.UUID) -> NotFound:
+    """Return the ``transaction_not_found`` error for ``transaction_id``."""
+    return NotFound(f"transaction {transaction_id} does not exist", code="transaction_not_found")
+
+
+def get_transaction(session: Session, transaction_id: uuid.UUID) -> Transaction:
+    """Return the transaction ``transaction_id``.
+
+    Raises:
+        NotFound: ``transaction_not_found``.
+    """
+    transaction = session.get(Transaction, transaction_id, populate_existing=True)
+    if transaction is None:
+        raise transaction_not_found(transaction_id)
+    return transaction
+
+
+def wait_for_transaction(transaction_id: uuid.UUID, *, wait_seconds: float) -> Transaction:
+    """Return the transaction once it is no longer ``pending``, or after ``wait_seconds``.
+
+    Polls in short read-only database transactions, every 50 ms at first and
+    at most every 250 ms, so no connection is held while waiting.
+
+    Raises:
+        NotFound: ``transaction_not_found``.
+    """
+    deadline = time.monotonic() + wait_seconds
+    interval_seconds = 0.05
+    while True:
+        with db.transaction() as session:
+            transaction = get_transaction(session, transaction_id)
+        remaining = deadline - time.monotonic()
+        if transaction.status != TransactionStatus.PENDING or remaining <= 0:
+            return transaction
+        time.sleep(min(interval_seconds, remaining))
+        interval_seconds = min(interval_seconds * 1.5, 0.25)
+
+
+def list_transactions(
+    session: Session,
+    *,
+    status: str | None,
+    type_: str | None,
+    wallet_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Transaction], str | None]:
+    """Return a page of transactions, newest first, filtered, and the next page's cursor.
+
+    Args:
+        status, type_: exact matches when given.
+        wallet_id: transactions whose source or destination is this wallet.
+        limit: page size, 1..200.
+        cursor: a ``next_cursor`` from the previous page.
+    """
+    query = (
+        select(Transaction)
+        .order_by(Transaction.created_at.desc(), Transaction.id.desc())
+        .limit(limit + 1)
+    )
+    if status is not None:
+        query = query.where(Transaction.status == status)
+    if type_ is not None:
+        query = query.where(Transaction.type == type_)
+    if wallet_id is not None:
+        query = query.where(
+            or_(
+                Transaction.source_wallet_id == wallet_id,
+                Transaction.destination_wallet_id == wallet_id,
+            )
+        )
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor, 2)
+        query = query.where(
+            (Transaction.created_at, Transaction.id)  # type: ignore[operator]
+            < (dt.datetime.fromisoformat(created_at), uuid.UUID(last_id))
+        )
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+    return rows, next_cursor
+
+
+def retry_transaction(
+    session: Session, transaction_id: uuid.UUID, *, publish: Publish
+) -> Transaction:
+    """Move a ``failed`` transaction back to ``pending`` and publish it after commit.
+
+    It gets a new place at the end of its lane (it is accepted anew) and its
+    attempt count starts again from zero.
+
+    Raises:
+        NotFound: ``transaction_not_found``.
+        Conflict: ``not_retryable`` unless the transaction is ``failed``.
+    """
+    transaction = session.get(Transaction, transaction_id, with_for_update=True)
+    if transaction is None:
+        raise transaction_not_found(transaction_id)
+    if transaction.status != TransactionStatus.FAILED:
+        raise Conflict(
+            f"only a failed transaction can be retried; this one is {transaction.status}",
+            code="not_retryable",
+        )
+    check_transition(TransactionStatus.FAILED, TransactionStatus.PENDING)
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id)
+        .values(
+            status=TransactionStatus.PENDING.value,
+            failure_code=None,
+            failure_message=None,
+            completed_at=None,
+            attempts=0,
+            lane_sequence=lane_sequence.next_value(),
+            updated_at=func.now(),
+        )
+    )
+    lane_id = transaction.lane_wallet_id
+    db.after_commit(session, lambda: publish(lane_id))
+    return get_transaction(session, transaction_id)

@@ -1,0 +1,211 @@
+"""Wallet operations: create, read, list, freeze, entries and point-in-time balances."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from shared.ledger.errors import Conflict, NotFound, ValidationFailed
+from shared.ledger.money import exponent_of
+from shared.ledger.states import WalletStatus
+from shared.models import Currency, LedgerEntry, Wallet
+from shared.pagination import decode_cursor, encode_cursor
+
+
+def wallet_not_found(wallet_id: uuid.UUID | str) -> NotFound:
+    """Return the ``wallet_not_found`` error for ``wallet_id``."""
+    return NotFound(f"wallet {wallet_id} does not exist", code="wallet_not_found")
+
+
+def ensure_currencies(session: Session, codes: Iterable[str]) -> None:
+    """Enable exactly ``codes`` (ISO 4217) and make sure each has its system wallet.
+
+    Currencies no longer configured stay in the table, disabled, because
+    wallets and history refer to them. Safe to run concurrently and repeatedly.
+
+    Raises:
+        UnknownCurrency: a code is not ISO 4217.
+    """
+    codes = list(codes)
+    for code in codes:
+        session.execute(
+            insert(Currency)
+            .values(code=code, exponent=exponent_of(code), enabled=True)
+            .on_conflict_do_update(index_elements=["code"], set_={"enabled": True})
+        )
+        session.execute(
+            insert(Wallet)
+            .values(id=uuid.uuid4(), owner_ref=None, currency=code, is_system=True)
+            .on_conflict_do_nothing(
+                index_elements=["currency"], index_where=Wallet.is_system
+            )
+        )
+    session.execute(update(Currency).where(Currency.code.not_in(codes)).values(enabled=False))
+
+
+def enabled_currencies(session: Session) -> set[str]:
+    """Return the codes of the enabled currencies."""
+    return set(session.scalars(select(Currency.code).where(Currency.enabled)))
+
+
+def require_enabled_currency(session: Session, currency: str) -> None:
+    """Raise unless ``currency`` is enabled.
+
+    Raises:
+        ValidationFailed: code ``currency_not_enabled``, field ``currency``.
+    """
+    if currency not in enabled_currencies(session):
+        raise ValidationFailed(
+            f"currency {currency!r} is not enabled",
+            code="currency_not_enabled",
+            errors=[{"field": "currency", "message": f"{currency!r} is not an enabled currency"}],
+        )
+
+
+def create_wallet(session: Session, *, owner_ref: str, currency: str) -> Wallet:
+    """Create the wallet of ``owner_ref`` in ``currency``.
+
+    Raises:
+        ValidationFailed: the currency is not enabled.
+        Conflict: ``wallet_exists``; the detail names the existing wallet's id.
+    """
+    require_enabled_currency(session, currency)
+    wallet_id = session.scalar(
+        insert(Wallet)
+        .values(id=uuid.uuid4(), owner_ref=owner_ref, currency=currency)
+        .on_conflict_do_nothing(constraint="wallets_owner_currency_key")
+        .returning(Wallet.id)
+    )
+    if wallet_id is None:
+        existing = session.scalar(
+            select(Wallet.id).where(Wallet.owner_ref == owner_ref, Wallet.currency == currency)
+        )
+        raise Conflict(
+            f"owner {owner_ref!r} already has a {currency} wallet: {existing}", code="wallet_exists"
+        )
+    return get_wallet(session, wallet_id)
+
+
+def get_wallet(session: Session, wallet_id: uuid.UUID) -> Wallet:
+    """Return the wallet ``wallet_id``.
+
+    Raises:
+        NotFound: ``wallet_not_found``.
+    """
+    wallet = session.get(Wallet, wallet_id, populate_existing=True)
+    if wallet is None:
+        raise wallet_not_found(wallet_id)
+    return wallet
+
+
+def system_wallet_id(session: Session, currency: str) -> uuid.UUID:
+    """Return the id of ``currency``'s system wallet.
+
+    Raises:
+        NotFound: none exists (the currency was never enabled).
+    """
+    wallet_id = session.scalar(
+        select(Wallet.id).where(Wallet.currency == currency, Wallet.is_system)
+    )
+    if wallet_id is None:
+        raise NotFound(f"no system wallet for {currency}", code="wallet_not_found")
+    return wallet_id
+
+
+def list_wallets(
+    session: Session, *, owner_ref: str | None, limit: int, cursor: str | None
+) -> tuple[Sequence[Wallet], str | None]:
+    """Return a page of wallets, newest first, and the cursor of the next page (or None).
+
+    Args:
+        owner_ref: only this owner's wallets; None lists all.
+        limit: page size, 1..200.
+        cursor: a ``next_cursor`` from the previous page.
+    """
+    query = select(Wallet).order_by(Wallet.created_at.desc(), Wallet.id.desc()).limit(limit + 1)
+    if owner_ref is not None:
+        query = query.where(Wallet.owner_ref == owner_ref)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor, 2)
+        query = query.where(
+            (Wallet.created_at, Wallet.id) < (dt.datetime.fromisoformat(created_at), uuid.UUID(last_id))  # type: ignore[operator]
+        )
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+    return rows, next_cursor
+
+
+def set_wallet_status(session: Session, wallet_id: uuid.UUID, status: WalletStatus) -> Wallet:
+    """Freeze or unfreeze a wallet; a frozen wallet's new transactions fail ``wallet_frozen``.
+
+    Raises:
+        NotFound: ``wallet_not_found``.
+        Conflict: ``system_wallet_immutable`` for a system wallet.
+    """
+    wallet = session.get(Wallet, wallet_id, with_for_update=True)
+    if wallet is None:
+        raise wallet_not_found(wallet_id)
+    if wallet.is_system:
+        raise Conflict("a system wallet cannot be frozen", code="system_wallet_immutable")
+    if wallet.status != status:
+        wallet.status = status.value
+        session.flush()
+        session.refresh(wallet)
+    return wallet
+
+
+def list_entries(
+    session: Session, wallet_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[Sequence[LedgerEntry], str | None]:
+    """Return a page of the wallet's ledger entries, newest (highest sequence) first.
+
+    Raises:
+        NotFound: ``wallet_not_found``.
+    """
+    get_wallet(session, wallet_id)
+    query = (
+        select(LedgerEntry)
+        .where(LedgerEntry.wallet_id == wallet_id)
+        .order_by(LedgerEntry.sequence.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        (sequence,) = decode_cursor(cursor, 1)
+        if not sequence.isdigit():
+            raise ValidationFailed("cursor is not valid", code="invalid_cursor")
+        query = query.where(LedgerEntry.sequence < int(sequence))
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].sequence)
+    return rows, next_cursor
+
+
+def balance_as_of(session: Session, wallet_id: uuid.UUID, as_of: dt.datetime) -> int:
+    """Return the wallet's balance in minor units after every entry created up to ``as_of``.
+
+    Entries' ``created_at`` grows with ``sequence`` per wallet (it is taken
+    while the wallet row is locked), so this is one index seek on
+    ``(wallet_id, created_at)``: the ``balance_after`` of the newest entry not
+    after ``as_of``, or 0 before the first entry.
+
+    Raises:
+        NotFound: ``wallet_not_found``.
+    """
+    get_wallet(session, wallet_id)
+    balance = session.scalar(
+        select(LedgerEntry.balance_after_minor)
+        .where(LedgerEntry.wallet_id == wallet_id, LedgerEntry.created_at <= as_of)
+        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.sequence.desc())
+        .limit(1)
+    )
+    return balance or 0

@@ -1,0 +1,148 @@
+"""Helpers shared by tests: submit over HTTP, await terminal statuses, check the ledger's invariants."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import text
+
+from shared import db
+
+TERMINAL = {"completed", "failed", "voided", "expired"}
+
+
+def submit(client: Any, headers: dict[str, str], body: dict[str, Any], key: str | None = None) -> Any:
+    """POST a transaction with a fresh (or the given) Idempotency-Key; return the response."""
+    return client.post(
+        "/v1/transactions",
+        json=body,
+        headers={**headers, "Idempotency-Key": key or str(uuid.uuid4())},
+    )
+
+
+def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Return ``{id: {"status", "failure_code", "attempts"}}`` read straight from the database."""
+    ids = [uuid.UUID(str(t)) for t in transaction_ids]
+    with db.transaction() as session:
+        rows = session.execute(
+            text(
+                "SELECT id, status, failure_code, attempts FROM transactions WHERE id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        ).all()
+    return {
+        str(r.id): {"status": r.status, "failure_code": r.failure_code, "attempts": r.attempts}
+        for r in rows
+    }
+
+
+def wait_terminal(
+    transaction_ids: Iterable[str], *, timeout_seconds: float = 60, context: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Wait until every transaction is terminal; return their statuses.
+
+    Raises:
+        AssertionError: some are still not terminal after ``timeout_seconds``
+            (a bound far above the expected time, so a slow machine does not fail).
+    """
+    ids = [str(t) for t in transaction_ids]
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        current = statuses(ids)
+        waiting = [t for t in ids if current.get(t, {}).get("status") not in TERMINAL]
+        if not waiting:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(waiting)} of {len(ids)} transactions not terminal after "
+                f"{timeout_seconds}s, e.g. {current.get(waiting[0])} {context}"
+            )
+        time.sleep(0.1)
+
+
+def balance_minor(wallet_id: uuid.UUID | str) -> int:
+    """Return a wallet's stored balance in minor units."""
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text("SELECT balance_minor FROM wallets WHERE id = :id"), {"id": wallet_id}
+            ).scalar_one()
+        )
+
+
+def assert_ledger_consistent() -> None:
+    """Check design.md's invariants 1, 2 and 5 over the whole database.
+
+    - every currency's wallets sum to zero, and every transaction's entries too;
+    - no non-system wallet has a negative balance or available balance;
+    - every wallet's balance equals the sum of its entries, ``last_sequence``
+      equals its entry count, sequences run 1..n with no gap, and each
+      ``balance_after`` is the running sum.
+    """
+    with db.transaction() as session:
+        # Archived entries still count (docs/maintenance.md): read live and archive as one.
+        has_archive = session.execute(
+            text("SELECT to_regclass('ledger_entries_archive') IS NOT NULL")
+        ).scalar_one()
+        entries = (
+            "(SELECT wallet_id, transaction_id, direction, amount_minor, balance_after_minor, "
+            "sequence FROM ledger_entries UNION ALL SELECT wallet_id, transaction_id, direction, "
+            "amount_minor, balance_after_minor, sequence FROM ledger_entries_archive) AS le"
+            if has_archive
+            else "ledger_entries AS le"
+        )
+        totals = session.execute(
+            text("SELECT currency, sum(balance_minor) FROM wallets GROUP BY currency")
+        ).all()
+        assert all(total == 0 for _, total in totals), f"currency totals not zero: {totals}"
+        unbalanced = session.execute(
+            text(
+                "SELECT transaction_id, sum(CASE direction WHEN 'debit' THEN -amount_minor "
+                f"ELSE amount_minor END) AS s FROM {entries} GROUP BY transaction_id "
+                "HAVING sum(CASE direction WHEN 'debit' THEN -amount_minor "
+                "ELSE amount_minor END) <> 0 LIMIT 5"
+            )
+        ).all()
+        assert not unbalanced, f"transactions whose entries do not sum to zero: {unbalanced}"
+        negative = session.execute(
+            text(
+                "SELECT id, balance_minor, held_minor FROM wallets WHERE NOT is_system "
+                "AND (balance_minor < 0 OR balance_minor - held_minor < 0) LIMIT 5"
+            )
+        ).all()
+        assert not negative, f"negative non-system wallets: {negative}"
+        drift = session.execute(
+            text(
+                f"""
+                WITH e AS (
+                    SELECT wallet_id, count(*) AS n, max(sequence) AS max_seq,
+                           sum(CASE direction WHEN 'debit' THEN -amount_minor
+                               ELSE amount_minor END) AS total
+                    FROM {entries} GROUP BY wallet_id)
+                SELECT w.id, w.balance_minor, e.total, w.last_sequence, e.n, e.max_seq
+                FROM wallets w LEFT JOIN e ON e.wallet_id = w.id
+                WHERE w.balance_minor <> coalesce(e.total, 0)
+                   OR w.last_sequence <> coalesce(e.n, 0)
+                   OR coalesce(e.max_seq, 0) <> coalesce(e.n, 0)
+                LIMIT 5
+                """
+            )
+        ).all()
+        assert not drift, f"wallets whose balance or sequence disagrees with entries: {drift}"
+        running = session.execute(
+            text(
+                f"""
+                SELECT wallet_id, sequence FROM (
+                    SELECT wallet_id, sequence, balance_after_minor,
+                           sum(CASE direction WHEN 'debit' THEN -amount_minor
+                               ELSE amount_minor END)
+                               OVER (PARTITION BY wallet_id ORDER BY sequence) AS running
+                    FROM {entries}) x
+                WHERE balance_after_minor <> running LIMIT 5
+                """
+            )
+        ).all()
+        assert not running, f"entries whose balance_after is not the running sum: {running}"
