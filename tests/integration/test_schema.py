@@ -1,0 +1,90 @@
+"""The schema: migrations match the models; the database itself enforces the ledger's rules."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from shared import db
+from shared.models import Base
+
+
+def test_migrations_match_the_models() -> None:
+    with db.get_engine().connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def _one_entry() -> int:
+    with db.transaction() as session:
+        entry_id = session.execute(text("SELECT id FROM ledger_entries LIMIT 1")).scalar()
+    if entry_id is None:
+        pytest.skip("no ledger entry yet")
+    return int(entry_id)
+
+
+def _seed_entry(wallet_factory: Any) -> None:
+    from tests.integration.test_apply_path import drain, record
+
+    a = wallet_factory()
+    record("deposit", 100, destination=a)
+    drain(a)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE ledger_entries SET amount_minor = amount_minor + 1 WHERE id = :id",
+     "DELETE FROM ledger_entries WHERE id = :id"],
+)  # fmt: skip
+def test_ledger_entries_reject_update_and_delete(statement: str, wallet_factory: Any) -> None:
+    _seed_entry(wallet_factory)
+    entry_id = _one_entry()
+    with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
+        session.execute(text(statement), {"id": entry_id})
+
+
+def test_ledger_entries_reject_truncate() -> None:
+    with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
+        session.execute(text("TRUNCATE ledger_entries CASCADE"))
+
+
+def test_update_is_rejected_even_in_archive_mode(wallet_factory: Any) -> None:
+    _seed_entry(wallet_factory)
+    entry_id = _one_entry()
+    with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
+        session.execute(text("SELECT set_config('tally.archiving', 'on', true)"))
+        session.execute(text("UPDATE ledger_entries SET sequence = sequence WHERE id = :id"), {"id": entry_id})
+
+
+def test_non_system_wallet_cannot_go_negative(wallet_factory: Any) -> None:
+    wallet_id = wallet_factory()
+    for column in ("balance_minor = -1", "held_minor = 1"):
+        with pytest.raises(IntegrityError), db.transaction() as session:
+            session.execute(text(f"UPDATE wallets SET {column} WHERE id = :id"), {"id": wallet_id})
+
+
+def test_one_system_wallet_per_currency() -> None:
+    with pytest.raises(IntegrityError), db.transaction() as session:
+        session.execute(
+            text("INSERT INTO wallets (id, currency, is_system) VALUES (:id, 'SGD', true)"),
+            {"id": uuid.uuid4()},
+        )
+
+
+def test_sequence_is_unique_per_wallet(wallet_factory: Any) -> None:
+    _seed_entry(wallet_factory)
+    with pytest.raises(IntegrityError), db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO ledger_entries (wallet_id, transaction_id, transaction_type, direction, "
+                "amount_minor, balance_after_minor, sequence) SELECT wallet_id, transaction_id, "
+                "transaction_type, direction, amount_minor, balance_after_minor, sequence "
+                "FROM ledger_entries LIMIT 1"
+            )
+        )
