@@ -50,7 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
         postgres.start()
         database_url = postgres.create_database("tally_test")
     if redis_url is None:
-        redis_server = EmbeddedRedis(root / "redis", free_port(), durable=False)
+        # Durable like production (AOF), so a restart keeps beat's schedule and lock;
+        # lost messages are simulated by deleting them.
+        redis_server = EmbeddedRedis(root / "redis", free_port(), durable=True)
         _servers["redis"] = redis_server
         redis_url = redis_server.start()
     os.environ["DATABASE_URL"] = database_url
@@ -177,11 +179,21 @@ def wallet_factory() -> Callable[..., uuid.UUID]:
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker() -> Iterator[Any]:
-    """Run one real Celery worker (prefork, 2 processes) for the whole session."""
+    """Run one real Celery worker (prefork, 2 processes) for the test module."""
     from tests.servers import CeleryProcess
 
-    process = CeleryProcess("worker", "session-worker", concurrency=2).start()
+    process = CeleryProcess("worker", "worker", concurrency=2).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def beat() -> Iterator[Any]:
+    """Run a real Celery beat (celery-redbeat) for the test module: sweeps every second."""
+    from tests.servers import CeleryProcess
+
+    process = CeleryProcess("beat", "beat").start()
     yield process
     process.stop()

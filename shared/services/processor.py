@@ -19,6 +19,10 @@ Each batch is two short database transactions:
    ``pending`` (a re-delivery finds none), lock every wallet they touch in
    sorted id order (no deadlocks between lanes), run the posting rules, and
    write entries, balances and statuses together in one commit (invariant 4).
+
+Row locks are ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: intake's foreign-key
+checks take ``FOR KEY SHARE`` on the same wallet rows in column order, and
+``FOR UPDATE`` would make the two deadlock (PostgreSQL docs, "Row-Level Locks").
 """
 
 from __future__ import annotations
@@ -201,7 +205,7 @@ def apply_batch(
                 Transaction.status == TransactionStatus.PENDING,
             )
             .order_by(Transaction.lane_sequence)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     )
     if not transactions:
@@ -230,7 +234,7 @@ def apply_batch(
             )
             .where(Wallet.id.in_(wallet_ids))
             .order_by(Wallet.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     }
     before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}

@@ -115,7 +115,7 @@ def retry_transaction(
         NotFound: ``transaction_not_found``.
         Conflict: ``not_retryable`` unless the transaction is ``failed``.
     """
-    transaction = session.get(Transaction, transaction_id, with_for_update=True)
+    transaction = session.get(Transaction, transaction_id, with_for_update={"key_share": True})
     if transaction is None:
         raise transaction_not_found(transaction_id)
     if transaction.status != TransactionStatus.FAILED:

@@ -150,7 +150,7 @@ def set_wallet_status(session: Session, wallet_id: uuid.UUID, status: WalletStat
         NotFound: ``wallet_not_found``.
         Conflict: ``system_wallet_immutable`` for a system wallet.
     """
-    wallet = session.get(Wallet, wallet_id, with_for_update=True)
+    wallet = session.get(Wallet, wallet_id, with_for_update={"key_share": True})
     if wallet is None:
         raise wallet_not_found(wallet_id)
     if wallet.is_system:
