@@ -81,7 +81,7 @@ def _announce_when_ready(url: str, secrets: dict[str, str]) -> None:
     click.secho(f"\nTally is up at {url}", fg="green", bold=True)
     click.echo(f"  service key: {secrets['service']}")
     click.echo(f"  ops key:     {secrets['ops']}")
-    click.echo("  try: curl -H \"Authorization: Bearer $KEY\" " + url + "/v1/wallets\n")
+    click.echo('  try: curl -H "Authorization: Bearer $KEY" ' + url + "/v1/wallets\n")
 
 
 @click.command("up")

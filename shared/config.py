@@ -87,8 +87,9 @@ class Settings(BaseSettings):
             value = tuple(code.strip().upper() for code in value.split(",") if code.strip())
         from shared.ledger.money import exponent_of  # local: keeps config import-light
 
-        for code in value:  # type: ignore[union-attr]
-            exponent_of(code)  # raises UnknownCurrency for a code ISO 4217 lacks
+        if isinstance(value, tuple | list):
+            for code in value:
+                exponent_of(code)  # raises UnknownCurrency for a code ISO 4217 lacks
         return value
 
     @field_validator("database_url")

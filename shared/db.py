@@ -54,7 +54,7 @@ def create_db_engine(settings: Settings, **overrides: object) -> Engine:
         "connect_args": {"options": options, "connect_timeout": 5, "application_name": "tally"},
     }
     kwargs.update(overrides)
-    return create_engine(settings.database_url, **kwargs)  # type: ignore[arg-type]
+    return create_engine(settings.database_url, **kwargs)
 
 
 def get_engine() -> Engine:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
+import uuid
 from typing import Any
+
+from sqlalchemy import ColumnElement, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from shared.ledger.errors import ValidationFailed
 
@@ -42,3 +47,26 @@ def _invalid() -> ValidationFailed:
         code="invalid_cursor",
         errors=[{"field": "cursor", "message": "not a cursor this API issued"}],
     )
+
+
+def created_before(
+    created_at: InstrumentedAttribute[dt.datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+    cursor: str,
+) -> ColumnElement[bool]:
+    """Return the SQL condition ``(created_at, id) < cursor's key`` for a newest-first page.
+
+    Raises:
+        ValidationFailed: ``invalid_cursor``.
+    """
+    created, last_id = decode_cursor(cursor, 2)
+    try:
+        key = (dt.datetime.fromisoformat(created), uuid.UUID(last_id))
+    except ValueError as error:
+        raise _invalid() from error
+    return tuple_(created_at, id_) < tuple_(*key)
+
+
+def created_cursor(created_at: dt.datetime, id_: uuid.UUID) -> str:
+    """Return the cursor of a row in a ``(created_at, id)`` newest-first order."""
+    return encode_cursor(created_at.isoformat(), id_)

@@ -14,7 +14,9 @@ from shared import db
 TERMINAL = {"completed", "failed", "voided", "expired"}
 
 
-def submit(client: Any, headers: dict[str, str], body: dict[str, Any], key: str | None = None) -> Any:
+def submit(
+    client: Any, headers: dict[str, str], body: dict[str, Any], key: str | None = None
+) -> Any:
     """POST a transaction with a fresh (or the given) Idempotency-Key; return the response."""
     return client.post(
         "/v1/transactions",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.schedules import crontab
-
 from shared.config import Settings
 
 

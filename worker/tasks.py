@@ -49,7 +49,13 @@ def drain_wallet(self: Task, wallet_id: str) -> None:
             base_seconds=settings.retry_backoff_base_seconds,
             max_seconds=settings.retry_backoff_max_seconds,
         )
-        _log.info("drain_retry", wallet_id=wallet_id, retry=retries + 1, countdown=countdown)
+        _log.warning(
+            "drain_retry",
+            wallet_id=wallet_id,
+            retry=retries + 1,
+            countdown=countdown,
+            error=str(error),
+        )
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
     if report.more:
         publish_drain(wallet_id)  # yield the worker; continue the lane in a new message
@@ -59,8 +65,14 @@ def drain_wallet(self: Task, wallet_id: str) -> None:
 def sweep_stalled_transactions() -> int:
     """Publish every lane with a transaction pending too long; return how many."""
     settings = get_settings()
-    with db.transaction() as session:
-        lanes = sweeper.stalled_lanes(session, age_seconds=settings.sweep_pending_age_seconds)
+    try:
+        with db.transaction() as session:
+            lanes = sweeper.stalled_lanes(session, age_seconds=settings.sweep_pending_age_seconds)
+    except Exception as error:
+        if not db.is_transient(error):
+            raise
+        _log.warning("sweep_skipped_database_unavailable", error=str(error))
+        return 0  # beat runs the sweep again in a few seconds
     published = 0
     for lane_wallet_id in lanes:
         try:

@@ -64,7 +64,7 @@ def parse_amount(text: object, currency: str) -> int:
     """
     exponent = exponent_of(currency)
     if not isinstance(text, str):
-        raise InvalidAmount("amount must be a string such as \"10.50\"")
+        raise InvalidAmount('amount must be a string such as "10.50"')
     match = _AMOUNT_RE.fullmatch(text)
     if match is None:
         raise InvalidAmount(
@@ -77,8 +77,12 @@ def parse_amount(text: object, currency: str) -> int:
             f"{currency} has {exponent} fractional digit(s) (ISO 4217); {text!r} has {len(fraction)}"
         )
     if len(whole) > 16:  # cheap guard before int() on a huge string
-        raise InvalidAmount(f"amount exceeds the maximum of {format_amount(AMOUNT_MINOR_MAX, currency)}")
-    amount_minor = int(whole) * 10**exponent + (int(fraction.ljust(exponent, "0")) if exponent else 0)
+        raise InvalidAmount(
+            f"amount exceeds the maximum of {format_amount(AMOUNT_MINOR_MAX, currency)}"
+        )
+    amount_minor = int(whole) * 10**exponent + (
+        int(fraction.ljust(exponent, "0")) if exponent else 0
+    )
     if amount_minor <= 0:
         raise InvalidAmount("amount must be positive")
     if amount_minor > AMOUNT_MINOR_MAX:

@@ -114,7 +114,9 @@ def wallet_ids_of(posting: Posting) -> set[uuid.UUID]:
     return ids
 
 
-def _check_leg(leg: Leg, currency: str, wallets: Mapping[uuid.UUID, WalletState]) -> Rejection | None:
+def _check_leg(
+    leg: Leg, currency: str, wallets: Mapping[uuid.UUID, WalletState]
+) -> Rejection | None:
     """Return why ``leg`` may not post against ``wallets`` as they stand, or None."""
     for wallet_id in (leg.source_wallet_id, leg.destination_wallet_id):
         wallet = wallets.get(wallet_id)
@@ -168,17 +170,27 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
             return rejection
         if posting.type is TransactionType.HOLD:
             scratch[leg.source_wallet_id].held_minor += leg.amount_minor
-            held_delta[leg.source_wallet_id] = held_delta.get(leg.source_wallet_id, 0) + leg.amount_minor
+            held_delta[leg.source_wallet_id] = (
+                held_delta.get(leg.source_wallet_id, 0) + leg.amount_minor
+            )
             continue
         for wallet_id, direction in (
             (leg.source_wallet_id, EntryDirection.DEBIT),
             (leg.destination_wallet_id, EntryDirection.CREDIT),
         ):
             wallet = scratch[wallet_id]
-            wallet.balance_minor += -leg.amount_minor if direction is EntryDirection.DEBIT else leg.amount_minor
+            wallet.balance_minor += (
+                -leg.amount_minor if direction is EntryDirection.DEBIT else leg.amount_minor
+            )
             wallet.last_sequence += 1
             entries.append(
-                Entry(wallet_id, direction, leg.amount_minor, wallet.balance_minor, wallet.last_sequence)
+                Entry(
+                    wallet_id,
+                    direction,
+                    leg.amount_minor,
+                    wallet.balance_minor,
+                    wallet.last_sequence,
+                )
             )
     for wallet_id, state in scratch.items():
         original = wallets[wallet_id]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from shared import db
 from shared.ledger.errors import Conflict, NotFound
 from shared.ledger.states import TransactionStatus, check_transition
 from shared.models import Transaction, lane_sequence
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import created_before, created_cursor
 from shared.services.intake import Publish
 
 
@@ -90,16 +89,12 @@ def list_transactions(
             )
         )
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor, 2)
-        query = query.where(
-            (Transaction.created_at, Transaction.id)  # type: ignore[operator]
-            < (dt.datetime.fromisoformat(created_at), uuid.UUID(last_id))
-        )
+        query = query.where(created_before(Transaction.created_at, Transaction.id, cursor))
     rows = list(session.scalars(query))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
     return rows, next_cursor
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -14,7 +14,7 @@ from shared.ledger.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger.money import exponent_of
 from shared.ledger.states import WalletStatus
 from shared.models import Currency, LedgerEntry, Wallet
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import created_before, created_cursor, decode_cursor, encode_cursor
 
 
 def wallet_not_found(wallet_id: uuid.UUID | str) -> NotFound:
@@ -41,9 +41,7 @@ def ensure_currencies(session: Session, codes: Iterable[str]) -> None:
         session.execute(
             insert(Wallet)
             .values(id=uuid.uuid4(), owner_ref=None, currency=code, is_system=True)
-            .on_conflict_do_nothing(
-                index_elements=["currency"], index_where=Wallet.is_system
-            )
+            .on_conflict_do_nothing(index_elements=["currency"], index_where=text("is_system"))
         )
     session.execute(update(Currency).where(Currency.code.not_in(codes)).values(enabled=False))
 
@@ -131,15 +129,12 @@ def list_wallets(
     if owner_ref is not None:
         query = query.where(Wallet.owner_ref == owner_ref)
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor, 2)
-        query = query.where(
-            (Wallet.created_at, Wallet.id) < (dt.datetime.fromisoformat(created_at), uuid.UUID(last_id))  # type: ignore[operator]
-        )
+        query = query.where(created_before(Wallet.created_at, Wallet.id, cursor))
     rows = list(session.scalars(query))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
     return rows, next_cursor
 
 

@@ -18,35 +18,69 @@ from tests.helpers import submit
 
 def drain(wallet_id: Any) -> None:
     settings = get_settings()
-    drain_lane(uuid.UUID(str(wallet_id)), batch_size=settings.batch_size, attempts_max=settings.apply_attempts_max)
+    drain_lane(
+        uuid.UUID(str(wallet_id)),
+        batch_size=settings.batch_size,
+        attempts_max=settings.apply_attempts_max,
+    )
 
 
 def deposit_body(wallet_id: Any, amount: str = "100.00", currency: str = "SGD") -> dict[str, Any]:
-    return {"type": "deposit", "amount": amount, "currency": currency, "destination_wallet_id": str(wallet_id)}
+    return {
+        "type": "deposit",
+        "amount": amount,
+        "currency": currency,
+        "destination_wallet_id": str(wallet_id),
+    }
 
 
-def test_submit_deposit_is_202_pending_with_headers(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_submit_deposit_is_202_pending_with_headers(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     wallet_id = wallet_factory()
-    response = submit(client, service_headers, {**deposit_body(wallet_id), "description": "top-up",
-                                                "metadata": {"source": "bank_transfer"}})
+    response = submit(
+        client,
+        service_headers,
+        {
+            **deposit_body(wallet_id),
+            "description": "top-up",
+            "metadata": {"source": "bank_transfer"},
+        },
+    )
     assert response.status_code == 202
     body = response.get_json()
     assert response.headers["Location"] == f"/v1/transactions/{body['id']}"
     assert response.headers["Retry-After"] == "1"
     assert body["status"] == "pending" and body["amount"] == "100.00" and body["attempts"] == 0
-    assert body["destination_wallet_id"] == str(wallet_id) and body["source_wallet_id"]  # system wallet
+    assert (
+        body["destination_wallet_id"] == str(wallet_id) and body["source_wallet_id"]
+    )  # system wallet
     assert body["metadata"] == {"source": "bank_transfer"} and body["description"] == "top-up"
     assert body["completed_at"] is None and body["failure_code"] is None
 
 
-def test_submitted_transactions_settle_when_drained(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_submitted_transactions_settle_when_drained(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     a, b = wallet_factory(), wallet_factory()
     dep = submit(client, service_headers, deposit_body(a)).get_json()
     drain(a)
-    tr = submit(client, service_headers, {"type": "transfer", "amount": "15.5", "currency": "SGD",
-                                          "source_wallet_id": str(a), "destination_wallet_id": str(b)}).get_json()
-    wd = submit(client, service_headers, {"type": "withdrawal", "amount": "500.00", "currency": "SGD",
-                                          "source_wallet_id": str(a)}).get_json()
+    tr = submit(
+        client,
+        service_headers,
+        {
+            "type": "transfer",
+            "amount": "15.5",
+            "currency": "SGD",
+            "source_wallet_id": str(a),
+            "destination_wallet_id": str(b),
+        },
+    ).get_json()
+    wd = submit(
+        client,
+        service_headers,
+        {"type": "withdrawal", "amount": "500.00", "currency": "SGD", "source_wallet_id": str(a)},
+    ).get_json()
     drain(a)
     get = lambda t: client.get(f"/v1/transactions/{t['id']}", headers=service_headers).get_json()  # noqa: E731
     assert get(dep)["status"] == "completed" and get(dep)["completed_at"]
@@ -58,9 +92,13 @@ def test_submitted_transactions_settle_when_drained(client: Any, service_headers
     entries = client.get(f"/v1/wallets/{a}/entries?limit=1", headers=service_headers).get_json()
     assert entries["data"][0]["sequence"] == 2 and entries["data"][0]["direction"] == "debit"
     assert entries["data"][0]["balance_after"] == "84.50"
-    older = client.get(f"/v1/wallets/{a}/entries?cursor={entries['next_cursor']}", headers=service_headers).get_json()
+    older = client.get(
+        f"/v1/wallets/{a}/entries?cursor={entries['next_cursor']}", headers=service_headers
+    ).get_json()
     assert [e["sequence"] for e in older["data"]] == [1] and older["next_cursor"] is None
-    as_of = client.get(f"/v1/wallets/{a}/balance?as_of={older['data'][0]['created_at']}", headers=service_headers)
+    as_of = client.get(
+        f"/v1/wallets/{a}/balance?as_of={older['data'][0]['created_at']}", headers=service_headers
+    )
     assert as_of.get_json()["balance"] == "100.00"
 
 
@@ -86,16 +124,31 @@ def test_submit_rejects_invalid_bodies_with_field_errors(
     assert field in [e["field"] for e in problem["errors"]], problem
 
 
-def test_submit_rejects_missing_wallet_ids_for_the_type(client: Any, service_headers: dict[str, str]) -> None:
-    response = submit(client, service_headers, {"type": "transfer", "amount": "1", "currency": "SGD"})
+def test_submit_rejects_missing_wallet_ids_for_the_type(
+    client: Any, service_headers: dict[str, str]
+) -> None:
+    response = submit(
+        client, service_headers, {"type": "transfer", "amount": "1", "currency": "SGD"}
+    )
     fields = {e["field"] for e in response.get_json()["errors"]}
     assert response.status_code == 422 and {"source_wallet_id", "destination_wallet_id"} <= fields
 
 
-def test_submit_rejects_same_source_and_destination(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_submit_rejects_same_source_and_destination(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     a = wallet_factory()
-    response = submit(client, service_headers, {"type": "transfer", "amount": "1", "currency": "SGD",
-                                                "source_wallet_id": str(a), "destination_wallet_id": str(a)})
+    response = submit(
+        client,
+        service_headers,
+        {
+            "type": "transfer",
+            "amount": "1",
+            "currency": "SGD",
+            "source_wallet_id": str(a),
+            "destination_wallet_id": str(a),
+        },
+    )
     assert response.status_code == 422 and response.get_json()["code"] == "validation_failed"
 
 
@@ -104,16 +157,25 @@ def test_submit_unknown_wallet_is_404(client: Any, service_headers: dict[str, st
     assert response.status_code == 404 and response.get_json()["code"] == "wallet_not_found"
 
 
-def test_submit_currency_mismatch_is_422(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_submit_currency_mismatch_is_422(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     response = submit(client, service_headers, deposit_body(wallet_factory("JPY"), "5", "SGD"))
     assert response.status_code == 422 and response.get_json()["code"] == "currency_mismatch"
     disabled = submit(client, service_headers, deposit_body(wallet_factory(), "5", "CHF"))
     assert disabled.status_code == 422 and disabled.get_json()["code"] == "currency_not_enabled"
 
 
-@pytest.mark.parametrize(("key", "code"), [(None, "idempotency_key_missing"), ("", "idempotency_key_missing"),
-                                           ("has space", "idempotency_key_invalid"),
-                                           ("x" * 256, "idempotency_key_invalid"), ("é", "idempotency_key_invalid")])
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        (None, "idempotency_key_missing"),
+        ("", "idempotency_key_missing"),
+        ("has space", "idempotency_key_invalid"),
+        ("x" * 256, "idempotency_key_invalid"),
+        ("é", "idempotency_key_invalid"),
+    ],
+)
 def test_submit_needs_a_valid_idempotency_key(
     client: Any, service_headers: dict[str, str], wallet_factory: Any, key: str | None, code: str
 ) -> None:
@@ -121,7 +183,9 @@ def test_submit_needs_a_valid_idempotency_key(
     if key is not None:
         headers["Idempotency-Key"] = key
     try:
-        response = client.post("/v1/transactions", json=deposit_body(wallet_factory()), headers=headers)
+        response = client.post(
+            "/v1/transactions", json=deposit_body(wallet_factory()), headers=headers
+        )
     except ValueError:  # werkzeug refuses non-latin-1 header values before sending
         return
     assert response.status_code == 400 and response.get_json()["code"] == code
@@ -130,28 +194,50 @@ def test_submit_needs_a_valid_idempotency_key(
 def test_get_unknown_transaction_is_404(client: Any, service_headers: dict[str, str]) -> None:
     for unknown in (uuid.uuid4(), "x"):
         response = client.get(f"/v1/transactions/{unknown}", headers=service_headers)
-        assert response.status_code == 404 and response.get_json()["code"] == "transaction_not_found"
+        assert (
+            response.status_code == 404 and response.get_json()["code"] == "transaction_not_found"
+        )
 
 
-def test_get_with_wait_returns_pending_after_the_wait(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_get_with_wait_returns_pending_after_the_wait(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     body = submit(client, service_headers, deposit_body(wallet_factory())).get_json()
-    waited = client.get(f"/v1/transactions/{body['id']}?wait=0.2", headers=service_headers).get_json()
+    waited = client.get(
+        f"/v1/transactions/{body['id']}?wait=0.2", headers=service_headers
+    ).get_json()
     assert waited["status"] == "pending"
     for bad in ("31", "-1", "soon"):
-        assert client.get(f"/v1/transactions/{body['id']}?wait={bad}", headers=service_headers).status_code == 422
+        assert (
+            client.get(
+                f"/v1/transactions/{body['id']}?wait={bad}", headers=service_headers
+            ).status_code
+            == 422
+        )
 
 
-def test_list_transactions_filters_and_pages(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_list_transactions_filters_and_pages(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     a = wallet_factory()
-    ids = [submit(client, service_headers, deposit_body(a, f"{i}.00")).get_json()["id"] for i in (1, 2, 3)]
+    ids = [
+        submit(client, service_headers, deposit_body(a, f"{i}.00")).get_json()["id"]
+        for i in (1, 2, 3)
+    ]
     page = client.get(f"/v1/transactions?wallet_id={a}&limit=2", headers=service_headers).get_json()
     assert [t["id"] for t in page["data"]] == ids[::-1][:2]
-    rest = client.get(f"/v1/transactions?wallet_id={a}&cursor={page['next_cursor']}", headers=service_headers).get_json()
+    rest = client.get(
+        f"/v1/transactions?wallet_id={a}&cursor={page['next_cursor']}", headers=service_headers
+    ).get_json()
     assert [t["id"] for t in rest["data"]] == ids[:1]
     drain(a)
-    done = client.get(f"/v1/transactions?wallet_id={a}&status=completed&type=deposit", headers=service_headers).get_json()
+    done = client.get(
+        f"/v1/transactions?wallet_id={a}&status=completed&type=deposit", headers=service_headers
+    ).get_json()
     assert len(done["data"]) == 3
-    none = client.get(f"/v1/transactions?wallet_id={a}&status=failed", headers=service_headers).get_json()
+    none = client.get(
+        f"/v1/transactions?wallet_id={a}&status=failed", headers=service_headers
+    ).get_json()
     assert none["data"] == []
     assert client.get("/v1/transactions?status=lost", headers=service_headers).status_code == 422
 
@@ -160,18 +246,33 @@ def test_retry_is_ops_only_and_only_for_failed(
     client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     a = wallet_factory()
-    wd = submit(client, service_headers, {"type": "withdrawal", "amount": "5.00", "currency": "SGD",
-                                          "source_wallet_id": str(a)}).get_json()
+    wd = submit(
+        client,
+        service_headers,
+        {"type": "withdrawal", "amount": "5.00", "currency": "SGD", "source_wallet_id": str(a)},
+    ).get_json()
     not_yet = client.post(f"/v1/transactions/{wd['id']}/retry", headers=ops_headers)
     assert not_yet.status_code == 409 and not_yet.get_json()["code"] == "not_retryable"
     drain(a)
-    assert client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"] == "failed"
-    assert client.post(f"/v1/transactions/{wd['id']}/retry", headers=service_headers).status_code == 403
+    assert (
+        client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"]
+        == "failed"
+    )
+    assert (
+        client.post(f"/v1/transactions/{wd['id']}/retry", headers=service_headers).status_code
+        == 403
+    )
     submit(client, service_headers, deposit_body(a, "10.00"))
     retried = client.post(f"/v1/transactions/{wd['id']}/retry", headers=ops_headers)
     assert retried.status_code == 202
     body = retried.get_json()
     assert (body["status"], body["failure_code"], body["attempts"]) == ("pending", None, 0)
     drain(a)  # the retry went to the back of the lane: the deposit applies first
-    assert client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"] == "completed"
-    assert client.post(f"/v1/transactions/{uuid.uuid4()}/retry", headers=ops_headers).status_code == 404
+    assert (
+        client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"]
+        == "completed"
+    )
+    assert (
+        client.post(f"/v1/transactions/{uuid.uuid4()}/retry", headers=ops_headers).status_code
+        == 404
+    )

@@ -9,10 +9,14 @@ import pytest
 
 
 def create(client: Any, headers: dict[str, str], owner_ref: str, currency: str = "SGD") -> Any:
-    return client.post("/v1/wallets", json={"owner_ref": owner_ref, "currency": currency}, headers=headers)
+    return client.post(
+        "/v1/wallets", json={"owner_ref": owner_ref, "currency": currency}, headers=headers
+    )
 
 
-def test_create_wallet_returns_201_with_location(client: Any, service_headers: dict[str, str]) -> None:
+def test_create_wallet_returns_201_with_location(
+    client: Any, service_headers: dict[str, str]
+) -> None:
     owner = f"+65{uuid.uuid4().int % 10**8:08d}"
     response = create(client, service_headers, owner)
     assert response.status_code == 201
@@ -24,12 +28,16 @@ def test_create_wallet_returns_201_with_location(client: Any, service_headers: d
     assert body["created_at"].endswith("Z")
 
 
-def test_create_wallet_renders_jpy_without_fraction(client: Any, service_headers: dict[str, str]) -> None:
+def test_create_wallet_renders_jpy_without_fraction(
+    client: Any, service_headers: dict[str, str]
+) -> None:
     body = create(client, service_headers, f"jpy-{uuid.uuid4()}", "JPY").get_json()
     assert body["balance"] == "0"
 
 
-def test_create_wallet_twice_is_409_naming_the_existing(client: Any, service_headers: dict[str, str]) -> None:
+def test_create_wallet_twice_is_409_naming_the_existing(
+    client: Any, service_headers: dict[str, str]
+) -> None:
     owner = f"dup-{uuid.uuid4()}"
     first = create(client, service_headers, owner).get_json()
     response = create(client, service_headers, owner)
@@ -73,7 +81,9 @@ def test_create_wallet_rejects_disabled_currency(
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b""])
-def test_create_wallet_rejects_non_object_bodies(client: Any, service_headers: dict[str, str], raw: bytes) -> None:
+def test_create_wallet_rejects_non_object_bodies(
+    client: Any, service_headers: dict[str, str], raw: bytes
+) -> None:
     response = client.post(
         "/v1/wallets", data=raw, headers={**service_headers, "Content-Type": "application/json"}
     )
@@ -81,28 +91,39 @@ def test_create_wallet_rejects_non_object_bodies(client: Any, service_headers: d
     assert response.get_json()["code"] == "malformed_request"
 
 
-def test_get_wallet_and_unknown_ids(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_get_wallet_and_unknown_ids(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     wallet_id = wallet_factory()
-    assert client.get(f"/v1/wallets/{wallet_id}", headers=service_headers).get_json()["id"] == str(wallet_id)
+    assert client.get(f"/v1/wallets/{wallet_id}", headers=service_headers).get_json()["id"] == str(
+        wallet_id
+    )
     for unknown in (uuid.uuid4(), "not-a-uuid"):
         response = client.get(f"/v1/wallets/{unknown}", headers=service_headers)
         assert response.status_code == 404
         assert response.get_json()["code"] == "wallet_not_found"
 
 
-def test_list_wallets_by_owner_pages_newest_first(client: Any, service_headers: dict[str, str]) -> None:
+def test_list_wallets_by_owner_pages_newest_first(
+    client: Any, service_headers: dict[str, str]
+) -> None:
     owner = f"list-{uuid.uuid4()}"
-    ids = [create(client, service_headers, owner, c).get_json()["id"] for c in ("SGD", "JPY", "USD")]
+    ids = [
+        create(client, service_headers, owner, c).get_json()["id"] for c in ("SGD", "JPY", "USD")
+    ]
     page = client.get(f"/v1/wallets?owner_ref={owner}&limit=2", headers=service_headers).get_json()
     assert [w["id"] for w in page["data"]] == ids[::-1][:2]
     rest = client.get(
-        f"/v1/wallets?owner_ref={owner}&limit=2&cursor={page['next_cursor']}", headers=service_headers
+        f"/v1/wallets?owner_ref={owner}&limit=2&cursor={page['next_cursor']}",
+        headers=service_headers,
     ).get_json()
     assert [w["id"] for w in rest["data"]] == [ids[0]] and rest["next_cursor"] is None
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=x", "cursor=%%%"])
-def test_list_wallets_rejects_bad_paging(client: Any, service_headers: dict[str, str], query: str) -> None:
+def test_list_wallets_rejects_bad_paging(
+    client: Any, service_headers: dict[str, str], query: str
+) -> None:
     response = client.get(f"/v1/wallets?{query}", headers=service_headers)
     assert response.status_code in (400, 422)
     assert response.get_json()["code"] in ("validation_failed", "invalid_cursor")
@@ -112,19 +133,29 @@ def test_patch_wallet_freezes_for_ops_only(
     client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     wallet_id = wallet_factory()
-    denied = client.patch(f"/v1/wallets/{wallet_id}", json={"status": "frozen"}, headers=service_headers)
+    denied = client.patch(
+        f"/v1/wallets/{wallet_id}", json={"status": "frozen"}, headers=service_headers
+    )
     assert denied.status_code == 403 and denied.get_json()["code"] == "forbidden"
-    frozen = client.patch(f"/v1/wallets/{wallet_id}", json={"status": "frozen"}, headers=ops_headers)
+    frozen = client.patch(
+        f"/v1/wallets/{wallet_id}", json={"status": "frozen"}, headers=ops_headers
+    )
     assert frozen.status_code == 200 and frozen.get_json()["status"] == "frozen"
     bad = client.patch(f"/v1/wallets/{wallet_id}", json={"status": "closed"}, headers=ops_headers)
     assert bad.status_code == 422
-    active = client.patch(f"/v1/wallets/{wallet_id}", json={"status": "active"}, headers=ops_headers)
+    active = client.patch(
+        f"/v1/wallets/{wallet_id}", json={"status": "active"}, headers=ops_headers
+    )
     assert active.get_json()["status"] == "active"
-    missing = client.patch(f"/v1/wallets/{uuid.uuid4()}", json={"status": "frozen"}, headers=ops_headers)
+    missing = client.patch(
+        f"/v1/wallets/{uuid.uuid4()}", json={"status": "frozen"}, headers=ops_headers
+    )
     assert missing.status_code == 404
 
 
-def test_entries_and_balance_of_a_new_wallet(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_entries_and_balance_of_a_new_wallet(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     wallet_id = wallet_factory()
     entries = client.get(f"/v1/wallets/{wallet_id}/entries", headers=service_headers).get_json()
     assert entries == {"data": [], "next_cursor": None}

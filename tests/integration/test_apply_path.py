@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import text
 
 from shared import db
+from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import apply_batch, claim_batch, drain_lane
-from shared.ledger.states import TransactionType
 from tests.helpers import assert_ledger_consistent, balance_minor, statuses
 
 API_KEY_ID: uuid.UUID | None = None
@@ -75,7 +75,9 @@ def test_duplicate_apply_of_a_claimed_batch_is_a_no_op(wallet_factory: Any) -> N
     assert balance_minor(a) == 500 and statuses([deposit])[deposit]["status"] == "completed"
 
 
-def test_unfinished_attempt_is_counted_and_its_transaction_applied_alone(wallet_factory: Any) -> None:
+def test_unfinished_attempt_is_counted_and_its_transaction_applied_alone(
+    wallet_factory: Any,
+) -> None:
     a = wallet_factory()
     first = record("deposit", 100, destination=a)
     others = [record("deposit", 100, destination=a) for _ in range(3)]
@@ -87,7 +89,9 @@ def test_unfinished_attempt_is_counted_and_its_transaction_applied_alone(wallet_
     assert suspect is not None and list(map(str, suspect.ids)) == [first]
     assert statuses([first])[first]["attempts"] == 2
     report = drain(a)
-    assert report.settled == 4 and all(s["status"] == "completed" for s in statuses(others).values())
+    assert report.settled == 4 and all(
+        s["status"] == "completed" for s in statuses(others).values()
+    )
 
 
 def test_transaction_past_its_attempts_fails_retries_exhausted(wallet_factory: Any) -> None:
@@ -99,7 +103,10 @@ def test_transaction_past_its_attempts_fails_retries_exhausted(wallet_factory: A
             claim_batch(session, a, batch_size=1, attempts_max=3)
     report = drain(a)
     result = statuses([poison, after])
-    assert (result[poison]["status"], result[poison]["failure_code"]) == ("failed", "retries_exhausted")
+    assert (result[poison]["status"], result[poison]["failure_code"]) == (
+        "failed",
+        "retries_exhausted",
+    )
     assert result[after]["status"] == "completed" and report.settled == 2
     assert balance_minor(a) == 200
 

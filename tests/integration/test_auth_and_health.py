@@ -10,7 +10,12 @@ import pytest
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}],
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+    ],
 )
 @pytest.mark.parametrize(
     ("method", "path"),
@@ -45,7 +50,9 @@ def test_healthz_readyz_metrics_need_no_key(client: Any) -> None:
     assert metrics.status_code == 200 and b"tally_transactions_settled_total" in metrics.data
 
 
-def test_unknown_route_and_method_are_problem_json(client: Any, service_headers: dict[str, str]) -> None:
+def test_unknown_route_and_method_are_problem_json(
+    client: Any, service_headers: dict[str, str]
+) -> None:
     missing = client.get("/v1/nothing-here", headers=service_headers)
     assert missing.status_code == 404 and missing.get_json()["code"] == "not_found"
     wrong = client.delete("/v1/wallets", headers=service_headers)

@@ -13,14 +13,21 @@ from tests.helpers import submit
 
 
 def body_for(wallet_id: Any, amount: str = "10.00") -> dict[str, Any]:
-    return {"type": "deposit", "amount": amount, "currency": "SGD", "destination_wallet_id": str(wallet_id)}
+    return {
+        "type": "deposit",
+        "amount": amount,
+        "currency": "SGD",
+        "destination_wallet_id": str(wallet_id),
+    }
 
 
 def count_for_key(key: str) -> int:
     with db.transaction() as session:
-        return int(session.execute(
-            text("SELECT count(*) FROM transactions WHERE idempotency_key = :k"), {"k": key}
-        ).scalar_one())
+        return int(
+            session.execute(
+                text("SELECT count(*) FROM transactions WHERE idempotency_key = :k"), {"k": key}
+            ).scalar_one()
+        )
 
 
 def test_replay_returns_the_same_transaction_with_replayed_header(
@@ -37,7 +44,9 @@ def test_replay_returns_the_same_transaction_with_replayed_header(
     assert count_for_key(key) == 1
 
 
-def test_same_key_with_a_different_body_is_422(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_same_key_with_a_different_body_is_422(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     wallet_id, key = wallet_factory(), f"reuse-{uuid.uuid4()}"
     assert submit(client, service_headers, body_for(wallet_id), key).status_code == 202
     response = submit(client, service_headers, body_for(wallet_id, "11.00"), key)
@@ -54,7 +63,9 @@ def test_keys_are_scoped_to_the_api_key(
     assert a["id"] != b["id"] and count_for_key(key) == 2
 
 
-def test_rejected_request_leaves_the_key_free(client: Any, service_headers: dict[str, str], wallet_factory: Any) -> None:
+def test_rejected_request_leaves_the_key_free(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
     wallet_id, key = wallet_factory(), f"free-{uuid.uuid4()}"
     assert submit(client, service_headers, body_for(uuid.uuid4()), key).status_code == 404
     assert submit(client, service_headers, body_for(wallet_id), key).status_code == 202

@@ -59,7 +59,9 @@ def test_update_is_rejected_even_in_archive_mode(wallet_factory: Any) -> None:
     entry_id = _one_entry()
     with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
         session.execute(text("SELECT set_config('tally.archiving', 'on', true)"))
-        session.execute(text("UPDATE ledger_entries SET sequence = sequence WHERE id = :id"), {"id": entry_id})
+        session.execute(
+            text("UPDATE ledger_entries SET sequence = sequence WHERE id = :id"), {"id": entry_id}
+        )
 
 
 def test_non_system_wallet_cannot_go_negative(wallet_factory: Any) -> None:

@@ -51,5 +51,7 @@ def test_random_transfers_from_eight_threads_keep_the_ledger_consistent(
     result = wait_terminal(ids, timeout_seconds=180, context=worker.log())
     outcomes = {r["status"] for r in result.values()}
     assert outcomes <= {"completed", "failed"} and "completed" in outcomes
-    assert {r["failure_code"] for r in result.values() if r["status"] == "failed"} <= {"insufficient_funds"}
+    assert {r["failure_code"] for r in result.values() if r["status"] == "failed"} <= {
+        "insufficient_funds"
+    }
     assert_ledger_consistent()

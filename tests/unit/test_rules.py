@@ -60,7 +60,9 @@ def test_post_rejects_and_changes_nothing(
     source: WalletState, destination: WalletState, code: FailureCode
 ) -> None:
     before = (source.balance_minor, destination.balance_minor, source.last_sequence)
-    result = post(transfer(source, destination, 400), {source.id: source, destination.id: destination})
+    result = post(
+        transfer(source, destination, 400), {source.id: source, destination.id: destination}
+    )
     assert isinstance(result, Rejection) and result.code is code
     assert (source.balance_minor, destination.balance_minor, source.last_sequence) == before
 
@@ -88,9 +90,7 @@ def test_post_hold_reserves_available_balance_without_entries() -> None:
 
 def test_post_group_is_all_or_nothing_and_names_the_failing_leg() -> None:
     a, b, c = wallet(1000), wallet(0), wallet(0)
-    group = Posting(
-        TransactionType.GROUP, "SGD", (Leg(a.id, b.id, 600), Leg(a.id, c.id, 600))
-    )
+    group = Posting(TransactionType.GROUP, "SGD", (Leg(a.id, b.id, 600), Leg(a.id, c.id, 600)))
     result = post(group, {a.id: a, b.id: b, c.id: c})
     assert isinstance(result, Rejection) and result.code is FailureCode.INSUFFICIENT_FUNDS
     assert result.message.startswith("leg 1:")

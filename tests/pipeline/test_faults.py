@@ -1,0 +1,160 @@
+"""Faults (design.md invariants 3 and 4): killed workers, lost messages, a database outage.
+
+Every test here starts and stops its own workers (no other worker may consume
+the queue while a test arranges its fault). Each ends with every transaction
+terminal, none applied twice, and the ledger consistent. Waits are bounded far
+above the expected time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from shared import db
+from tests.helpers import assert_ledger_consistent, statuses, submit, wait_terminal
+from tests.servers import CeleryProcess
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture
+def fresh_worker() -> Iterator[CeleryProcess]:
+    """A worker of this test's own, stopped (or killed) by the test or at its end."""
+    started: list[CeleryProcess] = []
+
+    class Factory:
+        def start(self) -> CeleryProcess:
+            process = CeleryProcess("worker", f"w{len(started)}", concurrency=2).start()
+            started.append(process)
+            return process
+
+    yield Factory()  # type: ignore[misc]
+    for process in started:
+        process.stop()
+
+
+def deposit(wallet_id: Any, amount: str = "100.00") -> dict[str, Any]:
+    return {
+        "type": "deposit",
+        "amount": amount,
+        "currency": "SGD",
+        "destination_wallet_id": str(wallet_id),
+    }
+
+
+def transfer(source: Any, destination: Any, amount: str) -> dict[str, Any]:
+    return {"type": "transfer", "amount": amount, "currency": "SGD",
+            "source_wallet_id": str(source), "destination_wallet_id": str(destination)}  # fmt: skip
+
+
+def assert_applied_once(transaction_ids: list[str]) -> None:
+    """Completed transfers and deposits have exactly two entries, failed ones none."""
+    with db.transaction() as session:
+        rows = session.execute(
+            text(
+                "SELECT t.id, t.status, count(e.id) AS n FROM transactions t "
+                "LEFT JOIN ledger_entries e ON e.transaction_id = t.id "
+                "WHERE t.id = ANY(:ids) GROUP BY t.id, t.status"
+            ),
+            {"ids": [uuid.UUID(t) for t in transaction_ids]},
+        ).all()
+    wrong = [r for r in rows if r.n != (2 if r.status == "completed" else 0)]
+    assert not wrong, f"transactions applied other than once: {wrong[:5]}"
+
+
+def submit_stream(
+    client: Any, headers: dict[str, str], wallets: list[Any], count: int
+) -> list[str]:
+    ids = [submit(client, headers, deposit(w)).get_json()["id"] for w in wallets]
+    for i in range(count):
+        source, destination = wallets[i % len(wallets)], wallets[(i * 7 + 1) % len(wallets)]
+        if source == destination:
+            destination = wallets[(i + 1) % len(wallets)]
+        ids.append(
+            submit(client, headers, transfer(source, destination, f"{1 + i % 9}.00")).get_json()[
+                "id"
+            ]
+        )
+    return ids
+
+
+def test_sigkill_of_the_whole_worker_mid_stream_loses_and_duplicates_nothing(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, fresh_worker: Any, beat: Any
+) -> None:
+    wallets = [wallet_factory() for _ in range(6)]
+    first = fresh_worker.start()
+    ids = submit_stream(client, service_headers, wallets, 240)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # kill once it is visibly mid-stream
+        done = sum(1 for s in statuses(ids).values() if s["status"] != "pending")
+        if done >= 20:
+            break
+        time.sleep(0.02)
+    first.kill()
+    assert any(s["status"] == "pending" for s in statuses(ids).values()), (
+        "stream ended before the kill"
+    )
+    second = fresh_worker.start()
+    wait_terminal(ids, timeout_seconds=120, context=second.log())
+    assert_applied_once(ids)
+    assert_ledger_consistent()
+
+
+def test_sigkill_of_a_pool_process_mid_apply_is_redelivered(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, fresh_worker: Any, beat: Any
+) -> None:
+    wallets = [wallet_factory() for _ in range(4)]
+    process = fresh_worker.start()
+    ids = submit_stream(client, service_headers, wallets, 200)
+    for _ in range(3):
+        time.sleep(0.15)
+        for pid in process.pool_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    wait_terminal(ids, timeout_seconds=120, context=process.log())
+    assert_applied_once(ids)
+    assert_ledger_consistent()
+
+
+def test_messages_deleted_from_redis_are_recovered_by_the_sweep(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, fresh_worker: Any,
+    redis_client: Any, beat: Any,
+) -> None:  # fmt: skip
+    wallets = [wallet_factory() for _ in range(3)]
+    ids = submit_stream(client, service_headers, wallets, 30)  # no worker yet: all queued
+    assert redis_client.llen("tally") > 0
+    redis_client.delete("tally")  # the messages are lost
+    process = fresh_worker.start()
+    wait_terminal(ids, timeout_seconds=60, context=process.log())
+    assert_applied_once(ids)
+    assert_ledger_consistent()
+
+
+def test_database_down_during_apply_is_retried_then_completed(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, fresh_worker: Any,
+    postgres_server: Any,
+) -> None:  # fmt: skip
+    wallets = [wallet_factory() for _ in range(3)]
+    ids = submit_stream(client, service_headers, wallets, 30)  # queued, not yet applied
+    db.reset_engine()
+    postgres_server.stop()
+    try:
+        process = fresh_worker.start()
+        deadline = time.monotonic() + 30
+        while b"drain_retry" not in process.log_path.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "drain_retry" in process.log(), "the worker never met the outage"
+    finally:
+        postgres_server.start()
+    wait_terminal(ids, timeout_seconds=90, context=process.log())
+    assert_applied_once(ids)
+    assert_ledger_consistent()

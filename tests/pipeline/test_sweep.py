@@ -1,0 +1,58 @@
+"""The stuck-transaction sweep (design.md invariant 4) with a real worker and a real beat."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from shared import db
+from shared.ledger.states import TransactionType
+from shared.services.intake import TransactionRequest, submit_transaction
+from tests.helpers import submit, wait_terminal
+
+pytestmark = pytest.mark.pipeline
+
+
+def deposit(wallet_id: Any, amount: str = "100.00") -> dict[str, Any]:
+    return {
+        "type": "deposit",
+        "amount": amount,
+        "currency": "SGD",
+        "destination_wallet_id": str(wallet_id),
+    }
+
+
+def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_sweep(
+    wallet_factory: Any, worker: Any, beat: Any
+) -> None:
+    from shared.services.api_keys import Role, create_api_key
+
+    wallet_id = wallet_factory()
+    with db.transaction() as session:
+        key_id = create_api_key(session, role=Role.SERVICE, name="sweep")[0].id
+        transaction, _ = submit_transaction(
+            session, TransactionRequest(TransactionType.DEPOSIT, 700, "SGD", None, wallet_id),
+            api_key_id=key_id, idempotency_key="never-published", publish=lambda _: None,
+        )  # fmt: skip
+    result = wait_terminal([str(transaction.id)], timeout_seconds=60, context=beat.log())
+    assert result[str(transaction.id)]["status"] == "completed"
+
+
+def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, worker: Any, beat: Any,
+    redis_server: Any,
+) -> None:  # fmt: skip
+    wallet_id = wallet_factory()
+    redis_server.stop()
+    try:
+        started = time.monotonic()
+        response = submit(client, service_headers, deposit(wallet_id, "42.00"))
+        assert response.status_code == 202
+        assert time.monotonic() - started < 30  # bounded: no endless publish retries
+        assert client.get("/readyz").status_code == 503
+    finally:
+        redis_server.start()
+    result = wait_terminal([response.get_json()["id"]], timeout_seconds=90, context=worker.log())
+    assert result[response.get_json()["id"]]["status"] == "completed"
