@@ -16,7 +16,8 @@ from celery import Celery
 
 from shared.config import get_settings
 from shared.metrics import PUBLISH_FAILURES
-from shared.services.processor import DRAIN_WALLET_TASK
+from shared.redis_client import get_redis
+from shared.services.processor import DRAIN_WALLET_TASK, lane_signal_key
 
 
 @functools.cache
@@ -54,5 +55,17 @@ def publish_task(name: str, *args: str) -> None:
 
 
 def publish_drain(lane_wallet_id: uuid.UUID) -> None:
-    """Publish "lane ``lane_wallet_id`` has pending work" (task ``tally.drain_wallet``)."""
-    publish_task(DRAIN_WALLET_TASK, str(lane_wallet_id))
+    """Publish "lane ``lane_wallet_id`` has pending work" unless such a message is queued.
+
+    Coalesces: one queued ``tally.drain_wallet`` message per lane is enough,
+    because the drain applies everything pending in the lane
+    (``shared.services.processor.lane_signal_key`` explains why no wakeup is lost).
+    """
+    settings = get_settings()
+    signal_key = lane_signal_key(lane_wallet_id)
+    if get_redis().set(signal_key, b"1", nx=True, ex=settings.lane_signal_ttl_seconds):
+        try:
+            publish_task(DRAIN_WALLET_TASK, str(lane_wallet_id))
+        except Exception:
+            get_redis().delete(signal_key)
+            raise

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
-import redis
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from shared import db
-from shared.config import get_settings
+from shared.redis_client import get_redis
 
 blueprint = Blueprint("health", __name__)
-
-
-@functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        get_settings().redis_url, socket_timeout=1, socket_connect_timeout=1
-    )
 
 
 @blueprint.get("/healthz")
@@ -38,7 +28,7 @@ def readyz() -> tuple[Response, int]:
     except Exception:
         checks["database"] = "unavailable"
     try:
-        _redis().ping()
+        get_redis().ping()
     except Exception:
         checks["broker"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())

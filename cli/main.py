@@ -6,6 +6,7 @@ import uuid
 
 import click
 
+from cli.bench import bench
 from cli.serve import serve
 from cli.up import up
 from shared import db
@@ -62,5 +63,6 @@ def retry(transaction_id: uuid.UUID) -> None:
     click.echo(f"{transaction.id} is {transaction.status} again")
 
 
+main.add_command(bench)
 main.add_command(serve)
 main.add_command(up)

@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from shared import db
 from shared.config import get_settings
+from shared.redis_client import get_redis
 from shared.retry import backoff_seconds
 from shared.services import processor, sweeper
 
@@ -23,14 +24,26 @@ _log = structlog.get_logger(__name__)
 
 
 def publish_drain(lane_wallet_id: uuid.UUID | str) -> None:
-    """Publish "this lane has pending work" (the ``tally.drain_wallet`` task)."""
+    """Publish "this lane has pending work" (``tally.drain_wallet``), regardless of the lane signal.
+
+    The sweep and a drain that yields use this: a stale signal must not stop them.
+    """
     drain_wallet.apply_async((str(lane_wallet_id),), retry=False)
+
+
+def _clear_lane_signal(wallet_id: str) -> None:
+    """Delete the lane's "message queued" signal before reading the lane (see ``lane_signal_key``)."""
+    try:
+        get_redis().delete(processor.lane_signal_key(wallet_id))
+    except Exception:  # the signal expires by itself; the drain goes on
+        _log.warning("lane_signal_not_cleared", wallet_id=wallet_id, exc_info=True)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, name=processor.DRAIN_WALLET_TASK)
 def drain_wallet(self: Task, wallet_id: str) -> None:
     """Apply the pending transactions of the lane of ``wallet_id`` (a UUID string)."""
     settings = get_settings()
+    _clear_lane_signal(wallet_id)
     try:
         report = processor.drain_lane(
             uuid.UUID(wallet_id),

@@ -19,15 +19,15 @@ import json
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
 from shared.ledger.errors import IdempotencyKeyReused, ValidationFailed
 from shared.ledger.states import TransactionStatus, TransactionType
-from shared.models import Transaction, Wallet
-from shared.services.wallets import require_enabled_currency, system_wallet_id, wallet_not_found
+from shared.models import Currency, Transaction, Wallet
+from shared.services.wallets import currency_not_enabled, wallet_not_found
 
 #: Publishes "wallet W has pending work" to the broker; called after commit only.
 Publish = Callable[[uuid.UUID], None]
@@ -85,17 +85,14 @@ def submit_transaction(
         NotFound: ``wallet_not_found``.
     """
     fingerprint = request.fingerprint()
-    existing = _find(session, api_key_id, idempotency_key)
-    if existing is not None:
-        return _replay(session, existing, fingerprint, publish), True
-
-    require_enabled_currency(session, request.currency)
     source_id, destination_id, lane_id = _resolve_wallets(session, request)
     expires_at = None
     if request.expires_in_seconds is not None:
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
 
-    transaction_id = session.scalar(
+    # Insert first: a new key (the common case) costs one statement; a replay
+    # or a concurrent duplicate conflicts and is read back.
+    transaction = session.scalar(
         insert(Transaction)
         .values(
             id=uuid.uuid4(),
@@ -113,15 +110,13 @@ def submit_transaction(
             expires_at=expires_at,
         )
         .on_conflict_do_nothing(constraint="transactions_idempotency_key")
-        .returning(Transaction.id)
+        .returning(Transaction)
     )
-    if transaction_id is None:  # a concurrent duplicate committed first
+    if transaction is None:
         existing = _find(session, api_key_id, idempotency_key)
-        assert existing is not None
+        assert existing is not None  # the conflicting row committed before ours could
         return _replay(session, existing, fingerprint, publish), True
     after_commit(session, lambda: publish(lane_id))
-    transaction = session.get(Transaction, transaction_id)
-    assert transaction is not None
     return transaction, False
 
 
@@ -166,29 +161,47 @@ def _resolve_wallets(
             "source and destination wallets must differ",
             errors=[{"field": "destination_wallet_id", "message": "equals source_wallet_id"}],
         )
-    for field, wallet_id in (
-        ("source_wallet_id", request.source_wallet_id),
-        ("destination_wallet_id", request.destination_wallet_id),
-    ):
-        if wallet_id is None:
-            continue
-        wallet = session.get(Wallet, wallet_id)
-        if wallet is None:
+    named = {
+        field: wallet_id
+        for field, wallet_id in (
+            ("source_wallet_id", request.source_wallet_id),
+            ("destination_wallet_id", request.destination_wallet_id),
+        )
+        if wallet_id is not None
+    }
+    # One round trip: the named wallets, the currency's system wallet, and whether
+    # the currency is enabled (every enabled currency has a system wallet).
+    rows = session.execute(
+        select(Wallet.id, Wallet.currency, Wallet.is_system, Currency.enabled)
+        .join(Currency, Currency.code == Wallet.currency)
+        .where(
+            or_(
+                Wallet.id.in_(list(named.values())),
+                and_(Wallet.is_system, Wallet.currency == request.currency),
+            )
+        )
+    ).all()
+    system_id = next(
+        (r.id for r in rows if r.is_system and r.currency == request.currency and r.enabled), None
+    )
+    if system_id is None:
+        raise currency_not_enabled(request.currency)
+    found = {r.id: r.currency for r in rows}
+    for field, wallet_id in named.items():
+        if wallet_id not in found:
             raise wallet_not_found(wallet_id)
-        if wallet.currency != request.currency:
+        if found[wallet_id] != request.currency:
             raise ValidationFailed(
-                f"wallet {wallet_id} holds {wallet.currency}, not {request.currency}",
+                f"wallet {wallet_id} holds {found[wallet_id]}, not {request.currency}",
                 code="currency_mismatch",
-                errors=[{"field": field, "message": f"wallet holds {wallet.currency}"}],
+                errors=[{"field": field, "message": f"wallet holds {found[wallet_id]}"}],
             )
     match request.type:
         case TransactionType.DEPOSIT:
             assert request.destination_wallet_id is not None
-            system_id = system_wallet_id(session, request.currency)
             return system_id, request.destination_wallet_id, request.destination_wallet_id
         case TransactionType.WITHDRAWAL:
             assert request.source_wallet_id is not None
-            system_id = system_wallet_id(session, request.currency)
             return request.source_wallet_id, system_id, request.source_wallet_id
         case _:
             assert request.source_wallet_id is not None

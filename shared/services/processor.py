@@ -46,6 +46,19 @@ from shared.models import LedgerEntry, Transaction, Wallet
 #: The Celery task name the API and the sweeper publish to (``worker.tasks``).
 DRAIN_WALLET_TASK = "tally.drain_wallet"
 
+
+def lane_signal_key(lane_wallet_id: uuid.UUID | str) -> str:
+    """Return the Redis key that marks "a drain message for this lane is queued".
+
+    Intake publishes only when it can ``SET NX`` this key; the worker deletes it
+    *before* it reads the lane. So a transaction committed before a failed
+    ``SET NX`` is seen by the drain that the queued message will run, and no
+    wakeup is lost; one committed later finds the key gone and publishes. The
+    key expires, so a lost message only delays its lane until the sweep.
+    """
+    return f"tally:lane:{lane_wallet_id}"
+
+
 _log = structlog.get_logger(__name__)
 
 

@@ -51,6 +51,15 @@ def enabled_currencies(session: Session) -> set[str]:
     return set(session.scalars(select(Currency.code).where(Currency.enabled)))
 
 
+def currency_not_enabled(currency: str) -> ValidationFailed:
+    """Return the ``currency_not_enabled`` error (422, field ``currency``)."""
+    return ValidationFailed(
+        f"currency {currency!r} is not enabled",
+        code="currency_not_enabled",
+        errors=[{"field": "currency", "message": f"{currency!r} is not an enabled currency"}],
+    )
+
+
 def require_enabled_currency(session: Session, currency: str) -> None:
     """Raise unless ``currency`` is enabled.
 
@@ -58,11 +67,7 @@ def require_enabled_currency(session: Session, currency: str) -> None:
         ValidationFailed: code ``currency_not_enabled``, field ``currency``.
     """
     if currency not in enabled_currencies(session):
-        raise ValidationFailed(
-            f"currency {currency!r} is not enabled",
-            code="currency_not_enabled",
-            errors=[{"field": "currency", "message": f"{currency!r} is not an enabled currency"}],
-        )
+        raise currency_not_enabled(currency)
 
 
 def create_wallet(session: Session, *, owner_ref: str, currency: str) -> Wallet:
@@ -99,20 +104,6 @@ def get_wallet(session: Session, wallet_id: uuid.UUID) -> Wallet:
     if wallet is None:
         raise wallet_not_found(wallet_id)
     return wallet
-
-
-def system_wallet_id(session: Session, currency: str) -> uuid.UUID:
-    """Return the id of ``currency``'s system wallet.
-
-    Raises:
-        NotFound: none exists (the currency was never enabled).
-    """
-    wallet_id = session.scalar(
-        select(Wallet.id).where(Wallet.currency == currency, Wallet.is_system)
-    )
-    if wallet_id is None:
-        raise NotFound(f"no system wallet for {currency}", code="wallet_not_found")
-    return wallet_id
 
 
 def list_wallets(

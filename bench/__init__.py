@@ -1,0 +1,1 @@
+"""Benchmarks: ``tally bench`` runs them; docs/benchmarks.md keeps the figures."""
