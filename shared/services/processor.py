@@ -283,6 +283,8 @@ def apply_batch(
                 {
                     "id": transaction.id,
                     "status": status.value,
+                    "failure_code": None,
+                    "failure_message": None,
                     "updated_at": now,
                     "completed_at": now if status is TransactionStatus.COMPLETED else None,
                 }
@@ -314,13 +316,5 @@ def apply_batch(
         session.execute(update(Wallet), wallet_rows)
     if entry_rows:
         session.execute(insert(LedgerEntry), entry_rows)
-    _update_statuses(session, status_rows)
+    session.execute(update(Transaction), status_rows)
     return collections.Counter(str(row["status"]) for row in status_rows)
-
-
-def _update_statuses(session: Session, rows: list[dict[str, object]]) -> None:
-    """Write the new statuses; rows with and without failure fields go as two bulk updates."""
-    for keys in ({"failure_code"}, set()):
-        group = [r for r in rows if ("failure_code" in r) == bool(keys)]
-        if group:
-            session.execute(update(Transaction), group)

@@ -42,7 +42,9 @@ def test_create_wallet_needs_an_enabled_currency(db_session: Any) -> None:
 def test_set_wallet_status_freezes_and_refuses_system_wallets(db_session: Any) -> None:
     wallet = wallets.create_wallet(db_session, owner_ref=f"svc-{uuid.uuid4()}", currency="SGD")
     assert wallets.set_wallet_status(db_session, wallet.id, WalletStatus.FROZEN).status == "frozen"
-    system_id = db_session.scalar(select(Wallet.id).where(Wallet.is_system, Wallet.currency == "SGD"))
+    system_id = db_session.scalar(
+        select(Wallet.id).where(Wallet.is_system, Wallet.currency == "SGD")
+    )
     with pytest.raises(Conflict):
         wallets.set_wallet_status(db_session, system_id, WalletStatus.FROZEN)
     with pytest.raises(NotFound):
