@@ -75,6 +75,16 @@ def test_tally_up_serves_stops_everything_and_restarts_on_its_data(tmp_path: Pat
             f"{url}/v1/wallets", key, {"owner_ref": "up-test", "currency": "SGD"}
         )
         assert status == 201
+        # Another command from the same directory reaches the same servers, no flags needed.
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env["TALLY_DATA_DIR"] = str(tmp_path / ".tally")
+        created = subprocess.run(
+            [TALLY, "keys", "create", "--role", "ops", "--name", "second"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        ops_key = created.stdout.split("secret: ")[1].strip()
+        assert request(f"{url}/v1/wallets/{wallet['id']}", ops_key)[0] == 200
     finally:
         stop(process, tmp_path)
     assert (tmp_path / ".tally" / "runtime.env").exists()
