@@ -148,3 +148,24 @@ def assert_ledger_consistent() -> None:
             )
         ).all()
         assert not running, f"entries whose balance_after is not the running sum: {running}"
+
+
+def deposit_body(wallet_id: Any, amount: str = "100.00", currency: str = "SGD") -> dict[str, Any]:
+    """Return a deposit request body into ``wallet_id``."""
+    return {
+        "type": "deposit",
+        "amount": amount,
+        "currency": currency,
+        "destination_wallet_id": str(wallet_id),
+    }
+
+
+def transfer_body(source: Any, destination: Any, amount: str) -> dict[str, Any]:
+    """Return an SGD transfer request body."""
+    return {
+        "type": "transfer",
+        "amount": amount,
+        "currency": "SGD",
+        "source_wallet_id": str(source),
+        "destination_wallet_id": str(destination),
+    }

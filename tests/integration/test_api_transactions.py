@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import get_settings
 from shared.services.processor import drain_lane
-from tests.helpers import submit
+from tests.helpers import deposit_body, submit
 
 
 def drain(wallet_id: Any) -> None:
@@ -23,15 +23,6 @@ def drain(wallet_id: Any) -> None:
         batch_size=settings.batch_size,
         attempts_max=settings.apply_attempts_max,
     )
-
-
-def deposit_body(wallet_id: Any, amount: str = "100.00", currency: str = "SGD") -> dict[str, Any]:
-    return {
-        "type": "deposit",
-        "amount": amount,
-        "currency": currency,
-        "destination_wallet_id": str(wallet_id),
-    }
 
 
 def test_submit_deposit_is_202_pending_with_headers(

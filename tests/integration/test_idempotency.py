@@ -9,16 +9,7 @@ from typing import Any
 from sqlalchemy import text
 
 from shared import db
-from tests.helpers import submit
-
-
-def body_for(wallet_id: Any, amount: str = "10.00") -> dict[str, Any]:
-    return {
-        "type": "deposit",
-        "amount": amount,
-        "currency": "SGD",
-        "destination_wallet_id": str(wallet_id),
-    }
+from tests.helpers import deposit_body, submit
 
 
 def count_for_key(key: str) -> int:
@@ -34,13 +25,13 @@ def test_replay_returns_the_same_transaction_with_replayed_header(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     wallet_id, key = wallet_factory(), f"replay-{uuid.uuid4()}"
-    first = submit(client, service_headers, body_for(wallet_id), key)
-    again = submit(client, service_headers, body_for(wallet_id), key)
+    first = submit(client, service_headers, deposit_body(wallet_id, "10.00"), key)
+    again = submit(client, service_headers, deposit_body(wallet_id, "10.00"), key)
     assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.get_json()["id"] == first.get_json()["id"]
     # The same amount written differently is the same request.
-    assert submit(client, service_headers, body_for(wallet_id, "10.0"), key).status_code == 200
+    assert submit(client, service_headers, deposit_body(wallet_id, "10.0"), key).status_code == 200
     assert count_for_key(key) == 1
 
 
@@ -48,8 +39,8 @@ def test_same_key_with_a_different_body_is_422(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     wallet_id, key = wallet_factory(), f"reuse-{uuid.uuid4()}"
-    assert submit(client, service_headers, body_for(wallet_id), key).status_code == 202
-    response = submit(client, service_headers, body_for(wallet_id, "11.00"), key)
+    assert submit(client, service_headers, deposit_body(wallet_id, "10.00"), key).status_code == 202
+    response = submit(client, service_headers, deposit_body(wallet_id, "11.00"), key)
     assert response.status_code == 422 and response.get_json()["code"] == "idempotency_key_reused"
     assert count_for_key(key) == 1
 
@@ -58,8 +49,8 @@ def test_keys_are_scoped_to_the_api_key(
     client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     wallet_id, key = wallet_factory(), f"scope-{uuid.uuid4()}"
-    a = submit(client, service_headers, body_for(wallet_id), key).get_json()
-    b = submit(client, ops_headers, body_for(wallet_id), key).get_json()
+    a = submit(client, service_headers, deposit_body(wallet_id, "10.00"), key).get_json()
+    b = submit(client, ops_headers, deposit_body(wallet_id, "10.00"), key).get_json()
     assert a["id"] != b["id"] and count_for_key(key) == 2
 
 
@@ -67,8 +58,8 @@ def test_rejected_request_leaves_the_key_free(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     wallet_id, key = wallet_factory(), f"free-{uuid.uuid4()}"
-    assert submit(client, service_headers, body_for(uuid.uuid4()), key).status_code == 404
-    assert submit(client, service_headers, body_for(wallet_id), key).status_code == 202
+    assert submit(client, service_headers, deposit_body(uuid.uuid4()), key).status_code == 404
+    assert submit(client, service_headers, deposit_body(wallet_id, "10.00"), key).status_code == 202
 
 
 def test_concurrent_submissions_of_one_key_create_one_transaction(
@@ -82,7 +73,7 @@ def test_concurrent_submissions_of_one_key_create_one_transaction(
     def one() -> None:
         client = app.test_client()
         barrier.wait()
-        response = submit(client, service_headers, body_for(wallet_id), key)
+        response = submit(client, service_headers, deposit_body(wallet_id, "10.00"), key)
         with lock:
             results.append((response.status_code, response.get_json()["id"]))
 

@@ -20,7 +20,14 @@ import pytest
 from sqlalchemy import text
 
 from shared import db
-from tests.helpers import assert_ledger_consistent, statuses, submit, wait_terminal
+from tests.helpers import (
+    assert_ledger_consistent,
+    deposit_body,
+    statuses,
+    submit,
+    transfer_body,
+    wait_terminal,
+)
 from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
@@ -42,20 +49,6 @@ def fresh_worker() -> Iterator[CeleryProcess]:
         process.stop()
 
 
-def deposit(wallet_id: Any, amount: str = "100.00") -> dict[str, Any]:
-    return {
-        "type": "deposit",
-        "amount": amount,
-        "currency": "SGD",
-        "destination_wallet_id": str(wallet_id),
-    }
-
-
-def transfer(source: Any, destination: Any, amount: str) -> dict[str, Any]:
-    return {"type": "transfer", "amount": amount, "currency": "SGD",
-            "source_wallet_id": str(source), "destination_wallet_id": str(destination)}  # fmt: skip
-
-
 def assert_applied_once(transaction_ids: list[str]) -> None:
     """Completed transfers and deposits have exactly two entries, failed ones none."""
     with db.transaction() as session:
@@ -74,15 +67,15 @@ def assert_applied_once(transaction_ids: list[str]) -> None:
 def submit_stream(
     client: Any, headers: dict[str, str], wallets: list[Any], count: int
 ) -> list[str]:
-    ids = [submit(client, headers, deposit(w)).get_json()["id"] for w in wallets]
+    ids = [submit(client, headers, deposit_body(w)).get_json()["id"] for w in wallets]
     for i in range(count):
         source, destination = wallets[i % len(wallets)], wallets[(i * 7 + 1) % len(wallets)]
         if source == destination:
             destination = wallets[(i + 1) % len(wallets)]
         ids.append(
-            submit(client, headers, transfer(source, destination, f"{1 + i % 9}.00")).get_json()[
-                "id"
-            ]
+            submit(
+                client, headers, transfer_body(source, destination, f"{1 + i % 9}.00")
+            ).get_json()["id"]
         )
     return ids
 

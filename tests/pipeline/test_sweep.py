@@ -10,18 +10,9 @@ import pytest
 from shared import db
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
-from tests.helpers import submit, wait_terminal
+from tests.helpers import deposit_body, submit, wait_terminal
 
 pytestmark = pytest.mark.pipeline
-
-
-def deposit(wallet_id: Any, amount: str = "100.00") -> dict[str, Any]:
-    return {
-        "type": "deposit",
-        "amount": amount,
-        "currency": "SGD",
-        "destination_wallet_id": str(wallet_id),
-    }
 
 
 def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_sweep(
@@ -48,7 +39,7 @@ def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
     redis_server.stop()
     try:
         started = time.monotonic()
-        response = submit(client, service_headers, deposit(wallet_id, "42.00"))
+        response = submit(client, service_headers, deposit_body(wallet_id, "42.00"))
         assert response.status_code == 202
         assert time.monotonic() - started < 30  # bounded: no endless publish retries
         assert client.get("/readyz").status_code == 503
