@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import psycopg
-from sqlalchemy import Engine, create_engine, exc
+from sqlalchemy import Connection, Engine, create_engine, exc, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, get_settings
@@ -91,8 +91,12 @@ _log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def transaction() -> Iterator[Session]:
+def transaction(connection: Connection | None = None) -> Iterator[Session]:
     """Open a session, begin a database transaction, yield the session, commit.
+
+    Args:
+        connection: run on this connection (one held by :func:`advisory_lock`)
+            instead of one from the pool.
 
     On any exception the transaction is rolled back and the exception re-raised.
     After a successful commit, the callbacks registered with :func:`after_commit`
@@ -103,7 +107,7 @@ def transaction() -> Iterator[Session]:
     """
     get_engine()
     assert _sessionmaker is not None
-    with _sessionmaker() as session:
+    with _sessionmaker(**({"bind": connection} if connection is not None else {})) as session:
         with session.begin():
             yield session
         callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
@@ -112,6 +116,31 @@ def transaction() -> Iterator[Session]:
             callback()
         except Exception:
             _log.warning("after-commit callback %r failed", callback, exc_info=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(key: str) -> Iterator[Connection]:
+    """Hold PostgreSQL's session-level advisory lock on ``key`` and yield its connection.
+
+    Waits for the lock up to ``lock_timeout`` (then raises, SQLSTATE 55P03). Pass
+    the connection to :func:`transaction` to run several transactions under one
+    lock. If this process dies, PostgreSQL drops the lock with the connection.
+    If the lock cannot be released cleanly the connection is discarded, never
+    returned to the pool still holding it.
+    """
+    lock_id = func.hashtextextended(key, 0)
+    with get_engine().connect() as connection:
+        connection.execute(select(func.pg_advisory_lock(lock_id)))
+        connection.commit()  # the lock outlives the transaction that took it
+        try:
+            yield connection
+        finally:
+            try:
+                connection.rollback()
+                connection.execute(select(func.pg_advisory_unlock_all()))
+                connection.commit()
+            except Exception:
+                connection.invalidate()
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

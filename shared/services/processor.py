@@ -6,7 +6,9 @@ acceptance order (``lane_sequence``), many per database transaction. A
 duplicate or late message finds nothing to do, so correctness never depends on
 the broker (design.md invariants 3, 4 and 6).
 
-Each batch is two short database transactions:
+A drain holds the lane's session-level advisory lock (``shared.db.advisory_lock``)
+from its first claim to its last apply. Each batch is two short database
+transactions:
 
 1. **claim**: under the lane lock, pick the head of the lane and add one to
    each picked transaction's ``attempts``, committed on its own so that an
@@ -34,7 +36,7 @@ import uuid
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared import db
@@ -97,28 +99,45 @@ def drain_lane(
             tells whether re-running the drain may succeed. Nothing is half-applied.
     """
     report = DrainReport()
-    while report.batches < batches_max:
-        with db.transaction() as session:
-            claimed = claim_batch(
-                session, lane_wallet_id, batch_size=batch_size, attempts_max=attempts_max
-            )
-        if claimed is None:
-            return report
-        if claimed.exhausted:  # counted only now that the failure is committed
-            RETRIES_EXHAUSTED.inc()
-            TRANSACTIONS_SETTLED.labels(status="failed").inc()
-            report.settled += 1
-            report.failed += 1
-            continue
-        with db.transaction() as session:
-            statuses = apply_batch(session, lane_wallet_id, claimed.ids)
-        for status, count in statuses.items():
-            TRANSACTIONS_SETTLED.labels(status=status).inc(count)
-        report.settled += sum(statuses.values())
-        report.failed += statuses.get(TransactionStatus.FAILED, 0)
-        report.batches += 1
+    # One drain per lane at a time, across its claim and apply transactions: a
+    # second drain (a duplicate message, the sweep) waits, then finds the work done,
+    # instead of counting a second attempt for the same transactions.
+    with db.advisory_lock(f"lane:{lane_wallet_id}") as connection:
+        while report.batches < batches_max:
+            if not _drain_batch(connection, lane_wallet_id, report, batch_size, attempts_max):
+                return report
     report.more = True
     return report
+
+
+def _drain_batch(
+    connection: Connection,
+    lane_wallet_id: uuid.UUID,
+    report: DrainReport,
+    batch_size: int,
+    attempts_max: int,
+) -> bool:
+    """Claim and apply one batch of the lane; return False when the lane is empty."""
+    with db.transaction(connection) as session:
+        claimed = claim_batch(
+            session, lane_wallet_id, batch_size=batch_size, attempts_max=attempts_max
+        )
+    if claimed is None:
+        return False
+    if claimed.exhausted:  # counted only now that the failure is committed
+        RETRIES_EXHAUSTED.inc()
+        TRANSACTIONS_SETTLED.labels(status="failed").inc()
+        report.settled += 1
+        report.failed += 1
+        return True
+    with db.transaction(connection) as session:
+        statuses = apply_batch(session, lane_wallet_id, claimed.ids)
+    for status, count in statuses.items():
+        TRANSACTIONS_SETTLED.labels(status=status).inc(count)
+    report.settled += sum(statuses.values())
+    report.failed += statuses.get(TransactionStatus.FAILED, 0)
+    report.batches += 1
+    return True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -130,3 +130,25 @@ def test_drain_yields_after_batches_max(wallet_factory: Any) -> None:
     report = drain(a, batch_size=2, batches_max=2)
     assert report.more and report.settled == 4
     assert drain(a).settled == 1
+
+
+def test_concurrent_drains_of_one_lane_count_one_attempt_each(wallet_factory: Any) -> None:
+    import threading
+
+    a = wallet_factory()
+    ids = [record("deposit", 10, destination=a) for _ in range(300)]
+    barrier = threading.Barrier(4)
+
+    def one_drain() -> None:
+        barrier.wait()
+        drain(a, batch_size=20)
+
+    threads = [threading.Thread(target=one_drain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    result = statuses(ids)
+    assert {r["status"] for r in result.values()} == {"completed"}
+    assert {r["attempts"] for r in result.values()} == {1}
+    assert balance_minor(a) == 3_000
