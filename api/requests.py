@@ -6,9 +6,10 @@ import uuid
 from typing import Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from shared.ledger.errors import NotFound, TallyError
+from api.errors import pydantic_errors
+from shared.ledger.errors import NotFound, TallyError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,8 +33,17 @@ def json_body() -> dict[str, Any]:
 
 
 def query(model: type[M]) -> M:
-    """Validate the query string with ``model`` (pydantic errors render as 422)."""
-    return model.model_validate(request.args.to_dict())
+    """Validate the query string with ``model``.
+
+    Raises:
+        ValidationFailed: 422 ``validation_failed``, one error per parameter.
+    """
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as error:
+        raise ValidationFailed(
+            "the query string is not valid", errors=pydantic_errors(error)
+        ) from None
 
 
 def path_id(value: str, *, not_found_code: str) -> uuid.UUID:

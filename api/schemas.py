@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from shared.ledger.errors import TallyError
-from shared.ledger.money import parse_amount
+from shared.ledger.money import exponent_of, parse_amount
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest
 
@@ -62,6 +62,15 @@ class _Submission(BaseModel):
     amount: str
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=50)] = {}
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_4217(cls, value: str) -> str:
+        try:
+            exponent_of(value)
+        except TallyError as error:
+            raise ValueError(error.detail) from None
+        return value
 
     @field_validator("amount", mode="before")
     @classmethod

@@ -11,9 +11,10 @@ from cli.serve import serve
 from cli.up import up
 from shared import db
 from shared.config import get_settings
+from shared.ledger.errors import TallyError
 from shared.migrations import upgrade_to_head
 from shared.services import wallets
-from shared.services.api_keys import Role, create_api_key
+from shared.services.api_keys import Role, create_api_key, revoke_api_key
 
 
 @click.group()
@@ -41,6 +42,17 @@ def keys() -> None:
     """Manage API keys."""
 
 
+@keys.command("revoke")
+@click.argument("key_id", type=click.UUID)
+def keys_revoke(key_id: uuid.UUID) -> None:
+    """Revoke an API key; running API processes stop accepting it within 30 s (their cache)."""
+    with db.transaction() as session:
+        revoked = revoke_api_key(session, key_id)
+    if not revoked:
+        raise click.ClickException(f"no live key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
 @keys.command("create")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", default="", help="A label to recognise the key by.")
@@ -55,11 +67,14 @@ def keys_create(role: str, name: str) -> None:
 @click.argument("transaction_id", type=click.UUID)
 def retry(transaction_id: uuid.UUID) -> None:
     """Move a failed transaction back to pending and enqueue it (as the ops API does)."""
+    from api.dispatch import publish_drain
     from shared.services.transactions import retry_transaction
-    from worker.tasks import publish_drain
 
-    with db.transaction() as session:
-        transaction = retry_transaction(session, transaction_id, publish=publish_drain)
+    try:
+        with db.transaction() as session:
+            transaction = retry_transaction(session, transaction_id, publish=publish_drain)
+    except TallyError as error:
+        raise click.ClickException(f"{error.code}: {error.detail}") from None
     click.echo(f"{transaction.id} is {transaction.status} again")
 
 

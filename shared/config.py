@@ -1,7 +1,7 @@
 """Settings, read once from the environment with strict parsing.
 
 Every environment variable Tally reads is declared here and nowhere else
-(docs/configuration.md lists them). A bad value raises
+(README.md, "Configuration", lists them). A bad value raises
 ``pydantic.ValidationError`` at start-up, naming the variable.
 
 When ``DATABASE_URL`` / ``REDIS_URL`` are not in the environment, the values
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Where ``tally up`` keeps its embedded servers' data and the URLs it uses.
@@ -101,6 +101,20 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_retries(self) -> Settings:
+        """Require Redis's visibility timeout to exceed the longest retry countdown.
+
+        A countdown longer than ``visibility_timeout`` is delivered twice
+        (kombu#337, celery#5935).
+        """
+        if self.broker_visibility_timeout_seconds <= self.retry_backoff_max_seconds:
+            raise ValueError(
+                "TALLY_BROKER_VISIBILITY_TIMEOUT_SECONDS must exceed "
+                "TALLY_RETRY_BACKOFF_MAX_SECONDS"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod

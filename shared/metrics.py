@@ -1,7 +1,8 @@
 """Prometheus metrics shared by the API and the worker (prometheus-client).
 
-The worker's pool processes write to ``PROMETHEUS_MULTIPROC_DIR`` when it is
-set (prometheus-client's multiprocess mode), so ``/metrics`` can expose them.
+Each process counts in its own registry; ``/metrics`` serves the answering
+API process's. Exposing the worker's counters needs prometheus-client's
+multiprocess mode (a shared ``PROMETHEUS_MULTIPROC_DIR``), not set up yet.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.models import ApiKey
@@ -39,3 +39,13 @@ def authenticate(session: Session, secret: str) -> ApiKey | None:
     return session.scalar(
         select(ApiKey).where(ApiKey.key_hash == hash_secret(secret), ApiKey.revoked_at.is_(None))
     )
+
+
+def revoke_api_key(session: Session, key_id: uuid.UUID) -> bool:
+    """Revoke a live key; return False if there is no live key with that id."""
+    key = session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = func.now()
+    session.flush()
+    return True

@@ -98,7 +98,7 @@ def test_submitted_transactions_settle_when_drained(
     [
         ({"amount": "1.005"}, "amount"), ({"amount": "-1"}, "amount"), ({"amount": "0"}, "amount"),
         ({"amount": "1e3"}, "amount"), ({"amount": 10}, "amount"), ({"amount": "NaN"}, "amount"),
-        ({"amount": "10000000000000.01"}, "amount"), ({"currency": "sgd"}, "currency"),
+        ({"amount": "10000000000000.01"}, "amount"), ({"currency": "sgd"}, "currency"), ({"currency": "XYZ"}, "currency"),
         ({"type": "refund"}, "type"), ({"destination_wallet_id": "nope"}, "destination_wallet_id"),
         ({"description": "x" * 501}, "description"), ({"metadata": {"k": "v" * 501}}, "metadata.k"),
         ({"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata"), ({"metadata": {"k": 1}}, "metadata.k"),
