@@ -6,13 +6,18 @@ from typing import Any
 
 from flask import Flask, request
 
-from api import health, transactions, wallets
+from api import health, reconciliations, transactions, wallets
 from api.auth import load_api_key
 from api.errors import register_error_handlers
 from shared.config import get_settings
 from shared.logs import configure_logging
 
-BLUEPRINTS = [health.blueprint, wallets.blueprint, transactions.blueprint]
+BLUEPRINTS = [
+    health.blueprint,
+    wallets.blueprint,
+    transactions.blueprint,
+    reconciliations.blueprint,
+]
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

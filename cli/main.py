@@ -7,6 +7,7 @@ import uuid
 import click
 
 from cli.bench import bench
+from cli.maintenance import register as register_maintenance
 from cli.serve import serve
 from cli.up import up
 from shared import db
@@ -79,5 +80,6 @@ def retry(transaction_id: uuid.UUID) -> None:
 
 
 main.add_command(bench)
+register_maintenance(main)
 main.add_command(serve)
 main.add_command(up)

@@ -1,7 +1,7 @@
 """SQLAlchemy 2 typed models: the ledger's tables.
 
 The schema itself is created and changed only by the Alembic migrations in
-``shared/migrations``; ``tests/integration/test_migrations.py`` checks that the
+``shared/migrations``; ``tests/integration/test_schema.py`` checks that the
 two agree. Money columns are ``BIGINT`` minor units and end in ``_minor``.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -199,3 +200,111 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
 
     __table_args__ = (CheckConstraint("role IN ('service', 'ops')", name="role_known"),)
+
+
+# Maintenance (migration 0002): snapshots, archive tables, reconciliation runs.
+# docs/maintenance.md explains how they keep balances and history exact.
+
+#: Lets the archive job find old entries cheaply (see migration 0002).
+Index("ledger_entries_created_at_brin", LedgerEntry.created_at, postgresql_using="brin")
+
+
+class BalanceSnapshot(Base):
+    """A wallet's balance after entry ``last_sequence``: the last entry it had on UTC ``day``.
+
+    Taken for the closed days on which the wallet had entries; a day without
+    entries has no row and carries the previous row's balance forward.
+    """
+
+    __tablename__ = "balance_snapshots"
+
+    wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    balance_minor: Mapped[int] = mapped_column(BigInteger)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (CheckConstraint("last_sequence > 0", name="snapshot_sequence_positive"),)
+
+
+class LedgerEntryArchive(Base):
+    """A ledger entry moved out of ``ledger_entries``: same columns, no foreign keys, append-only."""
+
+    __tablename__ = "ledger_entries_archive"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    wallet_id: Mapped[uuid.UUID] = mapped_column()
+    transaction_id: Mapped[uuid.UUID] = mapped_column()
+    transaction_type: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    balance_after_minor: Mapped[int] = mapped_column(BigInteger)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column()
+
+    __table_args__ = (
+        UniqueConstraint("wallet_id", "sequence", name="ledger_entries_archive_wallet_sequence"),
+        Index("ledger_entries_archive_wallet_created_at", "wallet_id", "created_at"),
+        Index("ledger_entries_archive_transaction", "transaction_id"),
+    )
+
+
+class TransactionArchive(Base):
+    """A terminal transaction moved out of ``transactions``: same columns, no foreign keys."""
+
+    __tablename__ = "transactions_archive"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    source_wallet_id: Mapped[uuid.UUID | None] = mapped_column()
+    destination_wallet_id: Mapped[uuid.UUID | None] = mapped_column()
+    lane_wallet_id: Mapped[uuid.UUID] = mapped_column()
+    lane_sequence: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
+    failure_code: Mapped[str | None] = mapped_column(Text)
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    api_key_id: Mapped[uuid.UUID] = mapped_column()
+    idempotency_key: Mapped[str] = mapped_column(Text)
+    request_hash: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column()
+    updated_at: Mapped[dt.datetime] = mapped_column()
+    completed_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (Index("transactions_archive_created_at_id", "created_at", "id"),)
+
+
+class ReconciliationRun(Base):
+    """One reconciliation: stored balances against the ledger, and currency totals.
+
+    ``mismatches`` is ``[{"wallet_id", "currency", "stored_balance_minor",
+    "ledger_balance_minor"}]``; ``currency_totals`` is ``{code: sum of stored
+    balances in minor units}``, zero for every currency when all is well.
+    """
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'running'"))
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+    wallets_checked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    mismatches: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    currency_totals: Mapped[dict[str, int]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("reconciliation_runs_started_at_id", "started_at", "id"),
+        CheckConstraint(
+            "status IN ('running', 'ok', 'mismatch', 'error')", name="run_status_known"
+        ),
+    )

@@ -24,7 +24,9 @@ def create_celery_app() -> Celery:
     """Return the Celery app configured from the environment."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    app = Celery("tally", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery(
+        "tally", broker=settings.redis_url, include=["worker.tasks", "worker.maintenance_tasks"]
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

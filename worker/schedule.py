@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 from shared.config import Settings
 
 
@@ -16,5 +18,20 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep-stalled-transactions": {
             "task": "tally.sweep_stalled_transactions",
             "schedule": settings.sweep_interval_seconds,
+        },
+        # Snapshots of each closed UTC day; catches up missed days by itself.
+        "take-snapshots": {
+            "task": "tally.take_snapshots",
+            "schedule": crontab(
+                hour=settings.snapshot_hour_utc, minute=settings.snapshot_minute_utc
+            ),
+        },
+        "archive-entries": {
+            "task": "tally.archive_entries",
+            "schedule": settings.archive_interval_seconds,
+        },
+        "reconcile": {
+            "task": "tally.reconcile",
+            "schedule": settings.reconcile_interval_seconds,
         },
     }

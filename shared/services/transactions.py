@@ -6,13 +6,13 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.ledger.errors import Conflict, NotFound
 from shared.ledger.states import TransactionStatus, check_transition
-from shared.models import Transaction, lane_sequence
+from shared.models import Transaction, TransactionArchive, lane_sequence
 from shared.pagination import created_before, created_cursor
 from shared.services.intake import Publish
 
@@ -23,15 +23,27 @@ def transaction_not_found(transaction_id: uuid.UUID) -> NotFound:
 
 
 def get_transaction(session: Session, transaction_id: uuid.UUID) -> Transaction:
-    """Return the transaction ``transaction_id``.
+    """Return the transaction ``transaction_id``, live or archived.
+
+    An archived transaction (terminal, moved by the archive job) comes back as
+    a transient ``Transaction`` with the same attributes, not attached to the session.
 
     Raises:
         NotFound: ``transaction_not_found``.
     """
     transaction = session.get(Transaction, transaction_id, populate_existing=True)
-    if transaction is None:
+    if transaction is not None:
+        return transaction
+    archived = session.get(TransactionArchive, transaction_id, populate_existing=True)
+    if archived is None:
         raise transaction_not_found(transaction_id)
-    return transaction
+    # A transient copy, never added to the session: readers see the same attributes.
+    return Transaction(
+        **{
+            attribute.key: getattr(archived, attribute.key)
+            for attribute in inspect(TransactionArchive).column_attrs
+        }
+    )
 
 
 def wait_for_transaction(transaction_id: uuid.UUID, *, wait_seconds: float) -> Transaction:

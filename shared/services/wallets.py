@@ -6,14 +6,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.ledger.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger.money import exponent_of
 from shared.ledger.states import WalletStatus
-from shared.models import Currency, LedgerEntry, Wallet
+from shared.models import BalanceSnapshot, Currency, LedgerEntry, LedgerEntryArchive, Wallet
 from shared.pagination import created_before, created_cursor, decode_cursor, encode_cursor
 
 
@@ -153,22 +153,31 @@ def list_entries(
 ) -> tuple[Sequence[LedgerEntry], str | None]:
     """Return a page of the wallet's ledger entries, newest (highest sequence) first.
 
+    Live and archived entries form one history (``UNION ALL``, one keyset on
+    ``sequence``), so archiving changes no page. Archived rows come back as
+    transient ``LedgerEntry`` objects, not attached to the session.
+
     Raises:
         NotFound: ``wallet_not_found``.
+        ValidationFailed: ``invalid_cursor``.
     """
     get_wallet(session, wallet_id)
-    query = (
-        select(LedgerEntry)
-        .where(LedgerEntry.wallet_id == wallet_id)
-        .order_by(LedgerEntry.sequence.desc())
-        .limit(limit + 1)
-    )
+    before: int | None = None
     if cursor is not None:
         (sequence,) = decode_cursor(cursor, 1)
         if not sequence.isdigit():
             raise ValidationFailed("cursor is not valid", code="invalid_cursor")
-        query = query.where(LedgerEntry.sequence < int(sequence))
-    rows = list(session.scalars(query))
+        before = int(sequence)
+    names = [column.key for column in LedgerEntry.__table__.columns]
+    branches = []
+    for table in (LedgerEntry.__table__, LedgerEntryArchive.__table__):
+        branch = select(*(table.c[name] for name in names)).where(table.c.wallet_id == wallet_id)
+        if before is not None:
+            branch = branch.where(table.c.sequence < before)
+        branches.append(branch.order_by(table.c.sequence.desc()).limit(limit + 1).subquery())
+    page = union_all(*(select(branch) for branch in branches)).subquery()
+    found = session.execute(select(page).order_by(page.c.sequence.desc()).limit(limit + 1))
+    rows = [LedgerEntry(**row) for row in found.mappings()]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -179,19 +188,38 @@ def list_entries(
 def balance_as_of(session: Session, wallet_id: uuid.UUID, as_of: dt.datetime) -> int:
     """Return the wallet's balance in minor units after every entry created up to ``as_of``.
 
-    Entries' ``created_at`` grows with ``sequence`` per wallet (it is taken
-    while the wallet row is locked), so this is one index seek on
-    ``(wallet_id, created_at)``: the ``balance_after`` of the newest entry not
-    after ``as_of``, or 0 before the first entry.
+    Starts from the nearest balance snapshot of a day before ``as_of``'s UTC
+    day, then takes the newest entry, live or archived, after that snapshot
+    and not after ``as_of``: its ``balance_after`` is the answer, else the
+    snapshot's balance, else 0 (no entry yet). Entries' ``created_at`` grows
+    with ``sequence`` per wallet (taken while the wallet row is locked), so
+    each lookup is one index seek on ``(wallet_id, created_at)`` bounded below
+    by the snapshot's day: the cost does not grow with the wallet's history.
 
     Raises:
         NotFound: ``wallet_not_found``.
     """
     get_wallet(session, wallet_id)
-    balance = session.scalar(
-        select(LedgerEntry.balance_after_minor)
-        .where(LedgerEntry.wallet_id == wallet_id, LedgerEntry.created_at <= as_of)
-        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.sequence.desc())
+    as_of_day = as_of.astimezone(dt.UTC).date()
+    snapshot = session.execute(
+        select(BalanceSnapshot.day, BalanceSnapshot.balance_minor, BalanceSnapshot.last_sequence)
+        .where(BalanceSnapshot.wallet_id == wallet_id, BalanceSnapshot.day < as_of_day)
+        .order_by(BalanceSnapshot.day.desc())
         .limit(1)
-    )
-    return balance or 0
+    ).one_or_none()
+    newest: list[tuple[int, int]] = []  # (sequence, balance_after_minor), live and archived
+    for model in (LedgerEntry, LedgerEntryArchive):
+        query = select(model.sequence, model.balance_after_minor).where(
+            model.wallet_id == wallet_id, model.created_at <= as_of
+        )
+        if snapshot is not None:
+            # The snapshot's last entry was created on its day; later ones not before it.
+            day_start = dt.datetime.combine(snapshot.day, dt.time(), tzinfo=dt.UTC)
+            query = query.where(
+                model.sequence > snapshot.last_sequence, model.created_at >= day_start
+            )
+        query = query.order_by(model.created_at.desc(), model.sequence.desc()).limit(1)
+        newest.extend((row.sequence, row.balance_after_minor) for row in session.execute(query))
+    if newest:
+        return int(max(newest)[1])
+    return 0 if snapshot is None else int(snapshot.balance_minor)

@@ -1,0 +1,91 @@
+"""``/v1/reconciliations`` (ops): start a reconciliation now, read and list runs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from api.auth import require_role
+from api.dispatch import publish_task
+from api.render import page_json, timestamp
+from api.requests import path_id, query
+from api.schemas import ListQuery
+from shared import db
+from shared.ledger.money import format_amount
+from shared.models import ReconciliationRun
+from shared.services import reconciliation
+from shared.services.api_keys import Role
+
+blueprint = Blueprint("reconciliations", __name__, url_prefix="/v1/reconciliations")
+
+#: The Celery task that runs a started reconciliation (``worker.maintenance_tasks``).
+RECONCILE_TASK = "tally.reconcile"
+
+
+def run_json(run: ReconciliationRun) -> dict[str, Any]:
+    """Render a reconciliation run; amounts as decimal strings in each wallet's currency."""
+    return {
+        "id": str(run.id),
+        "status": run.status,
+        "started_at": timestamp(run.started_at),
+        "finished_at": timestamp(run.finished_at),
+        "wallets_checked": run.wallets_checked,
+        "mismatches": [
+            {
+                "wallet_id": m["wallet_id"],
+                "currency": m["currency"],
+                "stored_balance": format_amount(m["stored_balance_minor"], m["currency"]),
+                "ledger_balance": format_amount(m["ledger_balance_minor"], m["currency"]),
+            }
+            for m in run.mismatches
+        ],
+        "currency_totals": {
+            code: format_amount(total_minor, code)
+            for code, total_minor in sorted(run.currency_totals.items())
+        },
+        "error": run.error,
+    }
+
+
+def _run_id(value: str) -> uuid.UUID:
+    return path_id(value, not_found_code="reconciliation_not_found")
+
+
+@blueprint.post("")
+@require_role(Role.OPS)
+def start() -> tuple[Response, int, dict[str, str]]:
+    """Start a reconciliation: 202 ``{"id", "status": "running"}``; a worker runs it.
+
+    The message is published after the run's row commits. If the broker is
+    down the answer is still 202 and the run stays ``running`` (the failure
+    is logged); the hourly beat reconciliation still runs, and ops may start
+    another one.
+    """
+    with db.transaction() as session:
+        run_id = reconciliation.start_reconciliation(session)
+        db.after_commit(session, lambda: publish_task(RECONCILE_TASK, str(run_id)))
+    body = {"id": str(run_id), "status": "running"}
+    return jsonify(body), 202, {"Location": f"/v1/reconciliations/{run_id}"}
+
+
+@blueprint.get("")
+@require_role(Role.OPS)
+def list_runs() -> Response:
+    """List reconciliation runs, newest first."""
+    params = query(ListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = reconciliation.list_runs(
+            session, limit=params.limit, cursor=params.cursor
+        )
+    return jsonify(page_json([run_json(r) for r in rows], next_cursor))
+
+
+@blueprint.get("/<run_id>")
+@require_role(Role.OPS)
+def get_run(run_id: str) -> Response:
+    """Return one reconciliation run."""
+    with db.transaction() as session:
+        run = reconciliation.get_run(session, _run_id(run_id))
+    return jsonify(run_json(run))

@@ -1,0 +1,58 @@
+"""Thin beat tasks for maintenance: snapshots, archive, reconciliation (docs/maintenance.md).
+
+Each opens its transactions through the service it calls and holds no rule of
+its own. Every one is idempotent and safe to run twice or concurrently, which
+is what beat needs: missed slots are not replayed (the snapshot job catches up
+by itself), and a due entry may fire on two schedulers during a lock handover.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import structlog
+from celery import shared_task
+
+from shared import db
+from shared.config import get_settings
+from shared.services import archive, reconciliation, snapshots
+
+_log = structlog.get_logger(__name__)
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.take_snapshots")
+def take_snapshots() -> int:
+    """Snapshot every closed UTC day not yet snapshotted; return how many rows were created."""
+    with db.transaction() as session:
+        summary = snapshots.take_snapshots(session)
+    _log.info(
+        "snapshots",
+        through_day=summary.through_day.isoformat(),
+        wallets_scanned=summary.wallets_scanned,
+        snapshots_created=summary.snapshots_created,
+    )
+    return summary.snapshots_created
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.archive_entries")
+def archive_entries() -> int:
+    """Archive entries and terminal transactions older than ``TALLY_ARCHIVE_AFTER_DAYS``.
+
+    Returns the number of entries moved; chunks of ``TALLY_ARCHIVE_CHUNK_SIZE`` rows.
+    """
+    settings = get_settings()
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.archive_after_days)
+    summary = archive.archive_before(cutoff=cutoff, chunk_size=settings.archive_chunk_size)
+    return summary.entries_archived
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.reconcile")
+def reconcile(run_id: str | None = None) -> str:
+    """Run reconciliation ``run_id`` (a UUID string from the ops API), or a new run; return its status."""
+    if run_id is None:
+        with db.transaction() as session:
+            run_uuid = reconciliation.start_reconciliation(session)
+    else:
+        run_uuid = uuid.UUID(run_id)
+    return reconciliation.run_reconciliation(run_uuid).status
