@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     archive_after_days: int = Field(default=90, ge=1)
     archive_chunk_size: int = Field(default=5000, ge=1)
     reconcile_interval_seconds: float = Field(default=3600.0, gt=0)
+    maintenance_timeout_seconds: float = Field(default=1800.0, gt=0)
     beat_lock_timeout_seconds: int = Field(default=30, ge=5)
 
     # Processes.

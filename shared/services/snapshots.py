@@ -25,14 +25,13 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.config import get_settings
+
 #: Wallets per statement: bounds each statement's work and the rows it sorts.
 WALLET_BATCH_SIZE = 2000
 
 #: ``pg_advisory_xact_lock`` key that serialises snapshot runs (any constant unique to the job).
 SNAPSHOT_LOCK_KEY = 7_361_727
-
-#: Maintenance statements may scan much of the ledger; the apply path's limits are too short.
-MAINTENANCE_TIMEOUT_MS = 30 * 60 * 1000
 
 _SNAPSHOT_BATCH = text(
     """
@@ -96,14 +95,16 @@ def set_maintenance_timeouts(session: Session) -> None:
     """Raise ``statement_timeout`` and ``lock_timeout`` for this database transaction only.
 
     The values the engine sets suit the short apply path; a maintenance job's
-    statements scan much of the ledger and may wait for a concurrent copy.
+    statements scan much of the ledger and may wait for a concurrent copy
+    (``TALLY_MAINTENANCE_TIMEOUT_SECONDS``, default 30 minutes).
     """
+    timeout_ms = int(get_settings().maintenance_timeout_seconds * 1000)
     session.execute(
         text(
             "SELECT set_config('statement_timeout', :ms, true), "
             "set_config('lock_timeout', :ms, true)"
         ),
-        {"ms": str(MAINTENANCE_TIMEOUT_MS)},
+        {"ms": str(timeout_ms)},
     )
 
 
