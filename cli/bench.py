@@ -31,3 +31,14 @@ def pipeline(transactions: int, runs: int, pgbench_seconds: int, concurrency: in
         concurrency=concurrency,
     )
     click.echo(json.dumps(figures, indent=2))
+
+
+@bench.command(
+    "maintenance", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.pass_context
+def maintenance(context: click.Context) -> None:
+    """Snapshot, archive and reconcile on a seeded ledger (``--entries``, ``--wallets``, ``--runs``)."""
+    from bench.maintenance import main as run_maintenance
+
+    run_maintenance(list(context.args))
