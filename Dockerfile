@@ -17,7 +17,8 @@ COPY shared ./shared
 COPY cli ./cli
 COPY bench ./bench
 RUN pip install . \
-    && useradd --system --uid 10001 --home-dir /app tally
+    && useradd --system --uid 10001 --home-dir /app tally \
+    && mkdir /metrics && chown tally /metrics
 
 USER tally
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 
 from shared import db
+from shared.config import get_settings
 from shared.redis_client import get_redis
 
 blueprint = Blueprint("health", __name__)
@@ -39,5 +41,14 @@ def readyz() -> tuple[Response, int]:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    """Expose Prometheus metrics in the text format."""
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Expose Prometheus metrics in the text format.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, the counts of every process that
+    shares it (API workers, the worker's pool) are summed (prometheus-client,
+    "Multiprocess Mode"); otherwise this process's own.
+    """
+    registry = REGISTRY
+    if get_settings().prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

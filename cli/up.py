@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -134,6 +135,11 @@ def up() -> None:
         )
         manager = Manager(Printer(sys.stdout))
         env = dict(os.environ)
+        # One metrics directory for every process, emptied at start: /metrics sums them.
+        metrics_dir = DATA_DIR.resolve() / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
         # The Procfile calls `tally`: make this interpreter's scripts directory win.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         for name, process in procfile.processes.items():

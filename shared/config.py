@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     web_threads: int = Field(default=8, ge=1, le=256)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     log_level: str = "INFO"
+    #: prometheus-client's multiprocess directory (its own variable name): when set,
+    #: every process writes its metrics there and ``/metrics`` serves them all.
+    prometheus_multiproc_dir: str | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
 
     @field_validator("currencies", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """Prometheus metrics shared by the API and the worker (prometheus-client).
 
-Each process counts in its own registry; ``/metrics`` serves the answering
-API process's. Exposing the worker's counters needs prometheus-client's
-multiprocess mode (a shared ``PROMETHEUS_MULTIPROC_DIR``), not set up yet.
+When ``PROMETHEUS_MULTIPROC_DIR`` is set before a process starts (``tally up``
+sets it to ``.tally/metrics``), every process, the worker's pool included,
+writes its counts there and the API's ``/metrics`` sums them
+(prometheus-client, "Multiprocess Mode"); otherwise each process counts alone.
 """
 
 from __future__ import annotations

@@ -85,6 +85,20 @@ def test_tally_up_serves_stops_everything_and_restarts_on_its_data(tmp_path: Pat
         assert created.returncode == 0, created.stderr
         ops_key = created.stdout.split("secret: ")[1].strip()
         assert request(f"{url}/v1/wallets/{wallet['id']}", ops_key)[0] == 200
+        # The worker's counters reach the API's /metrics (shared multiprocess directory).
+        submitted = urllib.request.Request(
+            f"{url}/v1/transactions",
+            data=json.dumps({"type": "deposit", "amount": "5.00", "currency": "SGD",
+                             "destination_wallet_id": wallet["id"]}).encode(),
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "up-metrics"},
+        )  # fmt: skip
+        with urllib.request.urlopen(submitted, timeout=10) as response:
+            transaction_id = json.loads(response.read())["id"]
+        status, settled = request(f"{url}/v1/transactions/{transaction_id}?wait=20", key)
+        assert settled["status"] == "completed"
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+            exposition = response.read().decode()
+        assert 'tally_transactions_settled_total{status="completed"} 1.0' in exposition
     finally:
         stop(process, tmp_path)
     assert (tmp_path / ".tally" / "runtime.env").exists()
