@@ -41,7 +41,16 @@ from sqlalchemy.orm import Session
 
 from shared import db
 from shared.ledger.errors import FailureCode
-from shared.ledger.rules import Applied, Leg, Posting, WalletState, post, wallet_ids_of
+from shared.ledger.rules import (
+    Applied,
+    Entry,
+    Leg,
+    Posting,
+    Rejection,
+    WalletState,
+    post,
+    wallet_ids_of,
+)
 from shared.ledger.states import TransactionStatus, TransactionType, WalletStatus
 from shared.metrics import RETRIES_EXHAUSTED, TRANSACTIONS_SETTLED
 from shared.models import LedgerEntry, Transaction, Wallet
@@ -247,78 +256,17 @@ def apply_batch(
     if not transactions:
         return collections.Counter()  # a duplicate delivery: someone applied them already
     postings = [posting_of(t) for t in transactions]
-    wallet_ids = sorted(set().union(*(wallet_ids_of(p) for p in postings)))
-    wallets = {
-        row.id: WalletState(
-            row.id,
-            row.currency,
-            row.balance_minor,
-            row.held_minor,
-            WalletStatus(row.status),
-            row.is_system,
-            row.last_sequence,
-        )
-        for row in session.execute(
-            select(
-                Wallet.id,
-                Wallet.currency,
-                Wallet.balance_minor,
-                Wallet.held_minor,
-                Wallet.status,
-                Wallet.is_system,
-                Wallet.last_sequence,
-            )
-            .where(Wallet.id.in_(wallet_ids))
-            .order_by(Wallet.id)
-            .with_for_update(key_share=True)
-        )
-    }
+    wallets = _lock_wallets(session, set().union(*(wallet_ids_of(p) for p in postings)))
     before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
 
     now = dt.datetime.now(dt.UTC)
     entry_rows: list[dict[str, object]] = []
     status_rows: list[dict[str, object]] = []
     for transaction, posting in zip(transactions, postings, strict=True):
-        result = post(posting, wallets)
+        result = post(posting, wallets)  # updates ``wallets`` in place on success
         if isinstance(result, Applied):
-            status = (
-                TransactionStatus.HELD
-                if posting.type is TransactionType.HOLD
-                else TransactionStatus.COMPLETED
-            )
-            entry_rows.extend(
-                {
-                    "wallet_id": entry.wallet_id,
-                    "transaction_id": transaction.id,
-                    "transaction_type": transaction.type,
-                    "direction": entry.direction.value,
-                    "amount_minor": entry.amount_minor,
-                    "balance_after_minor": entry.balance_after_minor,
-                    "sequence": entry.sequence,
-                }
-                for entry in result.entries
-            )
-            status_rows.append(
-                {
-                    "id": transaction.id,
-                    "status": status.value,
-                    "failure_code": None,
-                    "failure_message": None,
-                    "updated_at": now,
-                    "completed_at": now if status is TransactionStatus.COMPLETED else None,
-                }
-            )
-        else:
-            status_rows.append(
-                {
-                    "id": transaction.id,
-                    "status": TransactionStatus.FAILED.value,
-                    "failure_code": result.code.value,
-                    "failure_message": result.message,
-                    "updated_at": now,
-                    "completed_at": now,
-                }
-            )
+            entry_rows.extend(_entry_row(transaction, entry) for entry in result.entries)
+        status_rows.append(_status_row(transaction, posting, result, now))
 
     wallet_rows = [
         {
@@ -337,3 +285,73 @@ def apply_batch(
         session.execute(insert(LedgerEntry), entry_rows)
     session.execute(update(Transaction), status_rows)
     return collections.Counter(str(row["status"]) for row in status_rows)
+
+
+def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUID, WalletState]:
+    """Lock the wallets ``FOR NO KEY UPDATE`` in sorted id order; return their states by id.
+
+    Sorted order means two batches that share wallets cannot deadlock.
+    """
+    rows = session.execute(
+        select(
+            Wallet.id,
+            Wallet.currency,
+            Wallet.balance_minor,
+            Wallet.held_minor,
+            Wallet.status,
+            Wallet.is_system,
+            Wallet.last_sequence,
+        )
+        .where(Wallet.id.in_(sorted(wallet_ids)))
+        .order_by(Wallet.id)
+        .with_for_update(key_share=True)
+    )
+    return {
+        row.id: WalletState(
+            row.id,
+            row.currency,
+            row.balance_minor,
+            row.held_minor,
+            WalletStatus(row.status),
+            row.is_system,
+            row.last_sequence,
+        )
+        for row in rows
+    }
+
+
+def _entry_row(transaction: Transaction, entry: Entry) -> dict[str, object]:
+    """Return the ``ledger_entries`` row of one entry the rules produced."""
+    return {
+        "wallet_id": entry.wallet_id,
+        "transaction_id": transaction.id,
+        "transaction_type": transaction.type,
+        "direction": entry.direction.value,
+        "amount_minor": entry.amount_minor,
+        "balance_after_minor": entry.balance_after_minor,
+        "sequence": entry.sequence,
+    }
+
+
+def _status_row(
+    transaction: Transaction, posting: Posting, result: Applied | Rejection, now: dt.datetime
+) -> dict[str, object]:
+    """Return the status update of one transaction: completed (held for a hold) or failed."""
+    if isinstance(result, Rejection):
+        return {
+            "id": transaction.id,
+            "status": TransactionStatus.FAILED.value,
+            "failure_code": result.code.value,
+            "failure_message": result.message,
+            "updated_at": now,
+            "completed_at": now,
+        }
+    held = posting.type is TransactionType.HOLD
+    return {
+        "id": transaction.id,
+        "status": (TransactionStatus.HELD if held else TransactionStatus.COMPLETED).value,
+        "failure_code": None,
+        "failure_message": None,
+        "updated_at": now,
+        "completed_at": None if held else now,
+    }
