@@ -8,8 +8,8 @@ fsync on, as in production), a real Celery worker, and measures, as medians of
   (validation, idempotent insert, publish after commit) from 4 client threads;
 - ``end_to_end``: transfers per second from the first submission until every
   one is terminal, with the worker applying while clients submit;
-- ``drain``: transfers per second applied from a backlog (all pending, one
-  broker message per lane), the worker's batch throughput;
+- ``drain``: transfers per second applied from a backlog built while the
+  worker was stopped (one queued message per lane), its batch throughput;
 - ``pgbench``: TPC-B-like transactions per second of ``pgbench -c 4 -j 2`` on
   the same server: the baseline every figure is divided by.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -175,24 +176,15 @@ def run(*, transactions: int, runs: int, pgbench_seconds: int, concurrency: int)
             intake.append(len(ids) / (submitted - started))
             end_to_end.append(len(ids) / (finished - started))
 
-        from api import dispatch
-
         for _ in range(runs):
-            # A backlog: record with publishing off, then one message per lane.
-            os.kill(worker.pid, 19)  # SIGSTOP: hold the worker while the backlog builds
-            real_publish = dispatch.publish_drain
-            dispatch.publish_drain = lambda _: None  # type: ignore[assignment]
-            from api import transactions as routes
-
-            routes.publish_drain = dispatch.publish_drain
+            # A backlog: the worker is stopped while clients submit; lane signals
+            # leave one queued message per lane, as in production after an outage.
+            os.kill(worker.pid, signal.SIGSTOP)
             try:
                 ids = _submit_transfers(app, headers, wallets, transactions)
             finally:
-                dispatch.publish_drain = routes.publish_drain = real_publish  # type: ignore[assignment]
-            os.kill(worker.pid, 18)  # SIGCONT
+                os.kill(worker.pid, signal.SIGCONT)
             started = time.monotonic()
-            for wallet_id in wallets:
-                real_publish(uuid.UUID(wallet_id))
             drain.append(len(ids) / (_wait_terminal(ids) - started))
 
         baseline = _median(pgbench_tps)
