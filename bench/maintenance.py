@@ -247,6 +247,28 @@ def _peak_rss_bytes() -> int | None:
     return None
 
 
+def _full_scan_seconds(url: str) -> float:
+    """Time one sequential scan-and-sum of the live ledger: the run's baseline.
+
+    Every job reads much of the ledger, so "how many full scans of it" is a
+    ratio that travels between machines better than seconds do.
+    """
+    from sqlalchemy import text
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            started = time.perf_counter()
+            connection.execute(
+                text(
+                    "SELECT count(*), sum(amount_minor), sum(balance_after_minor) FROM ledger_entries"
+                )
+            ).one()
+            return time.perf_counter() - started
+    finally:
+        engine.dispose()
+
+
 def _run_phase_in_child(name: str, days: int, url: str) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": url, "TALLY_LOG_LEVEL": "WARNING"}
     output = subprocess.run(
@@ -292,22 +314,32 @@ def main(argv: list[str] | None = None) -> None:
         _seed(url, entries=args.entries, wallets=args.wallets, days=args.days)
         print(f"seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         samples: dict[str, list[dict[str, Any]]] = {name: [] for name in PHASES}
+        scans: list[float] = []
         for index in range(args.runs):
             _reset(url)
+            _full_scan_seconds(url)  # warm the cache as the jobs will find it
+            scans.append(_full_scan_seconds(url))
             for name in PHASES:
                 figures = _run_phase_in_child(name, args.days, url)
                 samples[name].append(figures)
                 print(f"run {index + 1}: {json.dumps(figures)}", file=sys.stderr)
+        scan_seconds = statistics.median(scans)
         print(f"\n{args.entries} entries, {args.wallets} wallets, {args.days} days, "
-              f"median of {args.runs} run(s)\n")  # fmt: skip
-        print("| job | wall time (s) | peak RSS (MiB) | RSS before the job (MiB) | result |")
-        print("|---|---:|---:|---:|---|")
+              f"median of {args.runs} run(s); baseline: one full scan of the ledger "
+              f"= {scan_seconds:.3f} s\n")  # fmt: skip
+        print(
+            "| job | wall time (s) | full scans | peak RSS (MiB) | RSS before the job (MiB) | result |"
+        )
+        print("|---|---:|---:|---:|---:|---|")
         for name in PHASES:
             rows = samples[name]
             wall = statistics.median(r["wall_seconds"] for r in rows)
             peak = statistics.median(r["peak_rss_mib"] for r in rows)
             base = statistics.median(r["baseline_rss_mib"] for r in rows)
-            print(f"| {name} | {wall:.2f} | {peak:.1f} | {base:.1f} | {rows[-1]['result']} |")
+            print(
+                f"| {name} | {wall:.2f} | {wall / scan_seconds:.1f} | {peak:.1f} | {base:.1f} "
+                f"| {rows[-1]['result']} |"
+            )
     finally:
         if postgres is not None:
             from shared.db import reset_engine
