@@ -92,11 +92,15 @@ class Settings(BaseSettings):
         """Parse ``"SGD,JPY"`` into ``("SGD", "JPY")``; reject non-ISO-4217 codes."""
         if isinstance(value, str):
             value = tuple(code.strip().upper() for code in value.split(",") if code.strip())
-        from shared.ledger.money import exponent_of  # local: keeps config import-light
+        from shared.ledger.errors import UnknownCurrency  # local: keeps config import-light
+        from shared.ledger.money import exponent_of
 
         if isinstance(value, tuple | list):
             for code in value:
-                exponent_of(code)  # raises UnknownCurrency for a code ISO 4217 lacks
+                try:
+                    exponent_of(code)
+                except UnknownCurrency as error:  # reported by pydantic, naming the variable
+                    raise ValueError(error.detail) from None
         return value
 
     @field_validator("database_url")
@@ -109,17 +113,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _visibility_outlasts_retries(self) -> Settings:
-        """Require Redis's visibility timeout to exceed the longest retry countdown.
+    def _timeouts_in_order(self) -> Settings:
+        """Require the timeouts that design.md orders to be in that order.
 
-        A countdown longer than ``visibility_timeout`` is delivered twice
-        (kombu#337, celery#5935).
+        Redis's visibility timeout must exceed the longest retry countdown (a
+        longer countdown is delivered twice: kombu#337, celery#5935), and
+        ``lock_timeout`` must be below ``statement_timeout`` (so a lock wait
+        fails as a retryable 55P03, not as a statement timeout).
         """
         if self.broker_visibility_timeout_seconds <= self.retry_backoff_max_seconds:
             raise ValueError(
                 "TALLY_BROKER_VISIBILITY_TIMEOUT_SECONDS must exceed "
                 "TALLY_RETRY_BACKOFF_MAX_SECONDS"
             )
+        if self.lock_timeout_ms >= self.statement_timeout_ms:
+            raise ValueError("TALLY_LOCK_TIMEOUT_MS must be below TALLY_STATEMENT_TIMEOUT_MS")
         return self
 
     @field_validator("log_level")
