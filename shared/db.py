@@ -118,20 +118,30 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
             _log.warning("after-commit callback %r failed", callback, exc_info=True)
 
 
+class LockBusy(Exception):
+    """Another session holds the advisory lock; try again shortly (see :func:`is_transient`)."""
+
+
 @contextlib.contextmanager
 def advisory_lock(key: str) -> Iterator[Connection]:
     """Hold PostgreSQL's session-level advisory lock on ``key`` and yield its connection.
 
-    Waits for the lock up to ``lock_timeout`` (then raises, SQLSTATE 55P03). Pass
-    the connection to :func:`transaction` to run several transactions under one
-    lock. If this process dies, PostgreSQL drops the lock with the connection.
-    If the lock cannot be released cleanly the connection is discarded, never
-    returned to the pool still holding it.
+    Does not wait: a worker process blocked on a lane another process drains
+    would be a process doing nothing. Pass the connection to
+    :func:`transaction` to run several transactions under one lock. If this
+    process dies, PostgreSQL drops the lock with the connection; if the lock
+    cannot be released cleanly the connection is discarded, never returned to
+    the pool still holding it.
+
+    Raises:
+        LockBusy: another session holds the lock.
     """
     lock_id = func.hashtextextended(key, 0)
     with get_engine().connect() as connection:
-        connection.execute(select(func.pg_advisory_lock(lock_id)))
+        acquired = connection.execute(select(func.pg_try_advisory_lock(lock_id))).scalar_one()
         connection.commit()  # the lock outlives the transaction that took it
+        if not acquired:
+            raise LockBusy(f"advisory lock {key!r} is held by another session")
         try:
             yield connection
         finally:
@@ -155,9 +165,12 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 def is_transient(error: BaseException) -> bool:
     """Tell whether re-running the whole database transaction may succeed.
 
-    True for lost or refused connections and for SQLSTATEs 40001, 40P01,
-    55P03, 57P01-57P03 and class 08 (PostgreSQL docs, Appendix A).
+    True for lost or refused connections, for SQLSTATEs 40001, 40P01,
+    55P03, 57014, 57P01-57P03 and class 08 (PostgreSQL docs, Appendix A), and
+    for :class:`LockBusy`.
     """
+    if isinstance(error, LockBusy):
+        return True
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True

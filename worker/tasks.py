@@ -62,7 +62,9 @@ def drain_wallet(self: Task, wallet_id: str) -> None:
             base_seconds=settings.retry_backoff_base_seconds,
             max_seconds=settings.retry_backoff_max_seconds,
         )
-        _log.warning(
+        # A busy lane is routine (a duplicate message); anything else is worth a warning.
+        log = _log.info if isinstance(error, db.LockBusy) else _log.warning
+        log(
             "drain_retry",
             wallet_id=wallet_id,
             retry=retries + 1,

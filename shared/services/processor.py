@@ -104,13 +104,14 @@ def drain_lane(
             busy lane cannot hold a worker forever.
 
     Raises:
+        shared.db.LockBusy: another drain holds this lane; try again shortly.
         sqlalchemy.exc.DBAPIError: a database error; :func:`shared.db.is_transient`
             tells whether re-running the drain may succeed. Nothing is half-applied.
     """
     report = DrainReport()
     # One drain per lane at a time, across its claim and apply transactions: a
-    # second drain (a duplicate message, the sweep) waits, then finds the work done,
-    # instead of counting a second attempt for the same transactions.
+    # second drain (a duplicate message, the sweep) backs off instead of claiming
+    # the same transactions between the first one's claim and apply.
     with db.advisory_lock(f"lane:{lane_wallet_id}") as connection:
         while report.batches < batches_max:
             if not _drain_batch(connection, lane_wallet_id, report, batch_size, attempts_max):
