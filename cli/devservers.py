@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -229,14 +228,3 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(5)
-
-    def kill(self) -> None:
-        """Kill the server at once (SIGKILL): what a crash looks like to its clients."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(5)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete ``path`` and everything below it, ignoring what is already gone."""
-    shutil.rmtree(path, ignore_errors=True)
