@@ -39,8 +39,8 @@ def fresh_worker() -> Iterator[CeleryProcess]:
     started: list[CeleryProcess] = []
 
     class Factory:
-        def start(self) -> CeleryProcess:
-            process = CeleryProcess("worker", f"w{len(started)}", concurrency=2).start()
+        def start(self, **env: str) -> CeleryProcess:
+            process = CeleryProcess("worker", f"w{len(started)}", concurrency=2, env=env).start()
             started.append(process)
             return process
 
@@ -84,8 +84,9 @@ def test_sigkill_of_the_whole_worker_mid_stream_loses_and_duplicates_nothing(
     client: Any, service_headers: dict[str, str], wallet_factory: Any, fresh_worker: Any, beat: Any
 ) -> None:
     wallets = [wallet_factory() for _ in range(6)]
-    first = fresh_worker.start()
-    ids = submit_stream(client, service_headers, wallets, 240)
+    ids = submit_stream(client, service_headers, wallets, 400)  # queued before any worker
+    # One transaction per batch: draining takes seconds, so the kill lands mid-stream.
+    first = fresh_worker.start(TALLY_BATCH_SIZE="1")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # kill once it is visibly mid-stream
         done = sum(1 for s in statuses(ids).values() if s["status"] != "pending")
