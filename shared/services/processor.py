@@ -10,14 +10,14 @@ A drain holds the lane's session-level advisory lock (``shared.db.advisory_lock`
 from its first claim to its last apply. Each batch is two short database
 transactions:
 
-1. **claim**: under the lane lock, pick the head of the lane and add one to
+1. **claim**: pick the head of the lane and add one to
    each picked transaction's ``attempts``, committed on its own so that an
    attempt that dies (SIGKILL, lost connection) is still counted. A head whose
    earlier attempt did not finish is applied alone, so one poison transaction
    cannot take a batch down with it; past ``attempts_max`` it ends ``failed``
    with ``retries_exhausted`` (Celery's ``task_reject_on_worker_lost`` would
    otherwise redeliver it forever: Redis keeps no delivery count).
-2. **apply**: under the lane lock, lock the claimed rows that are still
+2. **apply**: lock the claimed rows that are still
    ``pending`` (a re-delivery finds none), lock every wallet they touch in
    sorted id order (no deadlocks between lanes), run the posting rules, and
    write entries, balances and statuses together in one commit (invariant 4).
@@ -141,7 +141,7 @@ def _drain_batch(
         report.failed += 1
         return True
     with db.transaction(connection) as session:
-        statuses = apply_batch(session, lane_wallet_id, claimed.ids)
+        statuses = apply_batch(session, claimed.ids)
     for status, count in statuses.items():
         TRANSACTIONS_SETTLED.labels(status=status).inc(count)
     report.settled += sum(statuses.values())
@@ -158,17 +158,13 @@ class Claim:
     exhausted: bool = False
 
 
-def _lock_lane(session: Session, lane_wallet_id: uuid.UUID) -> None:
-    """Take the lane's transaction-scoped advisory lock (waits up to ``lock_timeout``)."""
-    session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(str(lane_wallet_id), 0)))
-    )
-
-
 def claim_batch(
     session: Session, lane_wallet_id: uuid.UUID, *, batch_size: int, attempts_max: int
 ) -> Claim | None:
     """Pick the head of the lane for the next apply and count the attempt.
+
+    The caller holds the lane's lock (:func:`drain_lane` does), so no other
+    drain claims the same transactions.
 
     Returns:
         None when the lane has nothing pending; a ``Claim`` of the picked ids
@@ -176,7 +172,6 @@ def claim_batch(
         a ``Claim`` with ``exhausted=True`` when the head had used up its
         attempts and was failed with ``retries_exhausted`` (logged at ERROR).
     """
-    _lock_lane(session, lane_wallet_id)
     rows = session.execute(
         select(Transaction.id, Transaction.attempts)
         .where(
@@ -233,16 +228,16 @@ def posting_of(transaction: Transaction) -> Posting:
     return Posting(transaction_type, transaction.currency, (leg,))
 
 
-def apply_batch(
-    session: Session, lane_wallet_id: uuid.UUID, transaction_ids: Sequence[uuid.UUID]
-) -> collections.Counter[str]:
+def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> collections.Counter[str]:
     """Apply the claimed transactions that are still pending, in lane order, in this transaction.
+
+    The caller holds the lane's lock; rows are re-read and locked anyway, so a
+    transaction applied by an earlier, unacknowledged attempt is not applied twice.
 
     Returns:
         How many transactions reached each status (``{"completed": 7, "failed": 1}``);
         empty for a duplicate delivery.
     """
-    _lock_lane(session, lane_wallet_id)
     transactions = list(
         session.scalars(
             select(Transaction)

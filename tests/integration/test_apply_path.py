@@ -72,7 +72,7 @@ def test_duplicate_apply_of_a_claimed_batch_is_a_no_op(wallet_factory: Any) -> N
     assert claim is not None
     for expected in (1, 0):  # a redelivered message re-runs the apply: it must change nothing
         with db.transaction() as session:
-            assert sum(apply_batch(session, a, claim.ids).values()) == expected
+            assert sum(apply_batch(session, claim.ids).values()) == expected
     assert balance_minor(a) == 500 and statuses([deposit])[deposit]["status"] == "completed"
 
 
