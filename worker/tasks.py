@@ -23,7 +23,7 @@ from shared.services import processor, sweeper
 _log = structlog.get_logger(__name__)
 
 
-def publish_drain(lane_wallet_id: uuid.UUID | str) -> None:
+def requeue_lane(lane_wallet_id: uuid.UUID | str) -> None:
     """Publish "this lane has pending work" (``tally.drain_wallet``), regardless of the lane signal.
 
     The sweep and a drain that yields use this: a stale signal must not stop them.
@@ -73,7 +73,7 @@ def drain_wallet(self: Task, wallet_id: str) -> None:
         )
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
     if report.more:
-        publish_drain(wallet_id)  # yield the worker; continue the lane in a new message
+        requeue_lane(wallet_id)  # yield the worker; continue the lane in a new message
 
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.sweep_stalled_transactions")
@@ -91,7 +91,7 @@ def sweep_stalled_transactions() -> int:
     published = 0
     for lane_wallet_id in lanes:
         try:
-            publish_drain(lane_wallet_id)
+            requeue_lane(lane_wallet_id)
             published += 1
         except BrokerError:
             _log.warning("sweep_publish_failed", wallet_id=str(lane_wallet_id), exc_info=True)
