@@ -85,27 +85,15 @@ def assert_ledger_consistent() -> None:
       ``balance_after`` is the running sum.
     """
     with db.transaction() as session:
-        # Archived entries still count (docs/maintenance.md): read live and archive as one.
-        has_archive = session.execute(
-            text("SELECT to_regclass('ledger_entries_archive') IS NOT NULL")
-        ).scalar_one()
-        entries = (
-            "(SELECT wallet_id, transaction_id, direction, amount_minor, balance_after_minor, "
-            "sequence FROM ledger_entries UNION ALL SELECT wallet_id, transaction_id, direction, "
-            "amount_minor, balance_after_minor, sequence FROM ledger_entries_archive) AS le"
-            if has_archive
-            else "ledger_entries AS le"
-        )
+        # Archived entries still count: ledger_entries_all reads live and archive as one.
         totals = session.execute(
             text("SELECT currency, sum(balance_minor) FROM wallets GROUP BY currency")
         ).all()
         assert all(total == 0 for _, total in totals), f"currency totals not zero: {totals}"
         unbalanced = session.execute(
             text(
-                "SELECT transaction_id, sum(CASE direction WHEN 'debit' THEN -amount_minor "
-                f"ELSE amount_minor END) AS s FROM {entries} GROUP BY transaction_id "
-                "HAVING sum(CASE direction WHEN 'debit' THEN -amount_minor "
-                "ELSE amount_minor END) <> 0 LIMIT 5"
+                "SELECT transaction_id, sum(signed_amount_minor) FROM ledger_entries_all "
+                "GROUP BY transaction_id HAVING sum(signed_amount_minor) <> 0 LIMIT 5"
             )
         ).all()
         assert not unbalanced, f"transactions whose entries do not sum to zero: {unbalanced}"
@@ -118,12 +106,11 @@ def assert_ledger_consistent() -> None:
         assert not negative, f"negative non-system wallets: {negative}"
         drift = session.execute(
             text(
-                f"""
+                """
                 WITH e AS (
                     SELECT wallet_id, count(*) AS n, max(sequence) AS max_seq,
-                           sum(CASE direction WHEN 'debit' THEN -amount_minor
-                               ELSE amount_minor END) AS total
-                    FROM {entries} GROUP BY wallet_id)
+                           sum(signed_amount_minor) AS total
+                    FROM ledger_entries_all GROUP BY wallet_id)
                 SELECT w.id, w.balance_minor, e.total, w.last_sequence, e.n, e.max_seq
                 FROM wallets w LEFT JOIN e ON e.wallet_id = w.id
                 WHERE w.balance_minor <> coalesce(e.total, 0)
@@ -136,13 +123,12 @@ def assert_ledger_consistent() -> None:
         assert not drift, f"wallets whose balance or sequence disagrees with entries: {drift}"
         running = session.execute(
             text(
-                f"""
+                """
                 SELECT wallet_id, sequence FROM (
                     SELECT wallet_id, sequence, balance_after_minor,
-                           sum(CASE direction WHEN 'debit' THEN -amount_minor
-                               ELSE amount_minor END)
+                           sum(signed_amount_minor)
                                OVER (PARTITION BY wallet_id ORDER BY sequence) AS running
-                    FROM {entries}) x
+                    FROM ledger_entries_all) x
                 WHERE balance_after_minor <> running LIMIT 5
                 """
             )

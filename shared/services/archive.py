@@ -3,7 +3,7 @@
 Nothing is lost and no read changes (docs/maintenance.md): entries keep their
 ids, sequences and ``balance_after`` in ``ledger_entries_archive``, and every
 reader (entry history, point-in-time balances, snapshots, reconciliation)
-reads the live and the archive table as one. Transactions move to
+reads the live and the archive table as one (the view ``ledger_entries_all``). Transactions move to
 ``transactions_archive`` only once they are terminal, older than the cutoff
 and none of their entries is left in ``ledger_entries`` (whose foreign key
 would forbid it); ``get_transaction`` falls back to the archive.
@@ -81,7 +81,6 @@ _MOVE_TRANSACTIONS = text(
             WHERE t.id = ANY(ARRAY(SELECT id FROM batch))
               AND t.status = ANY(:terminal)
               AND t.updated_at < :cutoff
-              AND coalesce(t.completed_at, t.updated_at) < :cutoff
               AND (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id LIMIT 1) IS NULL
             FOR UPDATE SKIP LOCKED
         ))

@@ -1,8 +1,8 @@
 """Reconciliation: check every stored balance against the ledger, and every currency's total.
 
 For each wallet, the ledger balance is its latest balance snapshot plus the
-signed sum (credit +, debit -) of its entries, live or archived, with a
-higher ``sequence`` than the snapshot's (design.md invariant 5). For each
+signed sum (credit +, debit -) of its entries in ``ledger_entries_all`` (live
+or archived) with a higher ``sequence`` than the snapshot's (design.md invariant 5). For each
 currency, the stored balances and the ledger balances must each sum to zero
 (invariant 1). All of it is one aggregate SQL statement, so it reads one
 consistent state of the database and Python holds only one row per currency
@@ -32,25 +32,17 @@ _RECONCILE = text(
     """
     WITH per_wallet AS (
         SELECT w.id, w.currency, w.balance_minor AS stored_minor,
-               coalesce(s.balance_minor, 0) + coalesce(live.delta_minor, 0)
-                   + coalesce(archived.delta_minor, 0) AS ledger_minor
+               coalesce(s.balance_minor, 0) + coalesce(d.delta_minor, 0) AS ledger_minor
         FROM wallets w
         LEFT JOIN LATERAL (
             SELECT balance_minor, last_sequence FROM balance_snapshots
             WHERE wallet_id = w.id ORDER BY day DESC LIMIT 1
         ) s ON true
         LEFT JOIN LATERAL (
-            SELECT sum(CASE e.direction WHEN 'credit' THEN e.amount_minor
-                                        ELSE -e.amount_minor END) AS delta_minor
-            FROM ledger_entries e
+            SELECT sum(e.signed_amount_minor) AS delta_minor
+            FROM ledger_entries_all e
             WHERE e.wallet_id = w.id AND e.sequence > coalesce(s.last_sequence, 0)
-        ) live ON true
-        LEFT JOIN LATERAL (
-            SELECT sum(CASE a.direction WHEN 'credit' THEN a.amount_minor
-                                        ELSE -a.amount_minor END) AS delta_minor
-            FROM ledger_entries_archive a
-            WHERE a.wallet_id = w.id AND a.sequence > coalesce(s.last_sequence, 0)
-        ) archived ON true
+        ) d ON true
     )
     SELECT currency,
            count(*) AS wallets,

@@ -46,14 +46,9 @@ _SNAPSHOT_BATCH = text(
         ) s ON true
     ), fresh AS (
         SELECT e.wallet_id, e.sequence, e.balance_after_minor, e.created_at
-        FROM since JOIN ledger_entries e
+        FROM since JOIN ledger_entries_all e
           ON e.wallet_id = since.wallet_id AND e.sequence > since.last_sequence
         WHERE e.created_at < :end_at
-        UNION ALL
-        SELECT a.wallet_id, a.sequence, a.balance_after_minor, a.created_at
-        FROM since JOIN ledger_entries_archive a
-          ON a.wallet_id = since.wallet_id AND a.sequence > since.last_sequence
-        WHERE a.created_at < :end_at
     ), inserted AS (
         INSERT INTO balance_snapshots (wallet_id, day, balance_minor, last_sequence)
         SELECT DISTINCT ON (wallet_id, (created_at AT TIME ZONE 'UTC')::date)

@@ -6,14 +6,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, text, union_all, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.ledger.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger.money import exponent_of
 from shared.ledger.states import WalletStatus
-from shared.models import BalanceSnapshot, Currency, LedgerEntry, LedgerEntryArchive, Wallet
+from shared.models import BalanceSnapshot, Currency, LedgerEntry, Wallet, ledger_entries_all
 from shared.pagination import created_before, created_cursor, decode_cursor, encode_cursor
 
 
@@ -153,31 +153,27 @@ def list_entries(
 ) -> tuple[Sequence[LedgerEntry], str | None]:
     """Return a page of the wallet's ledger entries, newest (highest sequence) first.
 
-    Live and archived entries form one history (``UNION ALL``, one keyset on
-    ``sequence``), so archiving changes no page. Archived rows come back as
-    transient ``LedgerEntry`` objects, not attached to the session.
+    Reads ``ledger_entries_all`` (live and archived entries as one history, one
+    keyset on ``sequence``), so archiving changes no page. Rows come back as
+    transient ``LedgerEntry`` objects, not attached to the session. The caller
+    has checked that the wallet exists.
 
     Raises:
-        NotFound: ``wallet_not_found``.
         ValidationFailed: ``invalid_cursor``.
     """
-    get_wallet(session, wallet_id)
-    before: int | None = None
+    entries = ledger_entries_all
+    query = (
+        select(*(entries.c[c.key] for c in LedgerEntry.__table__.columns))
+        .where(entries.c.wallet_id == wallet_id)
+        .order_by(entries.c.sequence.desc())
+        .limit(limit + 1)
+    )
     if cursor is not None:
         (sequence,) = decode_cursor(cursor, 1)
         if not sequence.isdigit():
             raise ValidationFailed("cursor is not valid", code="invalid_cursor")
-        before = int(sequence)
-    names = [column.key for column in LedgerEntry.__table__.columns]
-    branches = []
-    for table in (LedgerEntry.__table__, LedgerEntryArchive.__table__):
-        branch = select(*(table.c[name] for name in names)).where(table.c.wallet_id == wallet_id)
-        if before is not None:
-            branch = branch.where(table.c.sequence < before)
-        branches.append(branch.order_by(table.c.sequence.desc()).limit(limit + 1).subquery())
-    page = union_all(*(select(branch) for branch in branches)).subquery()
-    found = session.execute(select(page).order_by(page.c.sequence.desc()).limit(limit + 1))
-    rows = [LedgerEntry(**row) for row in found.mappings()]
+        query = query.where(entries.c.sequence < int(sequence))
+    rows = [LedgerEntry(**row) for row in session.execute(query).mappings()]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -189,17 +185,14 @@ def balance_as_of(session: Session, wallet_id: uuid.UUID, as_of: dt.datetime) ->
     """Return the wallet's balance in minor units after every entry created up to ``as_of``.
 
     Starts from the nearest balance snapshot of a day before ``as_of``'s UTC
-    day, then takes the newest entry, live or archived, after that snapshot
-    and not after ``as_of``: its ``balance_after`` is the answer, else the
-    snapshot's balance, else 0 (no entry yet). Entries' ``created_at`` grows
-    with ``sequence`` per wallet (taken while the wallet row is locked), so
-    each lookup is one index seek on ``(wallet_id, created_at)`` bounded below
-    by the snapshot's day: the cost does not grow with the wallet's history.
-
-    Raises:
-        NotFound: ``wallet_not_found``.
+    day, then takes the newest entry (``ledger_entries_all``: live or archived)
+    after that snapshot and not after ``as_of``: its ``balance_after`` is the
+    answer, else the snapshot's balance, else 0 (no entry yet). Entries'
+    ``created_at`` grows with ``sequence`` per wallet (taken while the wallet
+    row is locked), so the lookup is an index seek on ``(wallet_id,
+    created_at)`` bounded below by the snapshot's day: the cost does not grow
+    with the wallet's history. The caller has checked that the wallet exists.
     """
-    get_wallet(session, wallet_id)
     as_of_day = as_of.astimezone(dt.UTC).date()
     snapshot = session.execute(
         select(BalanceSnapshot.day, BalanceSnapshot.balance_minor, BalanceSnapshot.last_sequence)
@@ -207,19 +200,19 @@ def balance_as_of(session: Session, wallet_id: uuid.UUID, as_of: dt.datetime) ->
         .order_by(BalanceSnapshot.day.desc())
         .limit(1)
     ).one_or_none()
-    newest: list[tuple[int, int]] = []  # (sequence, balance_after_minor), live and archived
-    for model in (LedgerEntry, LedgerEntryArchive):
-        query = select(model.sequence, model.balance_after_minor).where(
-            model.wallet_id == wallet_id, model.created_at <= as_of
+    entries = ledger_entries_all
+    query = select(entries.c.balance_after_minor).where(
+        entries.c.wallet_id == wallet_id, entries.c.created_at <= as_of
+    )
+    if snapshot is not None:
+        # The snapshot's last entry was created on its day; later ones not before it.
+        day_start = dt.datetime.combine(snapshot.day, dt.time(), tzinfo=dt.UTC)
+        query = query.where(
+            entries.c.sequence > snapshot.last_sequence, entries.c.created_at >= day_start
         )
-        if snapshot is not None:
-            # The snapshot's last entry was created on its day; later ones not before it.
-            day_start = dt.datetime.combine(snapshot.day, dt.time(), tzinfo=dt.UTC)
-            query = query.where(
-                model.sequence > snapshot.last_sequence, model.created_at >= day_start
-            )
-        query = query.order_by(model.created_at.desc(), model.sequence.desc()).limit(1)
-        newest.extend((row.sequence, row.balance_after_minor) for row in session.execute(query))
-    if newest:
-        return int(max(newest)[1])
+    balance = session.scalar(
+        query.order_by(entries.c.created_at.desc(), entries.c.sequence.desc()).limit(1)
+    )
+    if balance is not None:
+        return int(balance)
     return 0 if snapshot is None else int(snapshot.balance_minor)
