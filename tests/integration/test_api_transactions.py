@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import get_settings
 from shared.services.processor import drain_lane
-from tests.helpers import deposit_body, submit
+from tests.helpers import deposit_body, submit, transfer_body
 
 
 def drain(wallet_id: Any) -> None:
@@ -56,17 +56,7 @@ def test_submitted_transactions_settle_when_drained(
     a, b = wallet_factory(), wallet_factory()
     dep = submit(client, service_headers, deposit_body(a)).get_json()
     drain(a)
-    tr = submit(
-        client,
-        service_headers,
-        {
-            "type": "transfer",
-            "amount": "15.5",
-            "currency": "SGD",
-            "source_wallet_id": str(a),
-            "destination_wallet_id": str(b),
-        },
-    ).get_json()
+    tr = submit(client, service_headers, transfer_body(a, b, "15.5")).get_json()
     wd = submit(
         client,
         service_headers,
@@ -129,17 +119,7 @@ def test_submit_rejects_same_source_and_destination(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     a = wallet_factory()
-    response = submit(
-        client,
-        service_headers,
-        {
-            "type": "transfer",
-            "amount": "1",
-            "currency": "SGD",
-            "source_wallet_id": str(a),
-            "destination_wallet_id": str(a),
-        },
-    )
+    response = submit(client, service_headers, transfer_body(a, a, "1"))
     assert response.status_code == 422 and response.get_json()["code"] == "validation_failed"
 
 

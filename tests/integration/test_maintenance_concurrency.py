@@ -115,7 +115,7 @@ def test_reconcile_job_twice_and_at_once(wallet_factory: WalletFactory) -> None:
         run_id = start_reconciliation(session)
     at_once(lambda: run_reconciliation(run_id))
     done = run_reconciliation(run_id)
-    assert done.status in {"ok", "mismatch"} and done.finished_at is not None
+    assert done.status == "ok" and done.finished_at is not None
     assert not {str(w) for w in wallets} & {m["wallet_id"] for m in done.mismatches}
     assert run_reconciliation(run_id).finished_at == done.finished_at
 
@@ -126,7 +126,7 @@ def test_celery_tasks_run_the_jobs(wallet_factory: WalletFactory) -> None:
     wallets, _, _ = _history(wallet_factory)
     assert maintenance_tasks.take_snapshots() >= 15
     assert maintenance_tasks.take_snapshots() == 0
-    assert maintenance_tasks.archive_entries() >= 0  # the default cutoff is 90 days ago
+    assert maintenance_tasks.archive_entries() == 0  # the default cutoff, 90 days ago, spares it
     statuses = at_once(maintenance_tasks.reconcile)
-    assert set(statuses) <= {"ok", "mismatch"}
+    assert set(statuses) == {"ok"}
     assert len(_snapshot_rows(wallets)) == 15

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -38,10 +37,9 @@ def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
     wallet_id = wallet_factory()
     redis_server.stop()
     try:
-        started = time.monotonic()
+        # A publish that retried forever would hang here until pytest-timeout fails the test.
         response = submit(client, service_headers, deposit_body(wallet_id, "42.00"))
         assert response.status_code == 202
-        assert time.monotonic() - started < 30  # bounded: no endless publish retries
         assert client.get("/readyz").status_code == 503
     finally:
         redis_server.start()
