@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+import broker
 from api.auth import require_role
-from api.dispatch import publish_task
 from api.render import page_json, timestamp
 from api.requests import path_id, query
 from api.schemas import ListQuery
@@ -65,7 +65,7 @@ def start() -> tuple[Response, int, dict[str, str]]:
     """
     with db.transaction() as session:
         run_id = reconciliation.start_reconciliation(session)
-        db.after_commit(session, lambda: publish_task(RECONCILE_TASK, str(run_id)))
+        db.after_commit(session, lambda: broker.send(RECONCILE_TASK, str(run_id)))
     body = {"id": str(run_id), "status": "running"}
     return jsonify(body), 202, {"Location": f"/v1/reconciliations/{run_id}"}
 

@@ -7,11 +7,12 @@ import re
 from flask import Blueprint, Response, g, jsonify, request
 
 from api.auth import require_role
-from api.dispatch import publish_drain
 from api.render import page_json, transaction_json
 from api.requests import json_body, path_id, query
 from api.schemas import TransactionListQuery, WaitQuery, parse_submission
+from broker import drain_signaller
 from shared import db
+from shared.config import get_settings
 from shared.ledger.errors import TallyError
 from shared.services import transactions
 from shared.services.api_keys import Role
@@ -56,7 +57,8 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             transaction_request,
             api_key_id=g.api_key_id,
             idempotency_key=idempotency_key,
-            publish=publish_drain,
+            shard_count=get_settings().shard_count,
+            publish=drain_signaller.signal,
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}"}
     if replayed:
@@ -98,7 +100,10 @@ def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
     """Move a failed transaction back to pending and enqueue it (ops): 202."""
     with db.transaction() as session:
         transaction = transactions.retry_transaction(
-            session, _transaction_id(transaction_id), publish=publish_drain
+            session,
+            _transaction_id(transaction_id),
+            shard_count=get_settings().shard_count,
+            publish=drain_signaller.signal,
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}
     return jsonify(transaction_json(transaction)), 202, headers

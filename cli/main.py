@@ -24,11 +24,15 @@ def main() -> None:
 
 
 def migrate_database() -> None:
-    """Apply the migrations and enable the configured currencies with their system wallets."""
+    """Apply the migrations, enable the configured currencies with their system wallets,
+    and move pending transactions to the shards of ``TALLY_SHARD_COUNT``."""
+    from shared.services.processor import reshard_pending
+
     settings = get_settings()
     upgrade_to_head(settings.database_url)
     with db.transaction() as session:
         wallets.ensure_currencies(session, settings.currencies)
+        reshard_pending(session, shard_count=settings.shard_count)
 
 
 @main.command("migrate")
@@ -68,12 +72,17 @@ def keys_create(role: str, name: str) -> None:
 @click.argument("transaction_id", type=click.UUID)
 def retry(transaction_id: uuid.UUID) -> None:
     """Move a failed transaction back to pending and enqueue it (as the ops API does)."""
-    from api.dispatch import publish_drain
+    import broker
     from shared.services.transactions import retry_transaction
 
     try:
         with db.transaction() as session:
-            transaction = retry_transaction(session, transaction_id, publish=publish_drain)
+            transaction = retry_transaction(
+                session,
+                transaction_id,
+                shard_count=get_settings().shard_count,
+                publish=lambda shard: broker.signal_drains([shard]),
+            )
     except TallyError as error:
         raise click.ClickException(f"{error.code}: {error.detail}") from None
     click.echo(f"{transaction.id} is {transaction.status} again")

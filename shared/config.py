@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100)
     broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
     broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    lane_signal_ttl_seconds: int = Field(default=30, ge=1, le=3600)
+    shard_count: int = Field(default=16, ge=1, le=1024)
+    shard_signal_ttl_seconds: int = Field(default=30, ge=1, le=3600)
 
     # Beat schedule (seconds unless named otherwise).
     sweep_interval_seconds: float = Field(default=15.0, gt=0)

@@ -103,7 +103,10 @@ class Transaction(Base):
 
     ``lane_wallet_id`` is the wallet whose queue orders the transaction (its
     debited wallet; a deposit's destination), ``lane_sequence`` its place in
-    that queue, assigned at intake and again at an ops retry.
+    that queue, assigned at intake and again at an ops retry (one sequence for
+    every lane, so it is also the acceptance order), and ``shard`` the shard
+    its lane hashes to (``shared.services.processor.shard_of``), whose drain
+    applies it.
     """
 
     __tablename__ = "transactions"
@@ -119,6 +122,7 @@ class Transaction(Base):
     lane_sequence: Mapped[int] = mapped_column(
         BigInteger, lane_sequence, server_default=lane_sequence.next_value()
     )
+    shard: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, str]] = mapped_column(
         "metadata", JSONB, server_default=text("'{}'::jsonb")
@@ -137,8 +141,8 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
         Index(
-            "transactions_pending_lane",
-            "lane_wallet_id",
+            "transactions_pending_shard",
+            "shard",
             "lane_sequence",
             postgresql_where=text("status = 'pending'"),
         ),
@@ -265,6 +269,7 @@ class TransactionArchive(Base):
     destination_wallet_id: Mapped[uuid.UUID | None] = mapped_column()
     lane_wallet_id: Mapped[uuid.UUID] = mapped_column()
     lane_sequence: Mapped[int] = mapped_column(BigInteger)
+    shard: Mapped[int] = mapped_column(SmallInteger)
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
     failure_code: Mapped[str | None] = mapped_column(Text)

@@ -25,18 +25,59 @@ def submit(
     )
 
 
+def shard_of_wallet(wallet_id: uuid.UUID | str) -> int:
+    """Return the shard of the lane of ``wallet_id`` under the configured shard count."""
+    from shared.config import get_settings
+    from shared.services.processor import shard_of
+
+    return shard_of(uuid.UUID(str(wallet_id)), get_settings().shard_count)
+
+
+def drain_wallet(wallet_id: uuid.UUID | str, **options: Any) -> Any:
+    """Drain the shard of ``wallet_id``'s lane in this process, as the worker's task does.
+
+    Returns the :class:`shared.services.processor.DrainReport`.
+    """
+    from shared.config import get_settings
+    from shared.services.processor import drain_shard
+
+    settings = get_settings()
+    options = {
+        "batch_size": settings.batch_size,
+        "attempts_max": settings.apply_attempts_max,
+        **options,
+    }
+    return drain_shard(shard_of_wallet(wallet_id), **options)
+
+
+def drain_all_shards() -> None:
+    """Apply everything pending in every shard (in-process tests start from an empty backlog)."""
+    from shared.config import get_settings
+    from shared.services.processor import drain_shard
+
+    settings = get_settings()
+    for shard in range(settings.shard_count):
+        drain_shard(shard, batch_size=settings.batch_size, attempts_max=settings.apply_attempts_max)
+
+
 def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Return ``{id: {"status", "failure_code", "attempts"}}`` read straight from the database."""
+    """Return ``{id: {"status", "failure_code", "attempts", "shard"}}`` read from the database."""
     ids = [uuid.UUID(str(t)) for t in transaction_ids]
     with db.transaction() as session:
         rows = session.execute(
             text(
-                "SELECT id, status, failure_code, attempts FROM transactions WHERE id = ANY(:ids)"
+                "SELECT id, status, failure_code, attempts, shard FROM transactions "
+                "WHERE id = ANY(:ids)"
             ),
             {"ids": ids},
         ).all()
     return {
-        str(r.id): {"status": r.status, "failure_code": r.failure_code, "attempts": r.attempts}
+        str(r.id): {
+            "status": r.status,
+            "failure_code": r.failure_code,
+            "attempts": r.attempts,
+            "shard": r.shard,
+        }
         for r in rows
     }
 

@@ -8,93 +8,91 @@ is always safe because draining is idempotent.
 
 from __future__ import annotations
 
-import uuid
+import random
 
 import structlog
 from celery import Task, shared_task
-from kombu.exceptions import OperationalError as BrokerError
 
+import broker
 from shared import db
 from shared.config import get_settings
 from shared.redis_client import get_redis
 from shared.retry import backoff_seconds
 from shared.services import processor, sweeper
+from shared.wakeups import publish_settled
 
 _log = structlog.get_logger(__name__)
 
-
-def requeue_lane(lane_wallet_id: uuid.UUID | str) -> None:
-    """Publish "this lane has pending work" (``tally.drain_wallet``), regardless of the lane signal.
-
-    The sweep and a drain that yields use this: a stale signal must not stop them.
-    """
-    drain_wallet.apply_async((str(lane_wallet_id),), retry=False)
+#: How long a drain waits before trying a shard another drain holds, in seconds.
+#: Short: the holder is usually one batch from done, and the work is waiting.
+_BUSY_COUNTDOWN_SECONDS = (0.05, 0.25)
 
 
-def _clear_lane_signal(wallet_id: str) -> None:
-    """Delete the lane's "message queued" signal before reading the lane (see ``lane_signal_key``)."""
+def _clear_shard_signal(shard: int) -> None:
+    """Delete the shard's "message queued" signal before reading it (see ``shard_signal_key``)."""
     try:
-        get_redis().delete(processor.lane_signal_key(wallet_id))
+        get_redis().delete(processor.shard_signal_key(shard))
     except Exception:  # the signal expires by itself; the drain goes on
-        _log.warning("lane_signal_not_cleared", wallet_id=wallet_id, exc_info=True)
+        _log.warning("shard_signal_not_cleared", shard=shard, exc_info=True)
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, name=processor.DRAIN_WALLET_TASK)
-def drain_wallet(self: Task, wallet_id: str) -> None:
-    """Apply the pending transactions of the lane of ``wallet_id`` (a UUID string)."""
+@shared_task(bind=True, acks_late=True, ignore_result=True, name=processor.DRAIN_SHARD_TASK)
+def drain_shard(self: Task, shard: int) -> None:
+    """Apply the pending transactions of shard ``shard`` (an int)."""
     settings = get_settings()
-    _clear_lane_signal(wallet_id)
+    _clear_shard_signal(shard)
     try:
-        report = processor.drain_lane(
-            uuid.UUID(wallet_id),
+        report = processor.drain_shard(
+            int(shard),
             batch_size=settings.batch_size,
             attempts_max=settings.apply_attempts_max,
+            settled=publish_settled,
         )
+    except db.LockBusy as error:
+        # Another drain has the shard and will take what is pending now; this
+        # message is for work committed since, which that drain may miss.
+        raise self.retry(
+            countdown=random.uniform(*_BUSY_COUNTDOWN_SECONDS), exc=error, max_retries=None
+        ) from error
     except Exception as error:
         if not db.is_transient(error):
             raise
         retries = self.request.retries
         if retries >= settings.task_retries_max:
-            _log.warning("drain_given_up_for_sweep", wallet_id=wallet_id, error=str(error))
+            _log.warning("drain_given_up_for_sweep", shard=shard, error=str(error))
             return
         countdown = backoff_seconds(
             retries,
             base_seconds=settings.retry_backoff_base_seconds,
             max_seconds=settings.retry_backoff_max_seconds,
         )
-        # A busy lane is routine (a duplicate message); anything else is worth a warning.
-        log = _log.info if isinstance(error, db.LockBusy) else _log.warning
-        log(
-            "drain_retry",
-            wallet_id=wallet_id,
-            retry=retries + 1,
-            countdown=countdown,
-            error=str(error),
+        _log.warning(
+            "drain_retry", shard=shard, retry=retries + 1, countdown=countdown, error=str(error)
         )
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
     if report.more:
-        requeue_lane(wallet_id)  # yield the worker; continue the lane in a new message
+        broker.publish_drain(shard)  # yield the worker; continue the shard in a new message
 
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.sweep_stalled_transactions")
 def sweep_stalled_transactions() -> int:
-    """Publish every lane with a transaction pending too long; return how many."""
+    """Publish every shard with a transaction pending too long; return how many."""
     settings = get_settings()
     try:
         with db.transaction() as session:
-            lanes = sweeper.stalled_lanes(session, age_seconds=settings.sweep_pending_age_seconds)
+            shards = sweeper.stalled_shards(session, age_seconds=settings.sweep_pending_age_seconds)
     except Exception as error:
         if not db.is_transient(error):
             raise
         _log.warning("sweep_skipped_database_unavailable", error=str(error))
         return 0  # beat runs the sweep again in a few seconds
     published = 0
-    for lane_wallet_id in lanes:
+    for shard in shards:
         try:
-            requeue_lane(lane_wallet_id)
+            broker.publish_drain(shard)
             published += 1
-        except BrokerError:
-            _log.warning("sweep_publish_failed", wallet_id=str(lane_wallet_id), exc_info=True)
-    if lanes:
-        _log.info("sweep", lanes=len(lanes), published=published)
+        except Exception:
+            _log.warning("sweep_publish_failed", shard=shard, exc_info=True)
+    if shards:
+        _log.info("sweep", shards=len(shards), published=published)
     return published

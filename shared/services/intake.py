@@ -27,10 +27,11 @@ from shared.db import after_commit
 from shared.ledger.errors import IdempotencyKeyReused, ValidationFailed
 from shared.ledger.states import TransactionStatus, TransactionType
 from shared.models import Currency, Transaction, Wallet
+from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
-#: Publishes "wallet W has pending work" to the broker; called after commit only.
-Publish = Callable[[uuid.UUID], None]
+#: Signals "shard S has pending work" to the broker; called after commit only.
+Publish = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,9 +71,17 @@ def submit_transaction(
     *,
     api_key_id: uuid.UUID,
     idempotency_key: str,
+    shard_count: int,
     publish: Publish,
 ) -> tuple[Transaction, bool]:
-    """Record ``request`` as a pending transaction and publish its lane after commit.
+    """Record ``request`` as a pending transaction and publish its shard after commit.
+
+    Args:
+        request: the validated submission.
+        api_key_id: the submitting key; idempotency keys are scoped to it.
+        idempotency_key: the client's ``Idempotency-Key``.
+        shard_count: ``TALLY_SHARD_COUNT``: the lane's shard is stored with the row.
+        publish: called with the shard after the commit.
 
     Returns:
         ``(transaction, replayed)``: ``replayed`` is True when the key was seen
@@ -86,6 +95,7 @@ def submit_transaction(
     """
     fingerprint = request.fingerprint()
     source_id, destination_id, lane_id = _resolve_wallets(session, request)
+    shard = shard_of(lane_id, shard_count)
     expires_at = None
     if request.expires_in_seconds is not None:
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
@@ -102,6 +112,7 @@ def submit_transaction(
             source_wallet_id=source_id,
             destination_wallet_id=destination_id,
             lane_wallet_id=lane_id,
+            shard=shard,
             description=request.description,
             metadata_=request.metadata,
             api_key_id=api_key_id,
@@ -116,7 +127,7 @@ def submit_transaction(
         existing = _find(session, api_key_id, idempotency_key)
         assert existing is not None  # the conflicting row committed before ours could
         return _replay(session, existing, fingerprint, publish), True
-    after_commit(session, lambda: publish(lane_id))
+    after_commit(session, lambda: publish(shard))
     return transaction, False
 
 
@@ -138,8 +149,8 @@ def _replay(
         )
     if existing.status == TransactionStatus.PENDING:
         # A client retrying after a timeout may be retrying a lost publish too.
-        lane_id = existing.lane_wallet_id
-        after_commit(session, lambda: publish(lane_id))
+        shard = existing.shard
+        after_commit(session, lambda: publish(shard))
     return existing
 
 

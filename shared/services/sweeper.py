@@ -1,17 +1,17 @@
-"""The stuck-transaction sweep: find lanes whose pending work has waited too long.
+"""The stuck-transaction sweep: find shards whose pending work has waited too long.
 
-A broker message can be lost (Redis restarted without persistence, a worker's
-main process killed with prefetched messages) or never sent (the broker was
-down at intake). The sweep finds every lane with a transaction still
-``pending`` after ``age_seconds`` and the caller publishes the lane again;
-draining is idempotent, so a lane published twice costs one empty drain.
+A broker message can be lost (Redis emptied or restarted without persistence,
+a worker's main process killed with prefetched messages) or never sent (the
+broker was down at intake, the API process died before its signal thread
+flushed). The sweep finds every shard with a transaction still ``pending``
+after ``age_seconds`` and the caller publishes the shard again; draining is
+idempotent, so a shard published twice costs one empty drain.
 This is what bounds the time to a terminal status (design.md invariant 4).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,23 +20,22 @@ from shared.ledger.states import TransactionStatus
 from shared.models import Transaction
 
 
-def stalled_lanes(session: Session, *, age_seconds: float, limit: int = 10_000) -> list[uuid.UUID]:
-    """Return the lanes holding a transaction pending, and untouched, for over ``age_seconds``.
+def stalled_shards(session: Session, *, age_seconds: float) -> list[int]:
+    """Return the shards holding a transaction pending, and untouched, for over ``age_seconds``.
 
     Args:
         age_seconds: how long a transaction may wait since it was accepted or
-            last attempted before its lane is published again.
-        limit: at most this many lanes per sweep (the next sweep takes the rest).
+            last attempted before its shard is published again.
     """
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_seconds)
     return list(
         session.scalars(
-            select(Transaction.lane_wallet_id)
+            select(Transaction.shard)
             .where(
                 Transaction.status == TransactionStatus.PENDING,
                 Transaction.updated_at < cutoff,
             )
-            .group_by(Transaction.lane_wallet_id)
-            .limit(limit)
+            .group_by(Transaction.shard)
+            .order_by(Transaction.shard)
         )
     )

@@ -15,6 +15,7 @@ from shared.ledger.states import TransactionStatus, check_transition
 from shared.models import Transaction, TransactionArchive, lane_sequence
 from shared.pagination import created_before, created_cursor
 from shared.services.intake import Publish
+from shared.services.processor import shard_of
 
 
 def transaction_not_found(transaction_id: uuid.UUID) -> NotFound:
@@ -111,11 +112,12 @@ def list_transactions(
 
 
 def retry_transaction(
-    session: Session, transaction_id: uuid.UUID, *, publish: Publish
+    session: Session, transaction_id: uuid.UUID, *, shard_count: int, publish: Publish
 ) -> Transaction:
-    """Move a ``failed`` transaction back to ``pending`` and publish it after commit.
+    """Move a ``failed`` transaction back to ``pending`` and publish its shard after commit.
 
-    It gets a new place at the end of its lane (it is accepted anew) and its
+    It gets a new place at the end of its lane (it is accepted anew), the
+    shard its lane has under ``shard_count`` (``TALLY_SHARD_COUNT``), and its
     attempt count starts again from zero.
 
     Raises:
@@ -141,9 +143,10 @@ def retry_transaction(
             completed_at=None,
             attempts=0,
             lane_sequence=lane_sequence.next_value(),
+            shard=shard_of(transaction.lane_wallet_id, shard_count),
             updated_at=func.now(),
         )
     )
-    lane_id = transaction.lane_wallet_id
-    db.after_commit(session, lambda: publish(lane_id))
+    shard = shard_of(transaction.lane_wallet_id, shard_count)
+    db.after_commit(session, lambda: publish(shard))
     return get_transaction(session, transaction_id)

@@ -1,6 +1,6 @@
 """``/v1/transactions`` intake and reads over HTTP; applied in-process with the real apply path.
 
-These tests need no worker: where an outcome matters they drain the lane by
+These tests need no worker: where an outcome matters they drain the shard by
 calling the same service the worker task calls.
 """
 
@@ -11,18 +11,11 @@ from typing import Any
 
 import pytest
 
-from shared.config import get_settings
-from shared.services.processor import drain_lane
-from tests.helpers import deposit_body, submit, transfer_body
+from tests.helpers import deposit_body, drain_wallet, submit, transfer_body
 
 
 def drain(wallet_id: Any) -> None:
-    settings = get_settings()
-    drain_lane(
-        uuid.UUID(str(wallet_id)),
-        batch_size=settings.batch_size,
-        attempts_max=settings.apply_attempts_max,
-    )
+    drain_wallet(wallet_id)
 
 
 def test_submit_deposit_is_202_pending_with_headers(

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from shared import db
+from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
-from shared.services.processor import apply_batch, claim_batch, drain_lane
-from tests.helpers import assert_ledger_consistent, balance_minor, statuses
+from shared.services.processor import apply_batch, claim_batch
+from tests.helpers import (
+    assert_ledger_consistent,
+    balance_minor,
+    drain_all_shards,
+    drain_wallet,
+    shard_of_wallet,
+    statuses,
+)
 
 API_KEY_ID: uuid.UUID | None = None
 
@@ -32,14 +42,26 @@ def record(type_: str, amount_minor: int, *, source: Any = None, destination: An
     with db.transaction() as session:
         transaction, _ = submit_transaction(
             session, request, api_key_id=api_key_id(), idempotency_key=str(uuid.uuid4()),
-            publish=lambda _: None,
+            shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
     return str(transaction.id)
 
 
+@pytest.fixture(autouse=True)
+def empty_backlog() -> Iterator[None]:
+    """Start each test with nothing pending, so a shard holds only the test's own work."""
+    drain_all_shards()
+    yield
+
+
 def drain(lane: Any, **kwargs: Any) -> Any:
     options = {"batch_size": 50, "attempts_max": 3, **kwargs}
-    return drain_lane(lane, **options)
+    return drain_wallet(lane, **options)
+
+
+def claim(lane: Any, *, batch_size: int) -> Any:
+    with db.transaction() as session:
+        return claim_batch(session, shard_of_wallet(lane), batch_size=batch_size, attempts_max=3)
 
 
 def test_drain_applies_debits_in_acceptance_order(wallet_factory: Any) -> None:
@@ -67,12 +89,11 @@ def test_second_drain_finds_nothing(wallet_factory: Any) -> None:
 def test_duplicate_apply_of_a_claimed_batch_is_a_no_op(wallet_factory: Any) -> None:
     a = wallet_factory()
     deposit = record("deposit", 500, destination=a)
-    with db.transaction() as session:
-        claim = claim_batch(session, a, batch_size=10, attempts_max=3)
-    assert claim is not None
+    claimed = claim(a, batch_size=10)
+    assert claimed is not None
     for expected in (1, 0):  # a redelivered message re-runs the apply: it must change nothing
         with db.transaction() as session:
-            assert sum(apply_batch(session, claim.ids).values()) == expected
+            assert sum(apply_batch(session, claimed.ids).values()) == expected
     assert balance_minor(a) == 500 and statuses([deposit])[deposit]["status"] == "completed"
 
 
@@ -82,11 +103,9 @@ def test_unfinished_attempt_is_counted_and_its_transaction_applied_alone(
     a = wallet_factory()
     first = record("deposit", 100, destination=a)
     others = [record("deposit", 100, destination=a) for _ in range(3)]
-    with db.transaction() as session:  # a worker claims all four, then dies before applying
-        claim = claim_batch(session, a, batch_size=10, attempts_max=3)
-    assert claim is not None and len(claim.ids) == 4
-    with db.transaction() as session:
-        suspect = claim_batch(session, a, batch_size=10, attempts_max=3)
+    claimed = claim(a, batch_size=10)  # a worker claims all four, then dies before applying
+    assert claimed is not None and len(claimed.ids) == 4
+    suspect = claim(a, batch_size=10)
     assert suspect is not None and list(map(str, suspect.ids)) == [first]
     assert statuses([first])[first]["attempts"] == 2
     report = drain(a)
@@ -100,8 +119,7 @@ def test_transaction_past_its_attempts_fails_retries_exhausted(wallet_factory: A
     poison = record("deposit", 100, destination=a)
     after = record("deposit", 200, destination=a)
     for _ in range(3):  # three attempts that never finished
-        with db.transaction() as session:
-            claim_batch(session, a, batch_size=1, attempts_max=3)
+        claim(a, batch_size=1)
     report = drain(a)
     result = statuses([poison, after])
     assert (result[poison]["status"], result[poison]["failure_code"]) == (
@@ -133,7 +151,7 @@ def test_drain_yields_after_batches_max(wallet_factory: Any) -> None:
     assert drain(a).settled == 1
 
 
-def test_concurrent_drains_of_one_lane_count_one_attempt_each(wallet_factory: Any) -> None:
+def test_concurrent_drains_of_one_shard_count_one_attempt_each(wallet_factory: Any) -> None:
     import threading
 
     a = wallet_factory()
@@ -142,7 +160,7 @@ def test_concurrent_drains_of_one_lane_count_one_attempt_each(wallet_factory: An
 
     def one_drain() -> None:
         barrier.wait()
-        with contextlib.suppress(db.LockBusy):  # another drain has the lane: it does the work
+        with contextlib.suppress(db.LockBusy):  # another drain has the shard: it does the work
             drain(a, batch_size=20)
 
     threads = [threading.Thread(target=one_drain) for _ in range(4)]
@@ -156,11 +174,46 @@ def test_concurrent_drains_of_one_lane_count_one_attempt_each(wallet_factory: An
     assert balance_minor(a) == 3_000
 
 
-def test_a_drain_of_a_lane_being_drained_backs_off_at_once(wallet_factory: Any) -> None:
-    import pytest
-
+def test_a_drain_of_a_shard_being_drained_backs_off_at_once(wallet_factory: Any) -> None:
     a = wallet_factory()
     record("deposit", 10, destination=a)
-    with db.advisory_lock(f"lane:{a}"), pytest.raises(db.LockBusy):
+    with db.advisory_lock(f"shard:{shard_of_wallet(a)}"), pytest.raises(db.LockBusy):
         drain(a)
     assert drain(a).settled == 1  # the lock went with its holder
+
+
+def test_one_batch_applies_many_lanes_of_a_shard_each_in_its_order(wallet_factory: Any) -> None:
+    by_shard: dict[int, list[Any]] = {}
+    while not any(len(lanes) >= 3 for lanes in by_shard.values()):
+        wallet = wallet_factory()
+        by_shard.setdefault(shard_of_wallet(wallet), []).append(wallet)
+    lanes = next(lanes for lanes in by_shard.values() if len(lanes) >= 3)[:3]
+    withdrawals: dict[Any, list[str]] = {lane: [] for lane in lanes}
+    for lane in lanes:
+        record("deposit", 10_000, destination=lane)
+    for _ in range(10):  # interleaved across lanes, as concurrent clients submit
+        for lane in lanes:
+            withdrawals[lane].append(record("withdrawal", 1_500, source=lane))
+    report = drain(lanes[0], batch_size=500)
+    assert (report.settled, report.batches) == (33, 1)  # three lanes, one database transaction
+    for lane in lanes:
+        result = statuses(withdrawals[lane])
+        assert [result[w]["status"] for w in withdrawals[lane]] == ["completed"] * 6 + [
+            "failed"
+        ] * 4
+        assert balance_minor(lane) == 1_000
+    assert_ledger_consistent()
+
+
+def test_reshard_moves_pending_transactions_to_their_lanes_new_shard(wallet_factory: Any) -> None:
+    from shared.services.processor import reshard_pending, shard_of
+
+    a = wallet_factory()
+    deposit = record("deposit", 100, destination=a)
+    with db.transaction() as session:
+        assert reshard_pending(session, shard_count=7) >= 1
+    assert statuses([deposit])[deposit]["shard"] == shard_of(uuid.UUID(str(a)), 7)
+    with db.transaction() as session:
+        reshard_pending(session, shard_count=get_settings().shard_count)
+        assert reshard_pending(session, shard_count=get_settings().shard_count) == 0
+    assert drain(a).settled == 1

@@ -8,8 +8,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from cli.main import main
-from shared.services.processor import lane_signal_key
-from tests.helpers import submit
+from shared.services.processor import shard_signal_key
+from tests.helpers import shard_of_wallet, submit
 from tests.integration.test_api_transactions import drain
 
 
@@ -40,11 +40,13 @@ def test_retry_reopens_a_failed_transaction_and_publishes_it(
     }
     transaction_id = submit(client, service_headers, body).get_json()["id"]
     drain(wallet_id)
-    redis_client.delete(lane_signal_key(wallet_id))
+    redis_client.delete(shard_signal_key(shard_of_wallet(wallet_id)))
     result = run("retry", transaction_id)
     assert result.exit_code == 0, result.output
     assert "pending" in result.output
-    assert redis_client.exists(lane_signal_key(wallet_id))  # published through the broker
+    assert redis_client.exists(
+        shard_signal_key(shard_of_wallet(wallet_id))
+    )  # published through the broker
     again = run("retry", transaction_id)
     assert again.exit_code != 0 and "not_retryable" in again.output
     assert run("retry", str(uuid.uuid4())).exit_code != 0

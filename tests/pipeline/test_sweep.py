@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from shared import db
+from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
 from tests.helpers import deposit_body, submit, wait_terminal
@@ -24,7 +25,8 @@ def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_
         key_id = create_api_key(session, role=Role.SERVICE, name="sweep")[0].id
         transaction, _ = submit_transaction(
             session, TransactionRequest(TransactionType.DEPOSIT, 700, "SGD", None, wallet_id),
-            api_key_id=key_id, idempotency_key="never-published", publish=lambda _: None,
+            api_key_id=key_id, idempotency_key="never-published",
+            shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
     result = wait_terminal([str(transaction.id)], timeout_seconds=60, context=beat.log())
     assert result[str(transaction.id)]["status"] == "completed"

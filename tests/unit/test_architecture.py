@@ -49,13 +49,29 @@ def test_worker_does_not_import_flask_or_the_api(path: Path) -> None:
     assert not {n.split(".")[0] for n in imported_modules(path)} & {"flask", "api"}
 
 
+@pytest.mark.parametrize("path", sources("broker"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_broker_imports_neither_flask_nor_the_processes(path: Path) -> None:
+    assert not {n.split(".")[0] for n in imported_modules(path)} & {"flask", "api", "worker", "cli"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for package in ("api", "worker", "shared", "cli", "bench") for p in sources(package)],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)  # fmt: skip
+def test_only_broker_sends_messages(path: Path) -> None:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            assert node.func.attr not in {"send_task", "apply_async", "delay"}, f"line {node.lineno}"
+
+
 #: shared/db.py owns transactions; Alembic's env.py owns the migration's own.
 COMMIT_OWNERS = {ROOT / "shared" / "db.py", ROOT / "shared" / "migrations" / "env.py"}
 
 
 @pytest.mark.parametrize(
     "path",
-    [p for package in ("api", "worker", "shared", "cli") for p in sources(package)
+    [p for package in ("api", "worker", "shared", "cli", "broker") for p in sources(package)
      if p not in COMMIT_OWNERS],
     ids=lambda p: str(p.relative_to(ROOT)),
 )  # fmt: skip

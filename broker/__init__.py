@@ -1,0 +1,154 @@
+"""The one place that sends Celery messages: the API, the worker and the CLI publish here.
+
+Messages are sent by task name (``Celery.send_task``) from a producer-only
+Celery app, so the API and the CLI never import the worker's tasks. Nothing
+else in Tally calls ``send_task`` or ``apply_async`` (tests/unit/test_architecture.py).
+
+Every message goes to the ``tally`` queue through the default direct
+exchange, which Celery turns into AMQP's anonymous exchange (celery
+``app/amqp.py``, ``send_task_message``: "convert to anon-exchange"); kombu's
+Redis transport then pushes it straight onto the queue's list
+(``kombu/transport/virtual/base.py``, ``basic_publish``). So a publish does
+not depend on the ``_kombu.binding.*`` sets that an emptied Redis loses, and
+that would otherwise route a message into nothing (``Channel._lookup`` falls
+back to a dead-letter queue with only a warning).
+
+Publishing never waits long: a broker that is down raises at once, the
+caller's database row is already durable, and the sweep publishes it later
+(design.md, "Known pitfalls").
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterable
+
+import structlog
+from celery import Celery
+
+from shared.config import get_settings
+from shared.metrics import PUBLISH_FAILURES
+from shared.redis_client import get_redis
+from shared.services.processor import DRAIN_SHARD_TASK, shard_signal_key
+
+#: The queue every Tally task is sent to and every worker consumes.
+QUEUE = "tally"
+
+_log = structlog.get_logger(__name__)
+
+
+@functools.cache
+def _producer() -> Celery:
+    settings = get_settings()
+    timeout_seconds = settings.broker_publish_timeout_seconds
+    producer = Celery("tally-producer", broker=settings.redis_url)
+    producer.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        broker_connection_retry=False,
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+            "max_retries": 0,
+        },
+    )
+    return producer
+
+
+def send(task_name: str, *args: str | int) -> None:
+    """Send task ``task_name`` with JSON ``args`` (ids only); count and re-raise a failure.
+
+    Raises:
+        Exception: whatever kombu raises when the broker cannot be reached
+            (``kombu.exceptions.OperationalError`` and the like).
+    """
+    try:
+        _producer().send_task(task_name, args=list(args), queue=QUEUE, retry=False)
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+
+
+def publish_drain(shard: int) -> None:
+    """Publish "shard ``shard`` has pending work" whatever its signal says.
+
+    The sweep and a drain that yields use this: a stale signal must not stop them.
+
+    Raises:
+        Exception: the broker could not be reached (see :func:`send`).
+    """
+    send(DRAIN_SHARD_TASK, shard)
+
+
+def signal_drains(shards: Iterable[int]) -> None:
+    """Publish a drain for each of ``shards`` that has none queued; one Redis round trip.
+
+    Coalesces: one queued ``tally.drain_shard`` message per shard is enough,
+    because the drain applies everything pending in the shard
+    (``shared.services.processor.shard_signal_key`` explains why no wakeup is lost).
+
+    Raises:
+        Exception: Redis or the broker could not be reached; the sweep recovers.
+    """
+    shards = sorted(set(shards))
+    ttl_seconds = get_settings().shard_signal_ttl_seconds
+    try:
+        with get_redis().pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.set(shard_signal_key(shard), b"1", nx=True, ex=ttl_seconds)
+            won = pipe.execute()
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+    for shard, set_now in zip(shards, won, strict=True):
+        if set_now:
+            try:
+                publish_drain(shard)
+            except Exception:
+                get_redis().delete(shard_signal_key(shard))
+                raise
+
+
+class DrainSignaller:
+    """Coalesce the API's drain signals in a background thread: no broker round trip per request.
+
+    A request calls :meth:`signal` after its commit and returns; the thread
+    sends every shard signalled since its last flush with one
+    :func:`signal_drains`. Under load many requests share one flush; when idle,
+    a flush starts at once. If the process dies between a commit and the
+    flush, the sweep publishes the shard (design.md invariant 4), as it does
+    when the broker is down.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._shards: set[int] = set()
+        self._pid: int | None = None
+
+    def signal(self, shard: int) -> None:
+        """Mark ``shard`` as having new pending work; never blocks on the network."""
+        with self._condition:
+            if self._pid != os.getpid():  # the first call, or a forked child: start its thread
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="drain-signaller", daemon=True).start()
+            self._shards.add(shard)
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._shards:
+                    self._condition.wait()
+                shards, self._shards = self._shards, set()
+            try:
+                signal_drains(shards)
+            except Exception as error:  # the rows are durable; the sweep publishes them
+                _log.warning("drain_signal_failed", shards=sorted(shards), error=str(error))
+
+
+#: The API process's signaller (one thread per process).
+drain_signaller = DrainSignaller()
