@@ -10,6 +10,7 @@ from api.auth import require_role
 from api.render import page_json, transaction_json
 from api.requests import json_body, path_id, query
 from api.schemas import TransactionListQuery, WaitQuery, parse_submission
+from api.waiters import waiters
 from broker import drain_signaller
 from shared import db
 from shared.config import get_settings
@@ -73,7 +74,7 @@ def get_transaction(transaction_id: str) -> Response:
     """Return a transaction; ``?wait=N`` holds up to N seconds while it is pending."""
     params = query(WaitQuery)
     transaction = transactions.wait_for_transaction(
-        _transaction_id(transaction_id), wait_seconds=params.wait
+        _transaction_id(transaction_id), wait_seconds=params.wait, watch=waiters.watch
     )
     return jsonify(transaction_json(transaction))
 

@@ -25,12 +25,23 @@ def serve() -> None:
 
 @serve.command("web")
 def web() -> None:
-    """Serve the API with gunicorn (threaded workers, so long-polls do not block others)."""
+    """Serve the API with gunicorn: gevent workers by default, so a long-poll holds no thread.
+
+    ``TALLY_WEB_WORKER_CLASS=gthread`` serves with ``TALLY_WEB_THREADS`` threads
+    per worker instead (docs/benchmarks.md compares the two). Keep-alive
+    (``TALLY_WEB_KEEPALIVE_SECONDS``, 75 s as nginx) outlasts the idle time of
+    common clients' pools (httpx 5 s, browsers and Go longer), so the server
+    never closes a connection a client is about to reuse.
+    """
     s = get_settings()
+    if s.web_worker_class == "gevent":
+        model = ["--worker-class", "gevent", "--worker-connections", str(s.web_connections)]
+    else:
+        model = ["--worker-class", "gthread", "--threads", str(s.web_threads)]
     _exec(
         "-m", "gunicorn", "--bind", f"{s.host}:{s.port}", "--workers", str(s.web_workers),
-        "--threads", str(s.web_threads), "--worker-class", "gthread", "--timeout", "60",
-        "--graceful-timeout", "20", "--access-logfile", "-", "api.wsgi:app",
+        *model, "--keep-alive", str(s.web_keepalive_seconds), "--timeout", "60",
+        "--graceful-timeout", "20", "--no-control-socket", "--access-logfile", "-", "api.wsgi:app",
     )  # fmt: skip
 
 

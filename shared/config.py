@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     task_retries_max: int = Field(default=8, ge=0, le=100)
     lock_timeout_ms: int = Field(default=3000, ge=10)
     statement_timeout_ms: int = Field(default=15000, ge=100)
-    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_pool_size: int = Field(default=10, ge=1, le=100)
     broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
     broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     shard_count: int = Field(default=16, ge=1, le=1024)
@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     web_workers: int = Field(default=2, ge=1, le=64)
+    web_worker_class: Literal["gevent", "gthread"] = "gevent"
+    web_connections: int = Field(default=2000, ge=1, le=100_000)
     web_threads: int = Field(default=8, ge=1, le=256)
+    web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     log_level: str = "INFO"
     #: prometheus-client's multiprocess directory (its own variable name): when set,

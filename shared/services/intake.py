@@ -17,16 +17,15 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import RowMapping, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
 from shared.ledger.errors import IdempotencyKeyReused, ValidationFailed
 from shared.ledger.states import TransactionStatus, TransactionType
-from shared.models import Currency, Transaction, Wallet
+from shared.models import Transaction
 from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
@@ -65,6 +64,45 @@ class TransactionRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: One round trip: resolve the named wallets and the currency's system wallet,
+#: and insert the transaction only if every wallet exists in ``currency`` and the
+#: currency is enabled (every enabled currency has a system wallet). The outer
+#: SELECT always returns one row, so a refused insert can be explained without
+#: another query. Casts give every parameter a type: an untyped NULL in a
+#: SELECT list would be text.
+_SUBMIT_SQL = text(
+    """
+WITH named AS (
+    SELECT id, currency FROM wallets WHERE id = ANY(CAST(:named_ids AS uuid[]))
+), system AS (
+    SELECT w.id FROM wallets w JOIN currencies c ON c.code = w.currency
+    WHERE w.is_system AND w.currency = CAST(:currency AS text) AND c.enabled
+), inserted AS (
+    INSERT INTO transactions (
+        id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
+        lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
+        request_hash, expires_at)
+    SELECT CAST(:id AS uuid), CAST(:type AS text), CAST(:amount_minor AS bigint),
+        CAST(:currency AS text), COALESCE(CAST(:source_id AS uuid), system.id),
+        COALESCE(CAST(:destination_id AS uuid), system.id), CAST(:lane_id AS uuid),
+        CAST(:shard AS smallint), CAST(:description AS text), CAST(:metadata AS jsonb),
+        CAST(:api_key_id AS uuid), CAST(:idempotency_key AS text),
+        CAST(:request_hash AS text), CAST(:expires_at AS timestamptz)
+    FROM system
+    WHERE (SELECT count(*) FROM named WHERE currency = CAST(:currency AS text))
+        = CAST(:named_count AS int)
+    ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING
+    RETURNING *
+)
+SELECT
+    (SELECT array_agg(ARRAY[id::text, currency]) FROM named) AS named_wallets,
+    (SELECT id FROM system) AS system_wallet_id,
+    inserted.*
+FROM (SELECT 1) AS one LEFT JOIN inserted ON true
+"""
+)
+
+
 def submit_transaction(
     session: Session,
     request: TransactionRequest,
@@ -75,6 +113,9 @@ def submit_transaction(
     publish: Publish,
 ) -> tuple[Transaction, bool]:
     """Record ``request`` as a pending transaction and publish its shard after commit.
+
+    A new key (the common case) costs one statement and the commit; a replay
+    or a concurrent duplicate conflicts and is read back.
 
     Args:
         request: the validated submission.
@@ -93,42 +134,56 @@ def submit_transaction(
             (``validation_failed``), or a wallet of another currency (``currency_mismatch``).
         NotFound: ``wallet_not_found``.
     """
-    fingerprint = request.fingerprint()
-    source_id, destination_id, lane_id = _resolve_wallets(session, request)
+    named = _named_wallets(request)
+    lane_id = _lane_of(request)
     shard = shard_of(lane_id, shard_count)
+    fingerprint = request.fingerprint()
     expires_at = None
     if request.expires_in_seconds is not None:
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
-
-    # Insert first: a new key (the common case) costs one statement; a replay
-    # or a concurrent duplicate conflicts and is read back.
-    transaction = session.scalar(
-        insert(Transaction)
-        .values(
-            id=uuid.uuid4(),
-            type=request.type.value,
-            amount_minor=request.amount_minor,
-            currency=request.currency,
-            source_wallet_id=source_id,
-            destination_wallet_id=destination_id,
-            lane_wallet_id=lane_id,
-            shard=shard,
-            description=request.description,
-            metadata_=request.metadata,
-            api_key_id=api_key_id,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            expires_at=expires_at,
+    row = (
+        session.execute(
+            _SUBMIT_SQL,
+            {
+                "named_ids": list(named.values()),
+                "named_count": len(named),
+                "id": uuid.uuid4(),
+                "type": request.type.value,
+                "amount_minor": request.amount_minor,
+                "currency": request.currency,
+                "source_id": request.source_wallet_id,
+                "destination_id": request.destination_wallet_id,
+                "lane_id": lane_id,
+                "shard": shard,
+                "description": request.description,
+                "metadata": json.dumps(request.metadata),
+                "api_key_id": api_key_id,
+                "idempotency_key": idempotency_key,
+                "request_hash": fingerprint,
+                "expires_at": expires_at,
+            },
         )
-        .on_conflict_do_nothing(constraint="transactions_idempotency_key")
-        .returning(Transaction)
+        .mappings()
+        .one()
     )
-    if transaction is None:
+    if row["id"] is None:
+        _explain_refusal(request, named, row["named_wallets"] or [], row["system_wallet_id"])
         existing = _find(session, api_key_id, idempotency_key)
         assert existing is not None  # the conflicting row committed before ours could
         return _replay(session, existing, fingerprint, publish), True
     after_commit(session, lambda: publish(shard))
-    return transaction, False
+    return _transient(row), False
+
+
+def _transient(row: RowMapping) -> Transaction:
+    """Return a Transaction (not attached to any session) from an inserted row."""
+    values = {name: row[name] for name in _COLUMN_KEYS}
+    values["metadata_"] = row["metadata"]
+    return Transaction(**values)
+
+
+#: The Transaction attributes that share their column's name (``metadata_`` does not).
+_COLUMN_KEYS = tuple(c.key for c in Transaction.__table__.columns if c.key != "metadata")
 
 
 def _find(session: Session, api_key_id: uuid.UUID, idempotency_key: str) -> Transaction | None:
@@ -154,15 +209,11 @@ def _replay(
     return existing
 
 
-def _resolve_wallets(
-    session: Session, request: TransactionRequest
-) -> tuple[uuid.UUID, uuid.UUID | None, uuid.UUID]:
-    """Return ``(source, destination, lane)`` wallet ids, with system wallets filled in.
+def _named_wallets(request: TransactionRequest) -> dict[str, uuid.UUID]:
+    """Return the wallet ids the request names, by field.
 
-    A deposit's source and a withdrawal's destination are the currency's system
-    wallet. The lane is the debited wallet, except for a deposit: its lane is
-    the credited wallet, so a deposit is ordered before the same wallet's later
-    debits.
+    Raises:
+        ValidationFailed: source and destination are the same wallet.
     """
     if (
         request.source_wallet_id is not None
@@ -172,7 +223,7 @@ def _resolve_wallets(
             "source and destination wallets must differ",
             errors=[{"field": "destination_wallet_id", "message": "equals source_wallet_id"}],
         )
-    named = {
+    return {
         field: wallet_id
         for field, wallet_id in (
             ("source_wallet_id", request.source_wallet_id),
@@ -180,24 +231,40 @@ def _resolve_wallets(
         )
         if wallet_id is not None
     }
-    # One round trip: the named wallets, the currency's system wallet, and whether
-    # the currency is enabled (every enabled currency has a system wallet).
-    rows = session.execute(
-        select(Wallet.id, Wallet.currency, Wallet.is_system, Currency.enabled)
-        .join(Currency, Currency.code == Wallet.currency)
-        .where(
-            or_(
-                Wallet.id.in_(list(named.values())),
-                and_(Wallet.is_system, Wallet.currency == request.currency),
-            )
-        )
-    ).all()
-    system_id = next(
-        (r.id for r in rows if r.is_system and r.currency == request.currency and r.enabled), None
+
+
+def _lane_of(request: TransactionRequest) -> uuid.UUID:
+    """Return the lane: the debited wallet, except a deposit's, which is its destination.
+
+    A deposit's lane is the credited wallet so that it is ordered before the
+    same wallet's later debits. A deposit's source and a withdrawal's
+    destination are the currency's system wallet, filled in by the database.
+    """
+    lane = (
+        request.destination_wallet_id
+        if request.type is TransactionType.DEPOSIT
+        else request.source_wallet_id
     )
-    if system_id is None:
+    assert lane is not None  # the request schema requires it for the type
+    return lane
+
+
+def _explain_refusal(
+    request: TransactionRequest,
+    named: Mapping[str, uuid.UUID],
+    found_rows: Sequence[Sequence[str]],
+    system_wallet_id: uuid.UUID | None,
+) -> None:
+    """Raise why the insert was refused; return if the cause was a key conflict.
+
+    Raises:
+        ValidationFailed: ``currency_not_enabled`` / ``unknown_currency``, or
+            ``currency_mismatch`` naming the field.
+        NotFound: ``wallet_not_found``.
+    """
+    if system_wallet_id is None:
         raise currency_not_enabled(request.currency)
-    found = {r.id: r.currency for r in rows}
+    found = {uuid.UUID(wallet_id): currency for wallet_id, currency in found_rows}
     for field, wallet_id in named.items():
         if wallet_id not in found:
             raise wallet_not_found(wallet_id)
@@ -206,18 +273,4 @@ def _resolve_wallets(
                 f"wallet {wallet_id} holds {found[wallet_id]}, not {request.currency}",
                 code="currency_mismatch",
                 errors=[{"field": field, "message": f"wallet holds {found[wallet_id]}"}],
-            )
-    match request.type:
-        case TransactionType.DEPOSIT:
-            assert request.destination_wallet_id is not None
-            return system_id, request.destination_wallet_id, request.destination_wallet_id
-        case TransactionType.WITHDRAWAL:
-            assert request.source_wallet_id is not None
-            return request.source_wallet_id, system_id, request.source_wallet_id
-        case _:
-            assert request.source_wallet_id is not None
-            return (
-                request.source_wallet_id,
-                request.destination_wallet_id,
-                request.source_wallet_id,
             )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
@@ -47,25 +48,32 @@ def get_transaction(session: Session, transaction_id: uuid.UUID) -> Transaction:
     )
 
 
-def wait_for_transaction(transaction_id: uuid.UUID, *, wait_seconds: float) -> Transaction:
+#: Registers interest in a transaction id and yields an event set when the
+#: worker announces it settled (``api/waiters.py`` over ``shared.wakeups``).
+Watch = Callable[[uuid.UUID], AbstractContextManager[threading.Event]]
+
+
+def wait_for_transaction(
+    transaction_id: uuid.UUID, *, wait_seconds: float, watch: Watch
+) -> Transaction:
     """Return the transaction once it is no longer ``pending``, or after ``wait_seconds``.
 
-    Polls in short read-only database transactions, every 50 ms at first and
-    at most every 250 ms, so no connection is held while waiting.
+    Reads the row once; if it is pending, waits without a database connection
+    until ``watch``'s event is set (the worker announced the id after its
+    commit) or ``wait_seconds`` pass, then reads the row once more. A wake-up
+    is only a hint: the answer is always what the database says.
 
     Raises:
         NotFound: ``transaction_not_found``.
     """
-    deadline = time.monotonic() + wait_seconds
-    interval_seconds = 0.05
-    while True:
+    with watch(transaction_id) as settled:  # registered before the read: no wake-up is missed
         with db.transaction() as session:
             transaction = get_transaction(session, transaction_id)
-        remaining = deadline - time.monotonic()
-        if transaction.status != TransactionStatus.PENDING or remaining <= 0:
+        if transaction.status != TransactionStatus.PENDING or wait_seconds <= 0:
             return transaction
-        time.sleep(min(interval_seconds, remaining))
-        interval_seconds = min(interval_seconds * 1.5, 0.25)
+        settled.wait(wait_seconds)
+    with db.transaction() as session:
+        return get_transaction(session, transaction_id)
 
 
 def list_transactions(
