@@ -8,6 +8,7 @@ from flask import Flask, request
 
 from api import health, reconciliations, transactions, wallets
 from api.auth import load_api_key
+from api.edge import install_edge
 from api.errors import register_error_handlers
 from shared.config import get_settings
 from shared.logs import configure_logging
@@ -39,5 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.path.startswith("/v1/") or request.path == "/v1":
             load_api_key()
 
+    # After authentication: an unknown client is answered 401 before its body is read.
+    install_edge(app)
     register_error_handlers(app)
     return app

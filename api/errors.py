@@ -32,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_retryable": 409,
     "hold_not_open": 409,
     "system_wallet_immutable": 409,
+    "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_failed": 422,
     "invalid_amount": 422,
@@ -50,6 +51,7 @@ _TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
     500: "Internal error",
@@ -89,6 +91,15 @@ def problem(
     return response
 
 
+#: Machine code of each werkzeug HTTP error (routing, werkzeug's own body limit).
+_CODE_BY_HTTP_STATUS: dict[int, str] = {
+    400: "malformed_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
 _UNION_TAGS = {"deposit", "withdrawal", "transfer", "hold", "group"}
 
 
@@ -125,9 +136,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        code = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}.get(
-            status, "malformed_request" if status == 400 else "internal_error"
-        )
+        code = _CODE_BY_HTTP_STATUS.get(status, "internal_error")
         return problem(code, error.description or _TITLES.get(status, "Error"), status=status)
 
     @app.errorhandler(DBAPIError)

@@ -1,4 +1,9 @@
-"""Helpers that read a request: its JSON body, its query string, a path id."""
+"""Helpers that read a request: its JSON body, its query string, a path id.
+
+Every route reads its input through these. By the time a route runs, the edge
+(``api.edge``) has already refused a body or query string that is too large,
+not JSON, not UTF-8, nested too deep, or holds text PostgreSQL cannot store.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,21 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
+from api.edge import MalformedRequest, request_json
 from api.errors import pydantic_errors
-from shared.ledger.errors import NotFound, TallyError, ValidationFailed
+from shared.ledger.errors import NotFound, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class MalformedRequest(TallyError):
-    """The body is not a JSON object (400)."""
-
-    code = "malformed_request"
 
 
 def json_body() -> dict[str, Any]:
     """Return the request body parsed as a JSON object.
 
     Raises:
-        MalformedRequest: the body is empty, not JSON, or not an object.
+        MalformedRequest: the body is empty, not JSON, nested too deep, or not an object.
+        UnsupportedMediaType, PayloadTooLarge, ValidationFailed: see ``api.edge``.
     """
-    body = request.get_json(force=True, silent=True)
+    body = request_json()
     if not isinstance(body, dict):
         raise MalformedRequest("the body must be a JSON object")
     return body
