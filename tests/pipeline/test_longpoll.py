@@ -1,0 +1,149 @@
+"""Long-polls over real HTTP: hundreds of parked waiters hold no thread and no connection.
+
+The API runs as ``tally serve web`` runs it (gunicorn, gevent workers). With
+no worker running, waiters park on pending transactions; the API still
+answers at once, its worker process has a handful of threads and at most its
+pool of database connections. When a worker starts, every waiter is woken by
+the settled announcement, long before its own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+from sqlalchemy import make_url
+
+from cli.devservers import free_port
+from shared.config import get_settings
+from tests.helpers import deposit_body, submit
+from tests.servers import LOG_DIR, CeleryProcess
+
+pytestmark = pytest.mark.pipeline
+
+TALLY = str(Path(sys.executable).parent / "tally")
+WAITERS = 300
+WAIT_SECONDS = 30
+
+
+@pytest.fixture
+def web() -> Iterator[tuple[str, psutil.Process]]:
+    """Run ``tally serve web`` (one gevent worker) on a free port; yield its URL and worker."""
+    port = free_port()
+    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "1"}
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = (LOG_DIR / f"web-{time.time_ns()}.log").open("wb")
+    process = subprocess.Popen(
+        [TALLY, "serve", "web"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, "web did not start"
+            time.sleep(0.2)
+    (worker_process,) = psutil.Process(process.pid).children()
+    try:
+        yield url, worker_process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+async def _park_and_probe(
+    url: str, headers: dict[str, str], ids: list[str], worker_pid: int
+) -> dict[str, Any]:
+    """Park one long-poll per id, probe the API while they wait, then start a worker."""
+    timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS + 30)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def wait_one(transaction_id: str) -> tuple[float, dict[str, Any]]:
+            async with session.get(
+                f"{url}/v1/transactions/{transaction_id}?wait={WAIT_SECONDS}", headers=headers
+            ) as response:
+                assert response.status == 200
+                return time.monotonic(), await response.json()
+
+        waiting = [asyncio.create_task(wait_one(t)) for t in ids]
+        await _until_connected(worker_pid, int(url.rsplit(":", 1)[1]), len(ids))
+        probe_started = time.monotonic()
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200
+        healthz_seconds = time.monotonic() - probe_started
+        worker_process = psutil.Process(worker_pid)
+        threads = worker_process.num_threads()
+        database_port = make_url(os.environ["DATABASE_URL"]).port
+        connections = sum(
+            1
+            for c in worker_process.net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == database_port
+        )
+        assert not any(task.done() for task in waiting), "a waiter answered before any apply"
+        worker = CeleryProcess("worker", "longpoll").start()
+        try:
+            started = time.monotonic()
+            answers = await asyncio.gather(*waiting)
+        finally:
+            worker.stop()
+    return {
+        "healthz_seconds": healthz_seconds,
+        "threads": threads,
+        "connections": connections,
+        "answered_after_seconds": [answered - started for answered, _ in answers],
+        "statuses": {body["status"] for _, body in answers},
+    }
+
+
+async def _until_connected(pid: int, port: int, count: int) -> None:
+    """Wait until process ``pid`` holds ``count`` client connections on ``port`` (bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        established = sum(
+            1
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
+        if established >= count:
+            await asyncio.sleep(0.5)  # the requests on them are read at once; let them park
+            return
+        assert time.monotonic() < deadline, f"only {established} of {count} waiters connected"
+        await asyncio.sleep(0.1)
+
+
+def test_parked_long_polls_hold_no_thread_and_wake_when_settled(
+    web: tuple[str, psutil.Process],
+    app: Any,
+    service_headers: dict[str, str],
+    wallet_factory: Any,
+    redis_client: Any,
+) -> None:
+    url, worker_process = web
+    client = app.test_client()
+    wallets = [wallet_factory() for _ in range(20)]
+    ids = [
+        submit(client, service_headers, deposit_body(wallets[i % 20], "1.00")).get_json()["id"]
+        for i in range(WAITERS)
+    ]
+    result = asyncio.run(_park_and_probe(url, service_headers, ids, worker_process.pid))
+    assert result["statuses"] == {"completed"}
+    # Parked waiters cost neither threads nor connections (gthread would need 300 of each).
+    assert result["threads"] < 20, result
+    assert result["connections"] <= get_settings().db_pool_size, result
+    assert result["healthz_seconds"] < WAIT_SECONDS / 2, result
+    # Woken by the announcement, not by their deadline (which would be 30 s after parking).
+    assert max(result["answered_after_seconds"]) < WAIT_SECONDS - 5, result
