@@ -1,0 +1,97 @@
+"""``tally bench http`` against a real stack: a smoke test of the tool, never of the stack's speed.
+
+Both runs share one stack started the way the tool starts its own
+(``bench.stack.started_stack``: ``tally up`` in a temporary directory); its
+teardown fails if any process of that stack outlives the SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.stack import Stack, started_stack
+
+pytestmark = pytest.mark.pipeline
+
+TALLY = str(Path(sys.executable).parent / "tally")
+
+#: Figures every run reports, with a value whatever the machine's speed.
+FIGURES = (
+    "pgbench_tps",
+    "accepted_per_second",
+    "completed_per_second",
+    "accepted_ratio_to_pgbench",
+    "completed_ratio_to_pgbench",
+    "intake_latency_ms_p50",
+    "intake_latency_ms_p99",
+    "terminal_latency_ms_p50",
+    "terminal_latency_ms_p99",
+    "health_latency_ms_p99",
+    "generator_cpu_share",
+    "duration_seconds",
+    "end_to_end_seconds",
+    "submitted",
+    "accepted",
+    "transactions_failed",
+    "transactions_unsettled",
+    "errors_total",
+)
+#: Figures that may be None: the open loop's lag, and the waiters' figures outside longpoll
+#: (a wait's delay exists only if the wait began before its transaction settled).
+OPTIONAL_FIGURES = (
+    "schedule_lag_ms_p99",
+    "waiter_delay_ms_p50",
+    "waiter_delay_ms_p99",
+    "waits_measured",
+    "waits_already_terminal",
+    "waits_expired",
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    # Threads to spare beyond the 20 waiters, so the smoke test does not depend on
+    # how the API schedules long polls.
+    with started_stack(web_workers=1, web_threads=32, worker_concurrency=1) as running:
+        yield running
+
+
+def bench_json(stack: Stack, *args: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [TALLY, "bench", "http", "--url", stack.url, "--service-key", stack.service_key,
+         "--database-url", stack.database_url, "--duration", "2", "--runs", "1",
+         "--wallets", "50", "--connections", "4", "--pgbench-scale", "1", "--json", *args],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report: dict[str, Any] = json.loads(completed.stdout)
+    return report
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    "args", [(), ("--workload", "longpoll", "--waiters", "20")], ids=["uniform", "longpoll"]
+)
+def test_bench_http_reports_every_figure_and_no_errors(stack: Stack, args: tuple[str, ...]) -> None:
+    report = bench_json(stack, *args)
+
+    (run,) = report["runs"]
+    for figures in (run, report["median"], report["min"], report["max"]):
+        assert set(FIGURES + OPTIONAL_FIGURES) <= figures.keys()
+        assert [name for name in FIGURES if figures[name] is None] == []
+    assert run["errors"] == {} and report["errors"] == {} and run["errors_total"] == 0
+    assert run["accepted"] > 0 and run["accepted"] == run["submitted"]
+    assert run["transactions_unsettled"] == 0 and run["transactions_failed"] == 0
+    assert report["config"]["url"] == stack.url
+    if "longpoll" in args:
+        waits = run["waits_measured"] + run["waits_already_terminal"] + run["waits_expired"]
+        assert waits > 0
+    else:
+        assert run["waits_measured"] is None
