@@ -28,13 +28,13 @@ def readyz() -> tuple[Response, int]:
         with db.transaction() as session:
             session.execute(text("SELECT 1"))
     except Exception:
-        checks["database"] = "unavailable"
+        checks["database"] = "down"
     try:
         get_redis().ping()
     except Exception:
-        checks["broker"] = "unavailable"
+        checks["broker"] = "down"
     ready = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ok" if ready else "unavailable", "checks": checks}), (
+    return jsonify({"status": "ok" if ready else "down", "checks": checks}), (
         200 if ready else 503
     )
 
