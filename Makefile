@@ -31,8 +31,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The HTTP benchmark on a stack of its own (docs/benchmarks.md); options in BENCH_ARGS,
+# e.g. make bench BENCH_ARGS="--workload longpoll --runs 1".
 bench: $(STAMP)
-	$(BIN)/tally bench
+	$(BIN)/tally bench http $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tally .pytest_cache .mypy_cache .ruff_cache
