@@ -62,7 +62,9 @@ def test_broker_imports_neither_flask_nor_the_processes(path: Path) -> None:
 def test_only_broker_sends_messages(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            assert node.func.attr not in {"send_task", "apply_async", "delay"}, f"line {node.lineno}"
+            assert node.func.attr not in {"send_task", "apply_async", "delay"}, (
+                f"line {node.lineno}"
+            )
 
 
 #: shared/db.py owns transactions; Alembic's env.py owns the migration's own.
