@@ -56,6 +56,13 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
+def _rounded(name: str, value: Any) -> Any:
+    # Ratios and shares are below 1 and need more digits than rates and milliseconds.
+    if isinstance(value, float):
+        return round(value, 4 if "ratio" in name or "share" in name else 2)
+    return value
+
+
 def wait_settled(database_url: str, ids: list[str], *, timeout_seconds: float) -> int:
     """Wait until none of ``ids`` is ``pending`` or ``timeout_seconds`` pass; return how many still are."""
     pending = [uuid.UUID(i) for i in ids]
@@ -152,10 +159,7 @@ def run_figures(
     figures.update(
         _waiter_figures(load, outcomes) if waiters else dict.fromkeys(WAITER_FIGURES, None)
     )
-    for name, value in figures.items():
-        if isinstance(value, float):
-            figures[name] = round(value, 4 if "ratio" in name or "share" in name else 2)
-    return figures
+    return {name: _rounded(name, value) for name, value in figures.items()}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -173,7 +177,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             median = statistics.median(values)
             if all(isinstance(v, int) for v in values) and float(median).is_integer():
                 median = int(median)  # a count stays a count when the median falls on one
-        summary["median"][name] = median
+        summary["median"][name] = _rounded(name, median)
         summary["min"][name] = min(values) if values else None
         summary["max"][name] = max(values) if values else None
     totals: dict[str, int] = {}
