@@ -35,7 +35,7 @@ PGBENCH_CONNECTIONS_SPARE = 60
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """The benchmark's knobs; the CLI's options map one to one (docs/benchmarks.md)."""
+    """Hold the benchmark's knobs; the CLI's options map onto them one to one (docs/benchmarks.md)."""
 
     workload: str = "uniform"
     wallets: int = 10_000
@@ -142,6 +142,10 @@ def run_bench(
     stack: Stack, options: BenchOptions, *, log: Callable[[str], None] = _stderr
 ) -> dict[str, Any]:
     """Run the whole benchmark against ``stack`` and return its report.
+
+    The generator is a spawned process, which imports the caller's ``__main__``:
+    a script calling this needs the ``if __name__ == "__main__":`` guard (the
+    ``tally`` command has it).
 
     Returns:
         ``{"config", "runs": [figures per run], "median", "min", "max", "errors"}``:

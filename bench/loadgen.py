@@ -37,7 +37,7 @@ HEALTH_INTERVAL_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What one measured run submits, for how long, and how.
+    """Describe what one measured run submits, for how long, and how.
 
     ``rate_per_second`` None is a closed loop of ``connections`` clients; a number
     is an open loop of that many submissions per second over at most
@@ -61,7 +61,7 @@ class LoadPlan:
 
 @dataclass
 class LoadResult:
-    """What a run observed on the client's side; timestamps are Unix seconds (wall clock).
+    """Hold what a run observed on the client's side; timestamps are Unix seconds (wall clock).
 
     ``errors`` counts failed requests by ``"<request>:<kind>"``, request one of
     ``submit``, ``wait``, ``health`` and kind ``http_<status>``, ``connection`` or

@@ -34,7 +34,7 @@ WAITER_FIGURES = (
 
 @dataclass(frozen=True)
 class Outcome:
-    """A submitted transaction as the database holds it; times are Unix seconds."""
+    """Hold a submitted transaction's status and times (Unix seconds) as the database has them."""
 
     status: str
     created_at: float

@@ -31,7 +31,7 @@ READY_LINE = "Tally is up at"
 
 @dataclass(frozen=True)
 class Stack:
-    """A running Tally: its base URL, its two API keys and its PostgreSQL URL.
+    """Describe a running Tally: its base URL, its two API keys and its PostgreSQL URL.
 
     ``ops_key`` may be empty: no workload calls an ops-only endpoint today.
     ``description`` says, for the report, which stack this is and how it is sized.

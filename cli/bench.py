@@ -61,7 +61,7 @@ def http(
     workload: str, wallets: int, connections: int, rate: float | None, waiters: int,
     runs: int, duration: float, timeout: float, pgbench_scale: int, as_json: bool,
 ) -> None:  # fmt: skip
-    """Throughput and latency over real HTTP, as ratios to pgbench on the same PostgreSQL."""
+    """Measure throughput and latency over real HTTP, as ratios to pgbench on the same PostgreSQL."""
     from bench.http import BenchOptions, run_bench
     from bench.report import table
     from bench.stack import Stack, started_stack
