@@ -40,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "currency_not_enabled": 422,
     "currency_mismatch": 422,
     "idempotency_key_reused": 422,
+    "capture_exceeds_hold": 422,
     "service_unavailable": 503,
     "internal_error": 500,
 }

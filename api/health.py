@@ -34,9 +34,7 @@ def readyz() -> tuple[Response, int]:
     except Exception:
         checks["broker"] = "down"
     ready = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ok" if ready else "down", "checks": checks}), (
-        200 if ready else 503
-    )
+    return jsonify({"status": "ok" if ready else "down", "checks": checks}), (200 if ready else 503)
 
 
 @blueprint.get("/metrics")

@@ -38,6 +38,16 @@ def run_json(run: ReconciliationRun) -> dict[str, Any]:
                 "currency": m["currency"],
                 "stored_balance": format_amount(m["stored_balance_minor"], m["currency"]),
                 "ledger_balance": format_amount(m["ledger_balance_minor"], m["currency"]),
+                # Runs recorded before holds existed carry no held amounts.
+                **{
+                    name: format_amount(m[f"{name}_minor"], m["currency"])
+                    for name in (
+                        "stored_held_balance",
+                        "ledger_held_balance",
+                        "open_holds",
+                    )
+                    if f"{name}_minor" in m
+                },
             }
             for m in run.mismatches
         ],

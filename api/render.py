@@ -38,17 +38,34 @@ def wallet_json(wallet: Wallet) -> dict[str, Any]:
 
 
 def transaction_json(transaction: Transaction) -> dict[str, Any]:
-    """Render a Transaction object. A deposit's source and a withdrawal's destination
-    are the currency's system wallet (the counterparty the ledger posts to)."""
+    """Render a Transaction object.
+
+    A deposit's source and a withdrawal's destination are the currency's system
+    wallet (the counterparty the ledger posts to). A group carries ``legs`` in
+    place of the single-leg fields (``amount``, ``currency`` and the wallet ids);
+    a capture, void or expiry names its hold in ``hold_id``; a hold has ``expires_at``.
+    """
     currency = transaction.currency
-    body: dict[str, Any] = {
-        "id": str(transaction.id),
-        "type": transaction.type,
-        "status": transaction.status,
-        "amount": format_amount(transaction.amount_minor, currency),
-        "currency": currency,
-        "source_wallet_id": _id(transaction.source_wallet_id),
-        "destination_wallet_id": _id(transaction.destination_wallet_id),
+    body: dict[str, Any] = {"id": str(transaction.id), "type": transaction.type}
+    body["status"] = transaction.status
+    if transaction.legs is not None:
+        body["legs"] = [
+            {
+                "source_wallet_id": leg["source_wallet_id"],
+                "destination_wallet_id": leg["destination_wallet_id"],
+                "amount": format_amount(leg["amount_minor"], leg["currency"]),
+                "currency": leg["currency"],
+            }
+            for leg in transaction.legs
+        ]
+    else:
+        body["amount"] = format_amount(transaction.amount_minor, currency)
+        body["currency"] = currency
+        body["source_wallet_id"] = _id(transaction.source_wallet_id)
+        body["destination_wallet_id"] = _id(transaction.destination_wallet_id)
+    if transaction.hold_id is not None:
+        body["hold_id"] = str(transaction.hold_id)
+    body |= {
         "description": transaction.description,
         "metadata": transaction.metadata_ or {},
         "failure_code": transaction.failure_code,

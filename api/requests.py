@@ -33,6 +33,20 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+def json_body_or_empty() -> dict[str, Any]:
+    """Return the request body as a JSON object, or ``{}`` when the request has none.
+
+    Raises:
+        MalformedRequest: a body that is not a JSON object.
+    """
+    body = request_json()
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise MalformedRequest("the body must be a JSON object")
+    return body
+
+
 def query(model: type[M]) -> M:
     """Validate the query string with ``model``.
 

@@ -25,6 +25,12 @@ from pydantic import (
 from shared.ledger.errors import TallyError
 from shared.ledger.money import exponent_of, parse_amount
 from shared.ledger.states import TransactionType
+from shared.services.groups import LegRequest
+from shared.services.holds import (
+    HOLD_EXPIRES_IN_SECONDS_DEFAULT,
+    HOLD_EXPIRES_IN_SECONDS_MAX,
+    HoldOperation,
+)
 from shared.services.intake import TransactionRequest
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -52,16 +58,18 @@ class WalletPatch(BaseModel):
     status: Literal["active", "frozen"]
 
 
-class _Submission(BaseModel):
-    """Fields every transaction type shares; ``amount`` is validated against ``currency``."""
+Description = Annotated[str, StringConstraints(max_length=500)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=50)]
+
+
+class _Amount(BaseModel):
+    """An ``amount`` validated against its ``currency`` (ISO 4217 minor unit)."""
 
     model_config = _STRICT
 
     # currency before amount: the amount's validator reads the validated currency.
     currency: CurrencyCode
     amount: str
-    description: Annotated[str, StringConstraints(max_length=500)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=50)] = {}
 
     @field_validator("currency")
     @classmethod
@@ -84,6 +92,13 @@ class _Submission(BaseModel):
             raise ValueError(error.detail) from None
         return value
 
+
+class _Submission(_Amount):
+    """Fields every single-leg transaction type shares."""
+
+    description: Description | None = None
+    metadata: Metadata = {}
+
     def to_request(self) -> TransactionRequest:
         """Return the validated submission as the intake service's request (minor units)."""
         return TransactionRequest(
@@ -94,6 +109,7 @@ class _Submission(BaseModel):
             destination_wallet_id=getattr(self, "destination_wallet_id", None),
             description=self.description,
             metadata=dict(self.metadata),
+            expires_in_seconds=getattr(self, "expires_in", None),
         )
 
 
@@ -125,8 +141,66 @@ class TransferSubmission(_Submission):
         return self
 
 
+class HoldSubmission(_Submission):
+    """A hold: reserve ``amount`` on ``source_wallet_id`` for ``expires_in`` seconds."""
+
+    type: Literal["hold"]
+    source_wallet_id: uuid.UUID
+    expires_in: int = Field(
+        default=HOLD_EXPIRES_IN_SECONDS_DEFAULT, ge=1, le=HOLD_EXPIRES_IN_SECONDS_MAX
+    )
+
+
+class GroupLeg(_Amount):
+    """One leg of a group: ``amount`` of ``currency`` between two distinct wallets."""
+
+    source_wallet_id: uuid.UUID
+    destination_wallet_id: uuid.UUID
+
+    @model_validator(mode="after")
+    def _distinct_wallets(self) -> GroupLeg:
+        if self.source_wallet_id == self.destination_wallet_id:
+            raise ValueError("source_wallet_id and destination_wallet_id must differ")
+        return self
+
+
+class GroupSubmission(BaseModel):
+    """A group: 2..50 legs applied together or not at all."""
+
+    model_config = _STRICT
+
+    type: Literal["group"]
+    legs: Annotated[list[GroupLeg], Field(min_length=2, max_length=50)]
+    description: Description | None = None
+    metadata: Metadata = {}
+
+    def to_request(self) -> TransactionRequest:
+        """Return the validated group as the intake service's request (minor units)."""
+        legs = tuple(
+            LegRequest(
+                leg.source_wallet_id,
+                leg.destination_wallet_id,
+                parse_amount(leg.amount, leg.currency),
+                leg.currency,
+            )
+            for leg in self.legs
+        )
+        return TransactionRequest(
+            type=TransactionType.GROUP,
+            amount_minor=sum(leg.amount_minor for leg in legs),
+            currency=legs[0].currency,
+            description=self.description,
+            metadata=dict(self.metadata),
+            legs=legs,
+        )
+
+
 Submission = Annotated[
-    DepositSubmission | WithdrawalSubmission | TransferSubmission,
+    DepositSubmission
+    | WithdrawalSubmission
+    | TransferSubmission
+    | HoldSubmission
+    | GroupSubmission,
     Field(discriminator="type"),
 ]
 SUBMISSION = TypeAdapter(Submission)
@@ -139,6 +213,38 @@ def parse_submission(body: Any) -> TransactionRequest:
         pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
     """
     return SUBMISSION.validate_python(body).to_request()
+
+
+class CaptureBody(BaseModel):
+    """``POST /v1/transactions/{id}/capture`` body; both fields optional.
+
+    ``amount`` is checked for its form here and against the hold's currency
+    (ISO 4217 minor unit) by the service, which knows the currency.
+    """
+
+    model_config = _STRICT
+
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    destination_wallet_id: uuid.UUID | None = None
+
+
+class VoidBody(BaseModel):
+    """``POST /v1/transactions/{id}/void`` body: empty (``{}``) or absent."""
+
+    model_config = _STRICT
+
+
+def parse_hold_operation(type_: TransactionType, hold_id: uuid.UUID, body: Any) -> HoldOperation:
+    """Validate a capture or void body and return the service's request.
+
+    Raises:
+        pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
+    """
+    if type_ is TransactionType.VOID:
+        VoidBody.model_validate(body)
+        return HoldOperation(type_, hold_id)
+    capture = CaptureBody.model_validate(body)
+    return HoldOperation(type_, hold_id, capture.amount, capture.destination_wallet_id)
 
 
 class ListQuery(BaseModel):
@@ -154,7 +260,10 @@ class TransactionListQuery(ListQuery):
     """``GET /v1/transactions`` filters."""
 
     status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
-    type: Literal["deposit", "withdrawal", "transfer", "hold", "group"] | None = None
+    type: (
+        Literal["deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"]
+        | None
+    ) = None
     wallet_id: uuid.UUID | None = None
 
 

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from api.auth import require_role
 from api.render import page_json, transaction_json
-from api.requests import json_body, path_id, query
-from api.schemas import TransactionListQuery, WaitQuery, parse_submission
+from api.requests import json_body, json_body_or_empty, path_id, query
+from api.schemas import (
+    TransactionListQuery,
+    WaitQuery,
+    parse_hold_operation,
+    parse_submission,
+)
 from api.waiters import waiters
 from broker import drain_signaller
 from shared import db
 from shared.config import get_settings
 from shared.ledger.errors import TallyError
+from shared.ledger.states import TransactionType
 from shared.services import transactions
 from shared.services.api_keys import Role
+from shared.services.holds import submit_hold_operation
 from shared.services.intake import submit_transaction
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
@@ -61,12 +69,47 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             shard_count=get_settings().shard_count,
             publish=drain_signaller.signal,
         )
+    return _accepted(transaction, replayed)
+
+
+def _accepted(transaction: Any, replayed: bool) -> tuple[Response, int, dict[str, str]]:
+    """Answer a recorded transaction: 202 with ``Retry-After``, or 200 for a replay."""
     headers = {"Location": f"/v1/transactions/{transaction.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
         return jsonify(transaction_json(transaction)), 200, headers
     headers["Retry-After"] = "1"
     return jsonify(transaction_json(transaction)), 202, headers
+
+
+def _hold_operation(
+    transaction_id: str, type_: TransactionType
+) -> tuple[Response, int, dict[str, str]]:
+    """Record a capture or void of a hold in its lane: 202 with the new transaction."""
+    idempotency_key = _idempotency_key()
+    operation = parse_hold_operation(type_, _transaction_id(transaction_id), json_body_or_empty())
+    with db.transaction() as session:
+        transaction, replayed = submit_hold_operation(
+            session,
+            operation,
+            api_key_id=g.api_key_id,
+            idempotency_key=idempotency_key,
+            shard_count=get_settings().shard_count,
+            publish=drain_signaller.signal,
+        )
+    return _accepted(transaction, replayed)
+
+
+@blueprint.post("/<transaction_id>/capture")
+def capture(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Capture a hold (all, or ``amount``) to ``destination_wallet_id`` or the system wallet."""
+    return _hold_operation(transaction_id, TransactionType.CAPTURE)
+
+
+@blueprint.post("/<transaction_id>/void")
+def void(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Void a hold: release its funds once applied."""
+    return _hold_operation(transaction_id, TransactionType.VOID)
 
 
 @blueprint.get("/<transaction_id>")

@@ -123,6 +123,8 @@ class Transaction(Base):
         BigInteger, lane_sequence, server_default=lane_sequence.next_value()
     )
     shard: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    hold_id: Mapped[uuid.UUID | None] = mapped_column()
+    legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, str]] = mapped_column(
         "metadata", JSONB, server_default=text("'{}'::jsonb")
@@ -147,6 +149,18 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index(
+            "transactions_pending_lane",
+            "lane_wallet_id",
+            "lane_sequence",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("transactions_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
+        Index(
+            "transactions_open_holds",
+            "source_wallet_id",
+            postgresql_where=text("type = 'hold' AND status = 'held'"),
+        ),
+        Index(
             "transactions_pending_updated_at",
             "updated_at",
             postgresql_where=text("status = 'pending'"),
@@ -161,7 +175,9 @@ class Transaction(Base):
             name="status_known",
         ),
         CheckConstraint(
-            "type IN ('deposit', 'withdrawal', 'transfer', 'hold', 'group')", name="type_known"
+            "type IN ('deposit', 'withdrawal', 'transfer', 'hold', 'group', "
+            "'capture', 'void', 'expiry')",
+            name="type_known",
         ),
     )
 
@@ -190,6 +206,54 @@ class LedgerEntry(Base):
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("sequence > 0", name="sequence_positive"),
         CheckConstraint("direction IN ('debit', 'credit')", name="direction_known"),
+    )
+
+
+class GroupLane(Base):
+    """A lane of a pending group other than its first: the group waits its turn there too.
+
+    Deleted when the group is applied or fails (``shared.services.processor``).
+    """
+
+    __tablename__ = "group_lanes"
+
+    transaction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("transactions.id"), primary_key=True
+    )
+    lane_wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger)
+
+    __table_args__ = (
+        Index("group_lanes_shard", "shard"),
+        Index("group_lanes_lane", "lane_wallet_id"),
+    )
+
+
+class HoldEntry(Base):
+    """A change of a wallet's held amount: ``hold`` reserves, ``release`` gives back.
+
+    Append-only (a trigger rejects UPDATE, DELETE and TRUNCATE). A wallet's
+    ``held_minor`` equals the sum of its hold entries, which reconciliation
+    checks; no foreign keys to transactions, so either side archives alone.
+    """
+
+    __tablename__ = "hold_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"))
+    hold_id: Mapped[uuid.UUID] = mapped_column()
+    transaction_id: Mapped[uuid.UUID] = mapped_column()
+    direction: Mapped[str] = mapped_column(Text)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    held_after_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.clock_timestamp())
+
+    __table_args__ = (
+        Index("hold_entries_wallet", "wallet_id", "id"),
+        Index("hold_entries_hold", "hold_id"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("held_after_minor >= 0", name="held_after_not_negative"),
+        CheckConstraint("direction IN ('hold', 'release')", name="direction_known"),
     )
 
 
@@ -270,6 +334,8 @@ class TransactionArchive(Base):
     lane_wallet_id: Mapped[uuid.UUID] = mapped_column()
     lane_sequence: Mapped[int] = mapped_column(BigInteger)
     shard: Mapped[int] = mapped_column(SmallInteger)
+    hold_id: Mapped[uuid.UUID | None] = mapped_column()
+    legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
     failure_code: Mapped[str | None] = mapped_column(Text)

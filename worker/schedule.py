@@ -19,6 +19,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "tally.sweep_stalled_transactions",
             "schedule": settings.sweep_interval_seconds,
         },
+        "expire-holds": {
+            "task": "tally.expire_holds",
+            "schedule": settings.hold_expiry_interval_seconds,
+        },
         # Snapshots of each closed UTC day; catches up missed days by itself.
         "take-snapshots": {
             "task": "tally.take_snapshots",

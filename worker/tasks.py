@@ -18,7 +18,7 @@ from shared import db
 from shared.config import get_settings
 from shared.redis_client import get_redis
 from shared.retry import backoff_seconds
-from shared.services import processor, sweeper
+from shared.services import holds, processor, sweeper
 from shared.wakeups import publish_settled
 
 _log = structlog.get_logger(__name__)
@@ -47,6 +47,7 @@ def drain_shard(self: Task, shard: int) -> None:
             batch_size=settings.batch_size,
             attempts_max=settings.apply_attempts_max,
             settled=publish_settled,
+            signal=broker.signal_drains,
         )
     except db.LockBusy as error:
         # Another drain has the shard and will take what is pending now; this
@@ -96,3 +97,22 @@ def sweep_stalled_transactions() -> int:
     if shards:
         _log.info("sweep", shards=len(shards), published=published)
     return published
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.expire_holds")
+def expire_holds() -> int:
+    """Queue an expiry in the lane of every held hold past ``expires_at``; return how many shards."""
+    try:
+        with db.transaction() as session:
+            shards = holds.expire_holds(session)
+    except Exception as error:
+        if not db.is_transient(error):
+            raise
+        _log.warning("hold_expiry_skipped_database_unavailable", error=str(error))
+        return 0  # beat runs the job again; the expiries are still due
+    if shards:
+        try:
+            broker.signal_drains(shards)
+        except Exception:  # the expiries are pending rows: the sweep publishes them
+            _log.warning("hold_expiry_publish_failed", shards=shards, exc_info=True)
+    return len(shards)

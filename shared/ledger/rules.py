@@ -50,11 +50,32 @@ class WalletState:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Leg:
-    """One movement of money: ``amount_minor`` from ``source`` to ``destination``."""
+    """One movement of money: ``amount_minor`` from ``source`` to ``destination``.
+
+    ``currency`` is the leg's ISO 4217 code when it differs from the posting's
+    (a group's legs may each have their own); None means the posting's.
+    """
 
     source_wallet_id: uuid.UUID
     destination_wallet_id: uuid.UUID
     amount_minor: int
+    currency: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Release:
+    """Held funds a capture, void or expiry gives back on the hold's wallet.
+
+    Attributes:
+        wallet_id: the hold's wallet.
+        amount_minor: the whole held amount, in minor units.
+        hold_open: whether the hold is still ``held`` at this point of the batch;
+            if not, the posting is rejected ``hold_not_open``.
+    """
+
+    wallet_id: uuid.UUID
+    amount_minor: int
+    hold_open: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,14 +84,17 @@ class Posting:
 
     Attributes:
         type: the transaction type.
-        currency: ISO 4217 code every wallet touched must hold.
-        legs: the movements; one for deposit/withdrawal/transfer, 2..50 for a group.
-            For a hold, the single leg names the wallet to reserve on as its source.
+        currency: ISO 4217 code every wallet touched must hold (a leg may name its own).
+        legs: the movements; one for deposit/withdrawal/transfer/capture, 2..50 for
+            a group, none for a void or an expiry. For a hold, the single leg names
+            the wallet to reserve on as its source.
+        release: for a capture, void or expiry: the hold it ends.
     """
 
     type: TransactionType
     currency: str
     legs: Sequence[Leg]
+    release: Release | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,11 +122,26 @@ class Rejection:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class HoldChange:
+    """A change of a wallet's held amount the apply path must record (``hold_entries``).
+
+    Attributes:
+        wallet_id: the wallet.
+        amount_minor: positive: reserved by a hold; negative: released.
+        held_after_minor: the wallet's held amount after the change.
+    """
+
+    wallet_id: uuid.UUID
+    amount_minor: int
+    held_after_minor: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Applied:
-    """The rules passed: write ``entries``; holds changed ``held_minor`` by ``held_delta_minor``."""
+    """The rules passed: write ``entries`` and record ``hold_changes``."""
 
     entries: tuple[Entry, ...]
-    held_delta_minor: Mapping[uuid.UUID, int]
+    hold_changes: tuple[HoldChange, ...] = ()
 
 
 def wallet_ids_of(posting: Posting) -> set[uuid.UUID]:
@@ -111,24 +150,42 @@ def wallet_ids_of(posting: Posting) -> set[uuid.UUID]:
     for leg in posting.legs:
         ids.add(leg.source_wallet_id)
         ids.add(leg.destination_wallet_id)
+    if posting.release is not None:
+        ids.add(posting.release.wallet_id)
     return ids
+
+
+def debited_wallet_ids_of(posting: Posting) -> list[uuid.UUID]:
+    """Return the wallets the posting's legs debit, each once, in leg order."""
+    return list(dict.fromkeys(leg.source_wallet_id for leg in posting.legs))
+
+
+def _check_wallet(
+    wallet_id: uuid.UUID, currency: str, wallets: Mapping[uuid.UUID, WalletState]
+) -> Rejection | None:
+    """Return why money may not move on ``wallet_id`` in ``currency``, or None."""
+    wallet = wallets.get(wallet_id)
+    if wallet is None:
+        return Rejection(FailureCode.WALLET_NOT_FOUND, f"wallet {wallet_id} does not exist")
+    if wallet.currency != currency:
+        return Rejection(
+            FailureCode.CURRENCY_MISMATCH,
+            f"wallet {wallet_id} holds {wallet.currency}, not {currency}",
+        )
+    if wallet.status is WalletStatus.FROZEN:
+        return Rejection(FailureCode.WALLET_FROZEN, f"wallet {wallet_id} is frozen")
+    return None
 
 
 def _check_leg(
     leg: Leg, currency: str, wallets: Mapping[uuid.UUID, WalletState]
 ) -> Rejection | None:
     """Return why ``leg`` may not post against ``wallets`` as they stand, or None."""
+    currency = leg.currency or currency
     for wallet_id in (leg.source_wallet_id, leg.destination_wallet_id):
-        wallet = wallets.get(wallet_id)
-        if wallet is None:
-            return Rejection(FailureCode.WALLET_NOT_FOUND, f"wallet {wallet_id} does not exist")
-        if wallet.currency != currency:
-            return Rejection(
-                FailureCode.CURRENCY_MISMATCH,
-                f"wallet {wallet_id} holds {wallet.currency}, not {currency}",
-            )
-        if wallet.status is WalletStatus.FROZEN:
-            return Rejection(FailureCode.WALLET_FROZEN, f"wallet {wallet_id} is frozen")
+        rejection = _check_wallet(wallet_id, currency, wallets)
+        if rejection is not None:
+            return rejection
     source = wallets[leg.source_wallet_id]
     if not source.is_system and source.available_minor < leg.amount_minor:
         return Rejection(
@@ -139,12 +196,40 @@ def _check_leg(
     return None
 
 
+def _check_release(
+    release: Release, posting: Posting, wallets: Mapping[uuid.UUID, WalletState]
+) -> Rejection | None:
+    """Return why a capture, void or expiry may not end its hold, or None.
+
+    A frozen wallet's hold may still be voided or expire (releasing never hurts
+    the owner); a capture moves money, so the freeze stops it (via the leg check).
+    """
+    if not release.hold_open:
+        return Rejection(FailureCode.HOLD_NOT_OPEN, "the hold is no longer held")
+    wallet = wallets.get(release.wallet_id)
+    if wallet is None:
+        return Rejection(FailureCode.WALLET_NOT_FOUND, f"wallet {release.wallet_id} does not exist")
+    for leg in posting.legs:
+        if leg.amount_minor > release.amount_minor:
+            return Rejection(
+                FailureCode.CAPTURE_EXCEEDS_HOLD,
+                f"capture of {leg.amount_minor} minor units exceeds the hold's "
+                f"{release.amount_minor}",
+            )
+    return None
+
+
 def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied | Rejection:
     """Check ``posting`` against ``wallets`` and, if every rule passes, post it.
 
     On success the wallet states in ``wallets`` are updated in place (balance,
     held, last_sequence) so the next posting in the same batch sees them; on a
     rejection nothing is changed: a group posts all its legs or none.
+
+    A hold raises its wallet's held amount (available balance drops, balance
+    does not). A capture, void or expiry first releases its hold's whole held
+    amount, then a capture moves the captured amount like a transfer: releasing
+    first means the held funds pay for it (TigerBeetle, "Two-phase transfers").
 
     Args:
         posting: the transaction to post.
@@ -153,15 +238,23 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
 
     Returns:
         ``Applied`` with the entries to write (debit before credit per leg,
-        sequences gapless per wallet), or ``Rejection`` with the failure code.
-        A group's rejection message names the failing leg's index.
+        sequences gapless per wallet) and the held-amount changes, or
+        ``Rejection`` with the failure code. A group's rejection message names
+        the failing leg's index.
     """
     # Work on copies of just the touched wallets, so a rejection leaves no trace.
     scratch = {
         wid: dataclasses.replace(wallets[wid]) for wid in wallet_ids_of(posting) if wid in wallets
     }
     entries: list[Entry] = []
-    held_delta: dict[uuid.UUID, int] = {}
+    hold_changes: list[HoldChange] = []
+    if posting.release is not None:
+        rejection = _check_release(posting.release, posting, scratch)
+        if rejection is not None:
+            return rejection
+        wallet = scratch[posting.release.wallet_id]
+        wallet.held_minor -= posting.release.amount_minor
+        hold_changes.append(HoldChange(wallet.id, -posting.release.amount_minor, wallet.held_minor))
     for index, leg in enumerate(posting.legs):
         rejection = _check_leg(leg, posting.currency, scratch)
         if rejection is not None:
@@ -169,10 +262,9 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
                 return Rejection(rejection.code, f"leg {index}: {rejection.message}")
             return rejection
         if posting.type is TransactionType.HOLD:
-            scratch[leg.source_wallet_id].held_minor += leg.amount_minor
-            held_delta[leg.source_wallet_id] = (
-                held_delta.get(leg.source_wallet_id, 0) + leg.amount_minor
-            )
+            wallet = scratch[leg.source_wallet_id]
+            wallet.held_minor += leg.amount_minor
+            hold_changes.append(HoldChange(wallet.id, leg.amount_minor, wallet.held_minor))
             continue
         for wallet_id, direction in (
             (leg.source_wallet_id, EntryDirection.DEBIT),
@@ -197,4 +289,4 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
         original.balance_minor = state.balance_minor
         original.held_minor = state.held_minor
         original.last_sequence = state.last_sequence
-    return Applied(tuple(entries), held_delta)
+    return Applied(tuple(entries), tuple(hold_changes))

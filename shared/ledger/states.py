@@ -14,13 +14,25 @@ from shared.ledger.errors import TallyError
 
 
 class TransactionType(StrEnum):
-    """What a transaction does to the ledger."""
+    """What a transaction does to the ledger.
+
+    ``capture``, ``void`` and ``expiry`` end a hold (named by ``hold_id``): they
+    are transactions of their own, in the hold's lane, as TigerBeetle posts or
+    voids a pending transfer with a transfer of its own.
+    """
 
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     TRANSFER = "transfer"
     HOLD = "hold"
     GROUP = "group"
+    CAPTURE = "capture"
+    VOID = "void"
+    EXPIRY = "expiry"
+
+
+#: The operations that end a hold, and the status each leaves the hold in.
+HOLD_OUTCOMES: dict[TransactionType, TransactionStatus] = {}
 
 
 class TransactionStatus(StrEnum):
@@ -32,6 +44,15 @@ class TransactionStatus(StrEnum):
     FAILED = "failed"
     VOIDED = "voided"
     EXPIRED = "expired"
+
+
+HOLD_OUTCOMES.update(
+    {
+        TransactionType.CAPTURE: TransactionStatus.COMPLETED,
+        TransactionType.VOID: TransactionStatus.VOIDED,
+        TransactionType.EXPIRY: TransactionStatus.EXPIRED,
+    }
+)
 
 
 class WalletStatus(StrEnum):

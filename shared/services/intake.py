@@ -1,36 +1,31 @@
 """Intake: record a submitted transaction as ``pending``, idempotently, and publish it after commit.
 
-Idempotency follows Stripe and draft-ietf-httpapi-idempotency-key-header: one
-``Idempotency-Key`` per API key maps to one transaction; the same key with the
-same request replays it; with a different request it is rejected
-(``idempotency_key_reused``). Concurrent duplicates are settled by the unique
-constraint ``(api_key_id, idempotency_key)`` with ``ON CONFLICT DO NOTHING``:
-the loser waits for the winner's commit and replays its row, so there is never
-a second transaction. A request that fails validation records nothing, so its
-key stays free for a corrected request.
+Idempotency is ``shared.services.idempotency``'s: one ``Idempotency-Key`` per
+API key maps to one transaction. A request that fails validation records
+nothing, so its key stays free for a corrected request. Single-wallet types
+(deposit, withdrawal, transfer, hold) take one statement; a group is recorded
+by ``shared.services.groups``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from sqlalchemy import RowMapping, select, text
+from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
-from shared.ledger.errors import IdempotencyKeyReused, ValidationFailed
-from shared.ledger.states import TransactionStatus, TransactionType
+from shared.ledger.errors import ValidationFailed
+from shared.ledger.states import TransactionType
 from shared.models import Transaction
+from shared.services import groups
+from shared.services.idempotency import Publish, fingerprint, replay
 from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
-
-#: Signals "shard S has pending work" to the broker; called after commit only.
-Publish = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,14 +33,16 @@ class TransactionRequest:
     """A validated submission, as parsed at the HTTP edge.
 
     Attributes:
-        type: deposit, withdrawal, transfer or hold.
-        amount_minor: positive amount in minor units of ``currency``.
-        currency: ISO 4217 code.
+        type: deposit, withdrawal, transfer, hold or group.
+        amount_minor: positive amount in minor units of ``currency`` (a group: the
+            sum of its legs' amounts).
+        currency: ISO 4217 code (a group: its first leg's).
         source_wallet_id: the debited wallet (withdrawal, transfer, hold), else None.
         destination_wallet_id: the credited wallet (deposit, transfer), else None.
         description: free text, at most 500 characters.
         metadata: flat string map, at most 50 keys.
         expires_in_seconds: a hold's lifetime in seconds; None for other types.
+        legs: a group's legs; empty for other types.
     """
 
     type: TransactionType
@@ -56,12 +53,11 @@ class TransactionRequest:
     description: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     expires_in_seconds: int | None = None
+    legs: tuple[groups.LegRequest, ...] = ()
 
     def fingerprint(self) -> str:
         """Return the SHA-256 (hex) of the request's canonical JSON, to detect a reused key."""
-        fields = dataclasses.asdict(self)
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return fingerprint(dataclasses.asdict(self))
 
 
 #: One round trip: resolve the named wallets and the currency's system wallet,
@@ -83,8 +79,12 @@ WITH named AS (
         lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
         request_hash, expires_at)
     SELECT CAST(:id AS uuid), CAST(:type AS text), CAST(:amount_minor AS bigint),
-        CAST(:currency AS text), COALESCE(CAST(:source_id AS uuid), system.id),
-        COALESCE(CAST(:destination_id AS uuid), system.id), CAST(:lane_id AS uuid),
+        CAST(:currency AS text),
+        COALESCE(CAST(:source_id AS uuid),
+                 CASE WHEN CAST(:type AS text) = 'deposit' THEN system.id END),
+        COALESCE(CAST(:destination_id AS uuid),
+                 CASE WHEN CAST(:type AS text) = 'withdrawal' THEN system.id END),
+        CAST(:lane_id AS uuid),
         CAST(:shard AS smallint), CAST(:description AS text), CAST(:metadata AS jsonb),
         CAST(:api_key_id AS uuid), CAST(:idempotency_key AS text),
         CAST(:request_hash AS text), CAST(:expires_at AS timestamptz)
@@ -134,10 +134,22 @@ def submit_transaction(
             (``validation_failed``), or a wallet of another currency (``currency_mismatch``).
         NotFound: ``wallet_not_found``.
     """
+    if request.type is TransactionType.GROUP:
+        return groups.submit_group(
+            session,
+            request.legs,
+            description=request.description,
+            metadata=request.metadata,
+            api_key_id=api_key_id,
+            idempotency_key=idempotency_key,
+            request_hash=request.fingerprint(),
+            shard_count=shard_count,
+            publish=publish,
+        )
     named = _named_wallets(request)
     lane_id = _lane_of(request)
     shard = shard_of(lane_id, shard_count)
-    fingerprint = request.fingerprint()
+    request_hash = request.fingerprint()
     expires_at = None
     if request.expires_in_seconds is not None:
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
@@ -159,7 +171,7 @@ def submit_transaction(
                 "metadata": json.dumps(request.metadata),
                 "api_key_id": api_key_id,
                 "idempotency_key": idempotency_key,
-                "request_hash": fingerprint,
+                "request_hash": request_hash,
                 "expires_at": expires_at,
             },
         )
@@ -168,9 +180,14 @@ def submit_transaction(
     )
     if row["id"] is None:
         _explain_refusal(request, named, row["named_wallets"] or [], row["system_wallet_id"])
-        existing = _find(session, api_key_id, idempotency_key)
-        assert existing is not None  # the conflicting row committed before ours could
-        return _replay(session, existing, fingerprint, publish), True
+        existing = replay(
+            session,
+            api_key_id=api_key_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            publish=publish,
+        )
+        return existing, True
     after_commit(session, lambda: publish(shard))
     return _transient(row), False
 
@@ -184,29 +201,6 @@ def _transient(row: RowMapping) -> Transaction:
 
 #: The Transaction attributes that share their column's name (``metadata_`` does not).
 _COLUMN_KEYS = tuple(c.key for c in Transaction.__table__.columns if c.key != "metadata")
-
-
-def _find(session: Session, api_key_id: uuid.UUID, idempotency_key: str) -> Transaction | None:
-    return session.scalar(
-        select(Transaction)
-        .where(Transaction.api_key_id == api_key_id, Transaction.idempotency_key == idempotency_key)
-        .execution_options(populate_existing=True)
-    )
-
-
-def _replay(
-    session: Session, existing: Transaction, fingerprint: str, publish: Publish
-) -> Transaction:
-    if existing.request_hash != fingerprint:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; "
-            "use a new key for a new transaction"
-        )
-    if existing.status == TransactionStatus.PENDING:
-        # A client retrying after a timeout may be retrying a lost publish too.
-        shard = existing.shard
-        after_commit(session, lambda: publish(shard))
-    return existing
 
 
 def _named_wallets(request: TransactionRequest) -> dict[str, uuid.UUID]:

@@ -35,38 +35,31 @@ checks take ``FOR KEY SHARE`` on the same wallet rows in column order, and
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import datetime as dt
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, CursorResult, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.ledger.errors import FailureCode
-from shared.ledger.rules import (
-    Applied,
-    Entry,
-    Leg,
-    Posting,
-    Rejection,
-    WalletState,
-    post,
-    wallet_ids_of,
-)
-from shared.ledger.states import TransactionStatus, TransactionType, WalletStatus
+from shared.ledger.states import TransactionStatus, TransactionType
 from shared.metrics import RETRIES_EXHAUSTED, TRANSACTIONS_SETTLED
-from shared.models import LedgerEntry, Transaction, Wallet
+from shared.models import GroupLane, Transaction
+from shared.services.apply import ApplyResult, apply_batch, release_group_lanes
 
 #: The Celery task name that drains one shard (``worker.tasks``).
 DRAIN_SHARD_TASK = "tally.drain_shard"
 
 #: Called after each apply commit with the ids of the transactions it settled.
 Settled = Callable[[Sequence[uuid.UUID]], None]
+
+#: Called after a commit with other shards that have work again (a group's lanes).
+Signal = Callable[[Sequence[int]], None]
 
 
 def shard_of(lane_wallet_id: uuid.UUID, shard_count: int) -> int:
@@ -116,6 +109,7 @@ def drain_shard(
     attempts_max: int,
     batches_max: int = 50,
     settled: Settled | None = None,
+    signal: Signal | None = None,
 ) -> DrainReport:
     """Apply the pending transactions of one shard, oldest first, until none is left.
 
@@ -125,8 +119,10 @@ def drain_shard(
         attempts_max: apply attempts before a transaction fails ``retries_exhausted``.
         batches_max: stop after this many batches (``more`` is then True) so one
             busy shard cannot hold a worker forever.
-        settled: called after each commit with the ids it settled (long-poll wake-ups);
-            an exception it raises is logged, never propagated: the commit stands.
+        settled: called after each commit with the ids it settled (long-poll wake-ups).
+        signal: called after a commit with other shards to drain again: the lanes
+            of a group that left ``pending``, where later debits waited for it.
+        An exception either callback raises is logged, never propagated: the commit stands.
 
     Raises:
         shared.db.LockBusy: another drain holds this shard; try again shortly.
@@ -139,22 +135,29 @@ def drain_shard(
     # the same transactions between the first one's claim and apply.
     with db.advisory_lock(f"shard:{shard}") as connection:
         while report.batches < batches_max:
-            ids = _drain_batch(connection, shard, report, batch_size, attempts_max)
-            if ids is None:
+            result = _drain_batch(connection, shard, report, batch_size, attempts_max)
+            if result is None:
                 return report
-            if settled is not None and ids:
-                try:
-                    settled(ids)
-                except Exception:
-                    _log.warning("settled_callback_failed", exc_info=True)
+            if settled is not None and result.settled_ids:
+                _after_apply(settled, result.settled_ids)
+            if signal is not None and result.shards:
+                _after_apply(signal, result.shards)
     report.more = True
     return report
 
 
+def _after_apply(callback: Callable[[Any], None], values: Sequence[Any]) -> None:
+    """Run an after-commit callback; log, never raise: the commit stands."""
+    try:
+        callback(values)
+    except Exception:
+        _log.warning("after_apply_callback_failed", exc_info=True)
+
+
 def _drain_batch(
     connection: Connection, shard: int, report: DrainReport, batch_size: int, attempts_max: int
-) -> Sequence[uuid.UUID] | None:
-    """Claim and apply one batch of the shard; return the ids it settled, None when empty."""
+) -> ApplyResult | None:
+    """Claim and apply one batch of the shard; return what it did, None when nothing is claimable."""
     with db.transaction(connection) as session:
         claimed = claim_batch(session, shard, batch_size=batch_size, attempts_max=attempts_max)
     if claimed is None:
@@ -164,23 +167,68 @@ def _drain_batch(
         TRANSACTIONS_SETTLED.labels(status="failed").inc()
         report.settled += 1
         report.failed += 1
-        return claimed.ids
+        return ApplyResult(Counter({"failed": 1}), tuple(claimed.ids), tuple(claimed.shards))
     with db.transaction(connection) as session:
-        statuses = apply_batch(session, claimed.ids)
-    for status, count in statuses.items():
+        result = apply_batch(session, claimed.ids)
+    for status, count in result.statuses.items():
         TRANSACTIONS_SETTLED.labels(status=status).inc(count)
-    report.settled += sum(statuses.values())
-    report.failed += statuses.get(TransactionStatus.FAILED, 0)
+    report.settled += sum(result.statuses.values())
+    report.failed += result.statuses.get(TransactionStatus.FAILED, 0)
     report.batches += 1
-    return claimed.ids if statuses else ()
+    return result
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
-    """The transactions picked for one apply; ``exhausted`` when the head was failed instead."""
+    """The transactions picked for one apply; ``exhausted`` when the head was failed instead.
+
+    ``shards`` lists other shards to signal once this claim's work commits: the
+    lanes of an exhausted group, whose later debits no longer wait for it.
+    """
 
     ids: Sequence[uuid.UUID]
     exhausted: bool = False
+    shards: Sequence[int] = ()
+
+
+#: The shard's pending transactions in acceptance order: its own (by their first
+#: lane) and the groups that have another lane in it (``group_lanes``). UNION ALL
+#: keeps both index scans ordered, so PostgreSQL merges them under the LIMIT; a
+#: group with two lanes in the shard comes twice and is counted once.
+_HEAD_SQL = text(
+    """
+SELECT id, attempts, type, lane_sequence FROM (
+    SELECT t.id, t.attempts, t.type, t.lane_sequence FROM transactions t
+    WHERE t.shard = :shard AND t.status = 'pending'
+    UNION ALL
+    SELECT t.id, t.attempts, t.type, t.lane_sequence
+    FROM group_lanes g JOIN transactions t ON t.id = g.transaction_id
+    WHERE g.shard = :shard AND t.status = 'pending'
+) head ORDER BY lane_sequence LIMIT :limit
+"""
+)
+
+#: Whether anything older than a group is still pending in any of its lanes,
+#: leaving out what the batch being claimed applies before it.
+_GROUP_BLOCKED_SQL = text(
+    """
+WITH lanes AS (
+    SELECT lane_wallet_id FROM transactions WHERE id = :group_id
+    UNION SELECT lane_wallet_id FROM group_lanes WHERE transaction_id = :group_id
+)
+SELECT EXISTS (
+    SELECT 1 FROM transactions t
+    WHERE t.status = 'pending' AND t.lane_sequence < :lane_sequence
+      AND t.lane_wallet_id IN (SELECT lane_wallet_id FROM lanes)
+      AND t.id <> ALL(CAST(:before AS uuid[]))
+    UNION ALL
+    SELECT 1 FROM group_lanes g JOIN transactions t ON t.id = g.transaction_id
+    WHERE t.status = 'pending' AND t.lane_sequence < :lane_sequence
+      AND g.lane_wallet_id IN (SELECT lane_wallet_id FROM lanes)
+      AND t.id <> ALL(CAST(:before AS uuid[]))
+)
+"""
+)
 
 
 def claim_batch(
@@ -190,38 +238,46 @@ def claim_batch(
 
     The head is the shard's oldest ``batch_size`` pending transactions by
     ``lane_sequence``: for each lane of the shard, a prefix of its pending
-    transactions, so lane order holds. The caller holds the shard's lock
-    (:func:`drain_shard` does), so no other drain claims the same transactions.
+    transactions, so lane order holds. A group is also in the lanes of the
+    other wallets it debits, possibly in other shards: it is picked only when
+    nothing older is pending in any of its lanes, and the batch stops before a
+    group that must still wait (the drain that applies what it waits for, or
+    the group itself, signals this shard again). The caller holds the shard's
+    lock (:func:`drain_shard` does), so no other drain claims the same
+    transactions; a group reachable from two shards is guarded by its status.
 
     Returns:
-        None when the shard has nothing pending; a ``Claim`` of the picked ids
-        otherwise (just the head when an earlier attempt on it did not finish,
-        and never past a transaction whose earlier attempt did not finish); a
-        ``Claim`` with ``exhausted=True`` when the head had used up its
-        attempts and was failed with ``retries_exhausted`` (logged at ERROR).
+        None when the shard has nothing it may apply now; a ``Claim`` of the
+        picked ids otherwise (just the head when an earlier attempt on it did
+        not finish, and never past a transaction whose earlier attempt did not
+        finish); a ``Claim`` with ``exhausted=True`` when the head had used up
+        its attempts and was failed with ``retries_exhausted`` (logged at ERROR).
     """
-    rows = session.execute(
-        select(Transaction.id, Transaction.attempts)
-        .where(Transaction.shard == shard, Transaction.status == TransactionStatus.PENDING)
-        .order_by(Transaction.lane_sequence)
-        .limit(batch_size)
-    ).all()
-    if not rows:
+    rows = session.execute(_HEAD_SQL, {"shard": shard, "limit": batch_size}).all()
+    ids: list[uuid.UUID] = []
+    for row in rows:
+        if ids and row.id == ids[-1]:
+            continue  # a group with two lanes in this shard
+        if (
+            row.type == TransactionType.GROUP
+            and session.execute(
+                _GROUP_BLOCKED_SQL,
+                {"group_id": row.id, "lane_sequence": row.lane_sequence, "before": ids},
+            ).scalar_one()
+        ):
+            break
+        if not ids and row.attempts >= attempts_max:
+            shards = _fail_exhausted(session, row.id, row.attempts)
+            return Claim((row.id,), exhausted=True, shards=shards)
+        if row.attempts > 0:
+            # A suspect goes alone; everything after it in its lane must wait for
+            # it, and cutting the whole batch there keeps that true without knowing lanes.
+            if not ids:
+                ids.append(row.id)
+            break
+        ids.append(row.id)
+    if not ids:
         return None
-    head_id, head_attempts = rows[0]
-    if head_attempts >= attempts_max:
-        _fail_exhausted(session, head_id, head_attempts)
-        return Claim((head_id,), exhausted=True)
-    if head_attempts > 0:
-        ids: list[uuid.UUID] = [head_id]
-    else:
-        # Stop before a suspect: everything after it in its lane must wait for it,
-        # and cutting the whole batch there keeps that true without knowing lanes.
-        ids = []
-        for transaction_id, attempts in rows:
-            if attempts > 0:
-                break
-            ids.append(transaction_id)
     session.execute(
         update(Transaction)
         .where(Transaction.id.in_(ids))
@@ -230,7 +286,8 @@ def claim_batch(
     return Claim(ids)
 
 
-def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) -> None:
+def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) -> list[int]:
+    """Fail a transaction ``retries_exhausted``; return the shards of its other lanes."""
     session.execute(
         update(Transaction)
         .where(Transaction.id == transaction_id, Transaction.status == TransactionStatus.PENDING)
@@ -243,10 +300,11 @@ def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) 
         )
     )
     _log.error("retries_exhausted", transaction_id=str(transaction_id), attempts=attempts)
+    return release_group_lanes(session, [transaction_id])
 
 
 def reshard_pending(session: Session, *, shard_count: int) -> int:
-    """Move every pending transaction to the shard its lane has under ``shard_count``.
+    """Move every pending transaction (and held hold) to its lane's shard under ``shard_count``.
 
     Run by ``tally migrate`` so a changed ``TALLY_SHARD_COUNT`` leaves no
     transaction in a shard nobody drains. Change the count with the workers
@@ -257,7 +315,7 @@ def reshard_pending(session: Session, *, shard_count: int) -> int:
     """
     lanes = session.execute(
         select(Transaction.lane_wallet_id, Transaction.shard)
-        .where(Transaction.status == TransactionStatus.PENDING)
+        .where(Transaction.status.in_([TransactionStatus.PENDING, TransactionStatus.HELD]))
         .distinct()
     ).all()
     moved = 0
@@ -267,144 +325,16 @@ def reshard_pending(session: Session, *, shard_count: int) -> int:
                 update(Transaction)
                 .where(
                     Transaction.lane_wallet_id == lane,
-                    Transaction.status == TransactionStatus.PENDING,
+                    Transaction.status.in_([TransactionStatus.PENDING, TransactionStatus.HELD]),
                 )
                 .values(shard=shard_of(lane, shard_count))
             )
             moved += cast(CursorResult[Any], result).rowcount
-    return moved
-
-
-def posting_of(transaction: Transaction) -> Posting:
-    """Return the posting a stored transaction asks for (its legs, in minor units)."""
-    transaction_type = TransactionType(transaction.type)
-    source = transaction.source_wallet_id
-    assert source is not None
-    destination = transaction.destination_wallet_id or source
-    leg = Leg(source, destination, transaction.amount_minor)
-    return Posting(transaction_type, transaction.currency, (leg,))
-
-
-def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> collections.Counter[str]:
-    """Apply the claimed transactions that are still pending, in acceptance order, in this transaction.
-
-    The caller holds the shard's lock; rows are re-read and locked anyway, so a
-    transaction applied by an earlier, unacknowledged attempt is not applied twice.
-
-    Returns:
-        How many transactions reached each status (``{"completed": 7, "failed": 1}``);
-        empty for a duplicate delivery.
-    """
-    transactions = list(
-        session.scalars(
-            select(Transaction)
-            .where(
-                Transaction.id.in_(transaction_ids),
-                Transaction.status == TransactionStatus.PENDING,
+    for lane, shard in session.execute(select(GroupLane.lane_wallet_id, GroupLane.shard)).all():
+        if shard != shard_of(lane, shard_count):
+            session.execute(
+                update(GroupLane)
+                .where(GroupLane.lane_wallet_id == lane)
+                .values(shard=shard_of(lane, shard_count))
             )
-            .order_by(Transaction.lane_sequence)
-            .with_for_update(key_share=True)
-        )
-    )
-    if not transactions:
-        return collections.Counter()  # a duplicate delivery: someone applied them already
-    postings = [posting_of(t) for t in transactions]
-    wallets = _lock_wallets(session, set().union(*(wallet_ids_of(p) for p in postings)))
-    before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
-
-    now = dt.datetime.now(dt.UTC)
-    entry_rows: list[dict[str, object]] = []
-    status_rows: list[dict[str, object]] = []
-    for transaction, posting in zip(transactions, postings, strict=True):
-        result = post(posting, wallets)  # updates ``wallets`` in place on success
-        if isinstance(result, Applied):
-            entry_rows.extend(_entry_row(transaction, entry) for entry in result.entries)
-        status_rows.append(_status_row(transaction, posting, result, now))
-
-    wallet_rows = [
-        {
-            "id": wid,
-            "balance_minor": w.balance_minor,
-            "held_minor": w.held_minor,
-            "last_sequence": w.last_sequence,
-            "updated_at": now,
-        }
-        for wid, w in wallets.items()
-        if before[wid] != (w.balance_minor, w.held_minor, w.last_sequence)
-    ]
-    if wallet_rows:
-        session.execute(update(Wallet), wallet_rows)
-    if entry_rows:
-        session.execute(insert(LedgerEntry), entry_rows)
-    session.execute(update(Transaction), status_rows)
-    return collections.Counter(str(row["status"]) for row in status_rows)
-
-
-def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUID, WalletState]:
-    """Lock the wallets ``FOR NO KEY UPDATE`` in sorted id order; return their states by id.
-
-    Sorted order means two batches that share wallets cannot deadlock.
-    """
-    rows = session.execute(
-        select(
-            Wallet.id,
-            Wallet.currency,
-            Wallet.balance_minor,
-            Wallet.held_minor,
-            Wallet.status,
-            Wallet.is_system,
-            Wallet.last_sequence,
-        )
-        .where(Wallet.id.in_(sorted(wallet_ids)))
-        .order_by(Wallet.id)
-        .with_for_update(key_share=True)
-    )
-    return {
-        row.id: WalletState(
-            row.id,
-            row.currency,
-            row.balance_minor,
-            row.held_minor,
-            WalletStatus(row.status),
-            row.is_system,
-            row.last_sequence,
-        )
-        for row in rows
-    }
-
-
-def _entry_row(transaction: Transaction, entry: Entry) -> dict[str, object]:
-    """Return the ``ledger_entries`` row of one entry the rules produced."""
-    return {
-        "wallet_id": entry.wallet_id,
-        "transaction_id": transaction.id,
-        "transaction_type": transaction.type,
-        "direction": entry.direction.value,
-        "amount_minor": entry.amount_minor,
-        "balance_after_minor": entry.balance_after_minor,
-        "sequence": entry.sequence,
-    }
-
-
-def _status_row(
-    transaction: Transaction, posting: Posting, result: Applied | Rejection, now: dt.datetime
-) -> dict[str, object]:
-    """Return the status update of one transaction: completed (held for a hold) or failed."""
-    if isinstance(result, Rejection):
-        return {
-            "id": transaction.id,
-            "status": TransactionStatus.FAILED.value,
-            "failure_code": result.code.value,
-            "failure_message": result.message,
-            "updated_at": now,
-            "completed_at": now,
-        }
-    held = posting.type is TransactionType.HOLD
-    return {
-        "id": transaction.id,
-        "status": (TransactionStatus.HELD if held else TransactionStatus.COMPLETED).value,
-        "failure_code": None,
-        "failure_message": None,
-        "updated_at": now,
-        "completed_at": None if held else now,
-    }
+    return moved

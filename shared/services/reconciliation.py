@@ -2,7 +2,10 @@
 
 For each wallet, the ledger balance is its latest balance snapshot plus the
 signed sum (credit +, debit -) of its entries in ``ledger_entries_all`` (live
-or archived) with a higher ``sequence`` than the snapshot's (design.md invariant 5). For each
+or archived) with a higher ``sequence`` than the snapshot's (design.md invariant 5).
+Its held amount must equal both the signed sum of its ``hold_entries`` (hold +,
+release -) and the sum of its holds still ``held``; a difference is reported
+like a balance mismatch, with both held amounts. For each
 currency, the stored balances and the ledger balances must each sum to zero
 (invariant 1). All of it is one aggregate SQL statement, so it reads one
 consistent state of the database and Python holds only one row per currency
@@ -32,7 +35,10 @@ _RECONCILE = text(
     """
     WITH per_wallet AS (
         SELECT w.id, w.currency, w.balance_minor AS stored_minor,
-               coalesce(s.balance_minor, 0) + coalesce(d.delta_minor, 0) AS ledger_minor
+               coalesce(s.balance_minor, 0) + coalesce(d.delta_minor, 0) AS ledger_minor,
+               w.held_minor AS stored_held_minor,
+               coalesce(h.held_minor, 0) AS ledger_held_minor,
+               coalesce(o.held_minor, 0) AS open_held_minor
         FROM wallets w
         LEFT JOIN LATERAL (
             SELECT balance_minor, last_sequence FROM balance_snapshots
@@ -43,6 +49,15 @@ _RECONCILE = text(
             FROM ledger_entries_all e
             WHERE e.wallet_id = w.id AND e.sequence > coalesce(s.last_sequence, 0)
         ) d ON true
+        LEFT JOIN LATERAL (
+            SELECT sum(CASE direction WHEN 'hold' THEN amount_minor ELSE -amount_minor END)
+                AS held_minor
+            FROM hold_entries WHERE wallet_id = w.id
+        ) h ON true
+        LEFT JOIN LATERAL (
+            SELECT sum(amount_minor) AS held_minor FROM transactions
+            WHERE source_wallet_id = w.id AND type = 'hold' AND status = 'held'
+        ) o ON true
     )
     SELECT currency,
            count(*) AS wallets,
@@ -53,9 +68,16 @@ _RECONCILE = text(
                    jsonb_build_object(
                        'wallet_id', id::text, 'currency', currency,
                        'stored_balance_minor', stored_minor,
-                       'ledger_balance_minor', ledger_minor
+                       'ledger_balance_minor', ledger_minor,
+                       'stored_held_balance_minor', stored_held_minor,
+                       'ledger_held_balance_minor', ledger_held_minor,
+                       'open_holds_minor', open_held_minor
                    ) ORDER BY id
-               ) FILTER (WHERE stored_minor <> ledger_minor),
+               ) FILTER (
+                   WHERE stored_minor <> ledger_minor
+                      OR stored_held_minor <> ledger_held_minor
+                      OR stored_held_minor <> open_held_minor
+               ),
                '[]'::jsonb
            ) AS mismatches
     FROM per_wallet

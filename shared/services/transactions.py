@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from shared import db
 from shared.ledger.errors import Conflict, NotFound
-from shared.ledger.states import TransactionStatus, check_transition
+from shared.ledger.states import TransactionStatus, TransactionType, check_transition
 from shared.models import Transaction, TransactionArchive, lane_sequence
 from shared.pagination import created_before, created_cursor
-from shared.services.intake import Publish
+from shared.services import groups
+from shared.services.idempotency import Publish
 from shared.services.processor import shard_of
 
 
@@ -155,6 +156,9 @@ def retry_transaction(
             updated_at=func.now(),
         )
     )
-    shard = shard_of(transaction.lane_wallet_id, shard_count)
-    db.after_commit(session, lambda: publish(shard))
+    shards = [shard_of(transaction.lane_wallet_id, shard_count)]
+    if transaction.type == TransactionType.GROUP:
+        shards = groups.reopen_lanes(session, transaction, shard_count=shard_count)
+    for shard in shards:
+        db.after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
     return get_transaction(session, transaction_id)

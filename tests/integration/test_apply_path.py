@@ -14,7 +14,8 @@ from shared import db
 from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
-from shared.services.processor import apply_batch, claim_batch
+from shared.services.apply import apply_batch
+from shared.services.processor import claim_batch
 from tests.helpers import (
     assert_ledger_consistent,
     balance_minor,
@@ -93,7 +94,7 @@ def test_duplicate_apply_of_a_claimed_batch_is_a_no_op(wallet_factory: Any) -> N
     assert claimed is not None
     for expected in (1, 0):  # a redelivered message re-runs the apply: it must change nothing
         with db.transaction() as session:
-            assert sum(apply_batch(session, claimed.ids).values()) == expected
+            assert sum(apply_batch(session, claimed.ids).statuses.values()) == expected
     assert balance_minor(a) == 500 and statuses([deposit])[deposit]["status"] == "completed"
 
 

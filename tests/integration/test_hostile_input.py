@@ -64,6 +64,10 @@ def _transfer(world: World) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _capture(world: World) -> dict[str, Any]:
+    return {"amount": "1.00", "destination_wallet_id": world.other_wallet_id}
+
+
 LIST = ("limit", "cursor")
 
 #: Every route of the app as (method, rule), HEAD and OPTIONS aside.
@@ -100,6 +104,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/transactions"): Route(query=("status", "type", "wallet_id", *LIST)),
     ("GET", "/v1/transactions/<transaction_id>"): Route(query=("wait",)),
     ("POST", "/v1/transactions/<transaction_id>/retry"): Route(),
+    ("POST", "/v1/transactions/<transaction_id>/capture"): Route(
+        body=_capture, fields=("amount", "destination_wallet_id"), containers=("",)
+    ),
+    ("POST", "/v1/transactions/<transaction_id>/void"): Route(body=lambda world: {}),
     ("POST", "/v1/reconciliations"): Route(),
     ("GET", "/v1/reconciliations"): Route(query=LIST),
     ("GET", "/v1/reconciliations/<run_id>"): Route(),

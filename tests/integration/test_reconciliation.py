@@ -194,3 +194,33 @@ def test_a_reconciliation_that_fails_ends_error(monkeypatch: Any) -> None:
         run = get_run(session, run_id)
     assert run.status == "error" and "division by zero" in (run.error or "")
     assert run.finished_at is not None
+
+
+def test_reconciliation_finds_a_held_amount_changed_behind_the_ledgers_back(
+    client: Any, service_headers: dict[str, str], wallet_factory: WalletFactory
+) -> None:
+    from tests.helpers import deposit_body, drain_all_shards, submit
+
+    a = wallet_factory()
+    submit(client, service_headers, deposit_body(a, "50.00"))
+    hold = {"type": "hold", "amount": "20.00", "currency": "SGD", "source_wallet_id": str(a)}
+    submit(client, service_headers, hold)
+    drain_all_shards()
+    assert reconcile().status == "ok"
+    with db.transaction() as session:
+        session.execute(
+            text("UPDATE wallets SET held_minor = held_minor + 700 WHERE id = :id"), {"id": a}
+        )
+    try:
+        run = reconcile()
+        assert run.status == "mismatch"
+        (mismatch,) = [m for m in run.mismatches if m["wallet_id"] == str(a)]
+        assert mismatch["stored_balance_minor"] == mismatch["ledger_balance_minor"] == 5_000
+        assert (mismatch["stored_held_balance_minor"], mismatch["ledger_held_balance_minor"],
+                mismatch["open_holds_minor"]) == (2_700, 2_000, 2_000)  # fmt: skip
+    finally:
+        with db.transaction() as session:
+            session.execute(
+                text("UPDATE wallets SET held_minor = held_minor - 700 WHERE id = :id"), {"id": a}
+            )
+    assert reconcile().status == "ok"

@@ -1,0 +1,349 @@
+"""The apply transaction: post a claimed batch to the ledger in one commit.
+
+The caller (``shared.services.processor``) holds the shard's lock and has
+counted the attempt. Here the batch's rows are re-read and locked, every
+wallet they touch is locked in sorted id order, the pure posting rules
+(``shared.ledger.rules.post``) run in acceptance order, and the entries,
+hold entries, balances and statuses are written together (design.md
+invariants 1-5).
+
+A capture, void or expiry ends the hold it names: the hold's row is locked with
+the batch, and its status is tracked through the batch, so a hold applied, then
+captured, then voided in one batch resolves once (the void fails
+``hold_not_open``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.ledger.rules import (
+    Applied,
+    Leg,
+    Posting,
+    Rejection,
+    Release,
+    WalletState,
+    post,
+    wallet_ids_of,
+)
+from shared.ledger.states import (
+    HOLD_OUTCOMES,
+    TransactionStatus,
+    TransactionType,
+    WalletStatus,
+    check_transition,
+)
+from shared.models import GroupLane, HoldEntry, LedgerEntry, Transaction, Wallet
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one apply transaction did.
+
+    Attributes:
+        statuses: how many transactions reached each status (``{"completed": 7}``).
+        settled_ids: the transactions that left ``pending``.
+        shards: other shards to signal after the commit (lanes of settled groups).
+    """
+
+    statuses: Counter[str]
+    settled_ids: tuple[uuid.UUID, ...] = ()
+    shards: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(slots=True)
+class _Hold:
+    """A hold as the batch sees it: its wallet, amount and status so far."""
+
+    wallet_id: uuid.UUID
+    amount_minor: int
+    status: TransactionStatus
+
+
+def posting_of(transaction: Transaction, holds: Mapping[uuid.UUID, _Hold]) -> Posting:
+    """Return the posting a stored transaction asks for (its legs, in minor units).
+
+    Args:
+        transaction: the pending transaction.
+        holds: the holds named by the batch's captures, voids and expiries, with
+            their status as of this point of the batch.
+    """
+    transaction_type = TransactionType(transaction.type)
+    currency = transaction.currency
+    if transaction_type is TransactionType.GROUP:
+        legs = tuple(
+            Leg(
+                uuid.UUID(leg["source_wallet_id"]),
+                uuid.UUID(leg["destination_wallet_id"]),
+                int(leg["amount_minor"]),
+                leg["currency"],
+            )
+            for leg in transaction.legs or ()
+        )
+        return Posting(transaction_type, currency, legs)
+    if transaction_type in HOLD_OUTCOMES:
+        assert transaction.hold_id is not None and transaction.source_wallet_id is not None
+        hold = holds.get(transaction.hold_id) or _Hold(
+            transaction.source_wallet_id, transaction.amount_minor, TransactionStatus.FAILED
+        )  # a hold that is gone is not open
+        release = Release(hold.wallet_id, hold.amount_minor, hold.status is TransactionStatus.HELD)
+        capture_legs: tuple[Leg, ...] = ()
+        if transaction_type is TransactionType.CAPTURE:
+            assert transaction.destination_wallet_id is not None
+            capture_legs = (
+                Leg(hold.wallet_id, transaction.destination_wallet_id, transaction.amount_minor),
+            )
+        return Posting(transaction_type, currency, capture_legs, release)
+    source = transaction.source_wallet_id
+    assert source is not None
+    destination = transaction.destination_wallet_id or source
+    return Posting(
+        transaction_type, currency, (Leg(source, destination, transaction.amount_minor),)
+    )
+
+
+def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> ApplyResult:
+    """Apply the claimed transactions that are still pending, in acceptance order.
+
+    The caller holds the shard's lock; rows are re-read and locked anyway, so a
+    transaction applied by an earlier, unacknowledged attempt is not applied twice.
+
+    Returns:
+        The statuses reached, the settled ids and the shards to signal; empty
+        for a duplicate delivery.
+    """
+    transactions = list(
+        session.scalars(
+            select(Transaction)
+            .where(
+                Transaction.id.in_(transaction_ids),
+                Transaction.status == TransactionStatus.PENDING,
+            )
+            .order_by(Transaction.lane_sequence)
+            .with_for_update(key_share=True)
+        )
+    )
+    if not transactions:
+        return ApplyResult(Counter())  # a duplicate delivery: someone applied them already
+    holds = _lock_holds(session, transactions)
+    wallet_ids: set[uuid.UUID] = set()
+    for transaction in transactions:
+        wallet_ids |= wallet_ids_of(posting_of(transaction, holds))
+    wallets = _lock_wallets(session, wallet_ids)
+    before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
+
+    now = dt.datetime.now(dt.UTC)
+    entry_rows: list[dict[str, object]] = []
+    hold_rows: list[dict[str, object]] = []
+    status_rows: dict[uuid.UUID, dict[str, object]] = {}
+    for transaction in transactions:
+        # Built now, not before the loop: an earlier posting may have changed a hold.
+        posting = posting_of(transaction, holds)
+        result = post(posting, wallets)  # updates ``wallets`` in place on success
+        if isinstance(result, Applied):
+            entry_rows.extend(_entry_rows(transaction, result))
+            hold_rows.extend(_hold_rows(transaction, result))
+            _end_hold(transaction, holds, status_rows, now)
+        status_rows[transaction.id] = _status_row(transaction, result, now)
+        if transaction.type == TransactionType.HOLD and isinstance(result, Applied):
+            holds[transaction.id] = _Hold(
+                transaction.source_wallet_id,  # type: ignore[arg-type]
+                transaction.amount_minor,
+                TransactionStatus.HELD,
+            )
+
+    wallet_rows = [
+        {
+            "id": wid,
+            "balance_minor": w.balance_minor,
+            "held_minor": w.held_minor,
+            "last_sequence": w.last_sequence,
+            "updated_at": now,
+        }
+        for wid, w in wallets.items()
+        if before[wid] != (w.balance_minor, w.held_minor, w.last_sequence)
+    ]
+    if wallet_rows:
+        session.execute(update(Wallet), wallet_rows)
+    if entry_rows:
+        session.execute(insert(LedgerEntry), entry_rows)
+    if hold_rows:
+        session.execute(insert(HoldEntry), hold_rows)
+    session.execute(update(Transaction), list(status_rows.values()))
+    groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
+    settled = tuple(t.id for t in transactions)
+    return ApplyResult(
+        Counter(str(status_rows[t]["status"]) for t in settled),
+        settled,
+        tuple(release_group_lanes(session, groups)),
+    )
+
+
+def _lock_holds(session: Session, transactions: Sequence[Transaction]) -> dict[uuid.UUID, _Hold]:
+    """Lock the holds the batch's captures, voids and expiries name; return them by id.
+
+    A hold is in the same lane as its operations, so only this drain writes it;
+    the lock keeps an ops read from seeing a half-written batch.
+    """
+    hold_ids = sorted({t.hold_id for t in transactions if t.hold_id is not None})
+    if not hold_ids:
+        return {}
+    rows = session.execute(
+        select(Transaction.id, Transaction.source_wallet_id, Transaction.amount_minor,
+               Transaction.status)
+        .where(Transaction.id.in_(hold_ids))
+        .order_by(Transaction.id)
+        .with_for_update(key_share=True)
+    )  # fmt: skip
+    return {
+        row.id: _Hold(row.source_wallet_id, row.amount_minor, TransactionStatus(row.status))
+        for row in rows
+    }
+
+
+def _end_hold(
+    transaction: Transaction,
+    holds: dict[uuid.UUID, _Hold],
+    status_rows: dict[uuid.UUID, dict[str, object]],
+    now: dt.datetime,
+) -> None:
+    """Record that an applied capture, void or expiry ended its hold (completed, voided, expired)."""
+    outcome = HOLD_OUTCOMES.get(TransactionType(transaction.type))
+    if outcome is None or transaction.hold_id is None:
+        return
+    hold = holds[transaction.hold_id]  # present: the posting found it open
+    check_transition(hold.status, outcome)
+    hold.status = outcome
+    status_rows[transaction.hold_id] = {
+        "id": transaction.hold_id,
+        "status": outcome.value,
+        "failure_code": None,
+        "failure_message": None,
+        "updated_at": now,
+        "completed_at": now,
+    }
+
+
+def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUID, WalletState]:
+    """Lock the wallets ``FOR NO KEY UPDATE`` in sorted id order; return their states by id.
+
+    Sorted order means two batches that share wallets cannot deadlock.
+    """
+    rows = session.execute(
+        select(
+            Wallet.id,
+            Wallet.currency,
+            Wallet.balance_minor,
+            Wallet.held_minor,
+            Wallet.status,
+            Wallet.is_system,
+            Wallet.last_sequence,
+        )
+        .where(Wallet.id.in_(sorted(wallet_ids)))
+        .order_by(Wallet.id)
+        .with_for_update(key_share=True)
+    )
+    return {
+        row.id: WalletState(
+            row.id,
+            row.currency,
+            row.balance_minor,
+            row.held_minor,
+            WalletStatus(row.status),
+            row.is_system,
+            row.last_sequence,
+        )
+        for row in rows
+    }
+
+
+def _entry_rows(transaction: Transaction, result: Applied) -> list[dict[str, object]]:
+    """Return the ``ledger_entries`` rows of the entries the rules produced."""
+    return [
+        {
+            "wallet_id": entry.wallet_id,
+            "transaction_id": transaction.id,
+            "transaction_type": transaction.type,
+            "direction": entry.direction.value,
+            "amount_minor": entry.amount_minor,
+            "balance_after_minor": entry.balance_after_minor,
+            "sequence": entry.sequence,
+        }
+        for entry in result.entries
+    ]
+
+
+def _hold_rows(transaction: Transaction, result: Applied) -> list[dict[str, object]]:
+    """Return the ``hold_entries`` rows of the held-amount changes the rules produced."""
+    hold_id = transaction.id if transaction.type == TransactionType.HOLD else transaction.hold_id
+    return [
+        {
+            "wallet_id": change.wallet_id,
+            "hold_id": hold_id,
+            "transaction_id": transaction.id,
+            "direction": "hold" if change.amount_minor > 0 else "release",
+            "amount_minor": abs(change.amount_minor),
+            "held_after_minor": change.held_after_minor,
+        }
+        for change in result.hold_changes
+    ]
+
+
+def _status_row(
+    transaction: Transaction, result: Applied | Rejection, now: dt.datetime
+) -> dict[str, object]:
+    """Return the status update of one transaction: completed (held for a hold) or failed."""
+    if isinstance(result, Rejection):
+        return {
+            "id": transaction.id,
+            "status": TransactionStatus.FAILED.value,
+            "failure_code": result.code.value,
+            "failure_message": result.message,
+            "updated_at": now,
+            "completed_at": now,
+        }
+    held = transaction.type == TransactionType.HOLD
+    return {
+        "id": transaction.id,
+        "status": (TransactionStatus.HELD if held else TransactionStatus.COMPLETED).value,
+        "failure_code": None,
+        "failure_message": None,
+        "updated_at": now,
+        "completed_at": None if held else now,
+    }
+
+
+def release_group_lanes(session: Session, transaction_ids: Sequence[uuid.UUID]) -> list[int]:
+    """Delete the extra lanes of the groups among ``transaction_ids``; return all their shards.
+
+    Called when those transactions leave ``pending``. The caller signals the
+    shards after the commit: later debits in the groups' lanes, and drains that
+    stopped before a group, no longer wait for it.
+    """
+    if not transaction_ids:
+        return []
+    released = set(
+        session.scalars(
+            delete(GroupLane)
+            .where(GroupLane.transaction_id.in_(transaction_ids))
+            .returning(GroupLane.shard)
+        )
+    )
+    if released:
+        released.update(
+            session.scalars(
+                select(Transaction.shard).where(
+                    Transaction.id.in_(transaction_ids),
+                    Transaction.type == TransactionType.GROUP,
+                )
+            )
+        )
+    return sorted(released)
