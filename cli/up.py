@@ -4,12 +4,18 @@ With ``DATABASE_URL`` / ``REDIS_URL`` unset it starts a private PostgreSQL and
 Redis (cli/devservers.py) with their data under ``.tally/``; it writes the URLs
 it uses to ``.tally/runtime.env`` so every other ``tally`` command run from the
 same directory reaches the same servers; migrates; creates a ``service`` and an
-``ops`` key on first start; then runs the Procfile's processes under honcho.
-Ctrl-C or SIGTERM stops every process it started, embedded servers included.
+``ops`` key on first start; then runs the Procfile's processes.
+
+Everything runs under supervisord (cli/supervise.py): the embedded servers
+start first, the Procfile's processes once the database is migrated, and any
+of them that exits is started again instead of taking the others down
+(docs/operations.md, "Process supervision"). Ctrl-C or SIGTERM stops every
+process it started, embedded servers included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,11 +24,13 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from cli.devservers import EmbeddedPostgres, EmbeddedRedis, free_port, port_is_free
+from cli.supervise import Program, Supervisor, procfile_programs
 from shared.config import DATA_DIR, RUNTIME_ENV_FILE
 
 PORTS_FILE = DATA_DIR / "ports.json"
@@ -85,41 +93,101 @@ def _announce_when_ready(url: str, secrets: dict[str, str]) -> None:
     click.echo('  try: curl -H "Authorization: Bearer $KEY" ' + url + "/v1/wallets\n")
 
 
-@click.command("up")
-def up() -> None:
-    """Start PostgreSQL and Redis if needed, migrate, and run the API, worker and beat."""
-    from honcho.environ import parse_procfile
-    from honcho.manager import Manager
-    from honcho.printer import Printer
+def _app_env() -> dict[str, str]:
+    """Return the environment of supervisord and its programs, with a fresh metrics directory."""
+    env = dict(os.environ)
+    # One metrics directory for every process, emptied at start: /metrics sums them.
+    metrics_dir = DATA_DIR.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    # The Procfile calls `tally`: make this interpreter's scripts directory win.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
 
-    def _stop_servers(*_: object) -> None:
-        for server in reversed(servers):
-            server.stop()
-        servers.clear()
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
-    # SIGTERM must stop what we started, like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside the block: a second Ctrl-C must not cut a shutdown short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Servers:
+    """The embedded servers ``tally up`` supervises: those whose URL is not in the environment."""
+
+    def __init__(self) -> None:
         database_url = os.environ.get("DATABASE_URL")
         redis_url = os.environ.get("REDIS_URL")
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.programs: list[Program] = []
         if database_url is None or redis_url is None:
             ports = _ports()
         if database_url is None:
-            postgres = EmbeddedPostgres(DATA_DIR / "postgres", ports["postgres"])
-            servers.append(postgres)
-            postgres.start()
-            database_url = postgres.create_database("tally")
-            click.echo(f"PostgreSQL: {database_url} (data in {postgres.data_dir})")
+            self.postgres = EmbeddedPostgres(DATA_DIR / "postgres", ports["postgres"])
+            self.postgres.prepare()
+            # A server left running by a `tally up` that was killed outright holds
+            # the data directory: stop it, so the supervised one can start.
+            self.postgres.stop()
+            self.programs.append(
+                # SIGINT is PostgreSQL's fast shutdown (PostgreSQL docs, "Shutting Down the Server").
+                Program("postgres", tuple(self.postgres.server_args()), priority=10,
+                        user=self.postgres.system_user, stopsignal="INT", stopwaitsecs=30)
+            )  # fmt: skip
+            database_url = self.postgres.url_for("tally")
         if redis_url is None:
-            redis_server = EmbeddedRedis(DATA_DIR / "redis", ports["redis"])
-            servers.append(redis_server)
-            redis_url = redis_server.start()
-            click.echo(f"Redis:      {redis_url} (data in {redis_server.data_dir})")
-        _write_runtime_env(database_url, redis_url)
-        os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = database_url, redis_url
+            self.redis = EmbeddedRedis(DATA_DIR / "redis", ports["redis"])
+            server_args = tuple(self.redis.server_args(log_to_file=False))
+            self.programs.append(Program("redis", server_args, priority=20))
+            redis_url = self.redis.url
+        self.database_url: str = database_url
+        self.redis_url: str = redis_url
+
+    def wait_ready(self) -> None:
+        """Wait until the embedded servers answer; create the ``tally`` database.
+
+        Raises:
+            RuntimeError: a server did not answer in time (its output is above).
+        """
+        if self.postgres is not None:
+            self.postgres.wait_ready(timeout_seconds=120)
+            self.postgres.create_database("tally")
+            click.echo(f"PostgreSQL: {self.database_url} (data in {self.postgres.data_dir})")
+        if self.redis is not None:
+            self.redis.wait_ready(timeout_seconds=60)
+            click.echo(f"Redis:      {self.redis_url} (data in {self.redis.data_dir})")
+
+
+@click.command("up")
+def up() -> None:
+    """Start PostgreSQL and Redis if needed, migrate, and run the API, worker and beat."""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # SIGTERM must stop what we started, like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    supervisor: Supervisor | None = None
+    servers: _Servers | None = None
+    code = 0
+    try:
+        servers = _Servers()
+        _write_runtime_env(servers.database_url, servers.redis_url)
+        os.environ["DATABASE_URL"] = servers.database_url
+        os.environ["REDIS_URL"] = servers.redis_url
+        procfile_path = Path("Procfile")
+        apps = procfile_programs(
+            procfile_path.read_text() if procfile_path.exists() else DEFAULT_PROCFILE
+        )
+        supervisor = Supervisor(DATA_DIR, [*servers.programs, *apps], env=_app_env())
+        supervisor.start()
+        servers.wait_ready()
 
         from cli.main import migrate_database
         from shared.config import get_settings
@@ -128,27 +196,18 @@ def up() -> None:
         secrets = _dev_keys()
         settings = get_settings()
         url = f"http://{settings.host}:{settings.port}"
-
-        procfile_path = Path("Procfile")
-        procfile = parse_procfile(
-            procfile_path.read_text() if procfile_path.exists() else DEFAULT_PROCFILE
-        )
-        manager = Manager(Printer(sys.stdout))
-        env = dict(os.environ)
-        # One metrics directory for every process, emptied at start: /metrics sums them.
-        metrics_dir = DATA_DIR.resolve() / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
-        # The Procfile calls `tally`: make this interpreter's scripts directory win.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        for name, process in procfile.processes.items():
-            manager.add_process(name, process, env=env)
+        # The app processes need a migrated database: they start only now.
+        supervisor.start_programs(app.name for app in apps)
         threading.Thread(target=_announce_when_ready, args=(url, secrets), daemon=True).start()
-        manager.loop()
-        code = manager.returncode
+        # supervisord returns on `supervisorctl shutdown` (0) or a fatal error of its own.
+        code = supervisor.wait()
+        click.echo(f"supervisord exited with {code}", err=True)
     except KeyboardInterrupt:
         code = 0
     finally:
-        _stop_servers()
-    sys.exit(code or 0)
+        with _signals_ignored():
+            if supervisor is not None:
+                supervisor.stop()
+            if servers is not None and servers.postgres is not None:
+                servers.postgres.stop()  # a no-op unless supervisord could not stop it
+    sys.exit(code)
