@@ -7,7 +7,10 @@ so a dying worker strands as few messages as possible; a Redis
 ``visibility_timeout`` longer than the longest retry countdown (kombu#337,
 celery#5935); JSON only. Beat uses celery-redbeat, whose Redis lock keeps a
 single scheduler; ``redbeat_lock_timeout`` is short so a standby beat takes
-over quickly.
+over quickly. redbeat's beat exits when its lock is lost (Redis emptied, or
+down longer than the lock timeout) and re-creates its entries only when it
+starts: whatever runs beat must restart it (``tally up`` runs it under
+supervisord; docker-compose.yml with ``restart:``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def create_celery_app() -> Celery:
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="tally:redbeat",
         redbeat_lock_timeout=settings.beat_lock_timeout_seconds,
+        # Every tick extends the lock, so ticks at most a third of the lock timeout
+        # apart leave two missed ticks before a standby may take over. The interval
+        # also bounds how long a beat takes to notice a lost lock (Redis emptied)
+        # and exit so that its supervisor restarts it (redbeat #218, #230):
+        # docs/operations.md, "Process supervision".
         beat_max_loop_interval=min(5, settings.beat_lock_timeout_seconds // 3),
         timezone="UTC",
     )
