@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import xmlrpc.client
 from pathlib import Path
 
 import psutil
@@ -92,3 +94,122 @@ class CeleryProcess:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+TALLY = str(Path(sys.executable).parent / "tally")
+
+
+class TallyUp:
+    """A real ``tally up`` in ``workdir`` on ``port``, its output in a log file there.
+
+    Args:
+        workdir: its working directory; its data directory is ``workdir/.tally``.
+        port: the API's port.
+        env: extra environment variables. Without ``DATABASE_URL`` / ``REDIS_URL``
+            in them it starts embedded servers; with them it uses those.
+    """
+
+    def __init__(self, workdir: Path, port: int, *, env: dict[str, str] | None = None) -> None:
+        self.workdir, self.port = workdir, port
+        self.data_dir = workdir / ".tally"
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env.update(
+            TALLY_PORT=str(port), TALLY_DATA_DIR=str(self.data_dir), TALLY_WORKER_CONCURRENCY="1",
+            TALLY_WEB_WORKERS="1", TALLY_LOG_LEVEL="INFO",
+        )  # fmt: skip
+        self.env.update(env or {})
+        self.log_path = workdir / f"up-{time.time_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready_timeout_seconds: float = 180) -> TallyUp:
+        """Start it and wait until it prints "Tally is up at"; return self.
+
+        Raises:
+            AssertionError: it exited or was not up in time; the message carries its output.
+        """
+        self.process = subprocess.Popen(
+            [TALLY, "up"], cwd=self.workdir, env=self.env, stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + ready_timeout_seconds
+        while "Tally is up at" not in self.output():
+            assert self.process.poll() is None, f"tally up exited:\n{self.output()[-4000:]}"
+            assert time.monotonic() < deadline, f"tally up not up:\n{self.output()[-4000:]}"
+            time.sleep(0.2)
+        return self
+
+    def output(self) -> str:
+        """Return everything it printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def supervised_pid(self, program: str) -> int | None:
+        """Return the pid supervisord reports for ``program`` while it runs, else None.
+
+        Asks supervisord over the XML-RPC socket named in the generated
+        ``supervisord.conf`` (the interface ``supervisorctl`` uses).
+        """
+        from supervisor.xmlrpc import SupervisorTransport
+
+        config = (self.data_dir / "supervisord.conf").read_text()
+        socket = re.search(r"^serverurl=unix://(.+)$", config, re.MULTILINE)
+        assert socket is not None, config
+        transport = SupervisorTransport(None, None, f"unix://{socket.group(1)}")
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        try:
+            info = proxy.supervisor.getProcessInfo(program)
+        except OSError:
+            return None
+        return int(info["pid"]) if info["statename"] in ("STARTING", "RUNNING") else None
+
+    def wait_respawned(self, program: str, old_pid: int, *, timeout_seconds: float = 60) -> int:
+        """Wait until supervisord runs ``program`` under a pid other than ``old_pid``; return it.
+
+        Raises:
+            AssertionError: not within ``timeout_seconds``; the message carries the output.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            pid = self.supervised_pid(program)
+            if pid is not None and pid != old_pid:
+                return pid
+            assert time.monotonic() < deadline, (
+                f"{program} not restarted in {timeout_seconds}s:\n{self.output()[-4000:]}"
+            )
+            time.sleep(0.05)
+
+    def leftovers(self) -> list[str]:
+        """Return the command lines of processes that belong to this stack.
+
+        A process belongs to it when its command line names the data directory
+        (supervisord, PostgreSQL), it runs inside it (Redis, which rewrites its
+        command line and environment for its process title), or its environment
+        carries it (gunicorn, celery and any child of theirs).
+        """
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid == os.getpid():
+                    continue
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if (
+                    str(self.data_dir) in cmdline
+                    or proc.cwd().startswith(str(self.data_dir))
+                    or proc.environ().get("TALLY_DATA_DIR") == str(self.data_dir)
+                ):
+                    found.append(f"{proc.pid} {cmdline}")
+        return found
+
+    def stop(self, *, timeout_seconds: float = 120) -> None:
+        """Send SIGTERM and wait; assert that no process of the stack is left behind."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"tally up still running:\n{self.output()[-4000:]}") from None
+        deadline = time.monotonic() + 20
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self.leftovers() == [], f"left behind:\n{self.leftovers()}"

