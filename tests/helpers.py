@@ -83,9 +83,13 @@ def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def wait_terminal(
-    transaction_ids: Iterable[str], *, timeout_seconds: float = 60, context: str = ""
+    transaction_ids: Iterable[str],
+    *,
+    timeout_seconds: float = 60,
+    context: str = "",
+    until: frozenset[str] | set[str] = TERMINAL,
 ) -> dict[str, dict[str, Any]]:
-    """Wait until every transaction is terminal; return their statuses.
+    """Wait until every transaction is terminal (or in ``until``); return their statuses.
 
     Raises:
         AssertionError: some are still not terminal after ``timeout_seconds``
@@ -95,7 +99,7 @@ def wait_terminal(
     deadline = time.monotonic() + timeout_seconds
     while True:
         current = statuses(ids)
-        waiting = [t for t in ids if current.get(t, {}).get("status") not in TERMINAL]
+        waiting = [t for t in ids if current.get(t, {}).get("status") not in until]
         if not waiting:
             return current
         if time.monotonic() > deadline:
@@ -123,7 +127,9 @@ def assert_ledger_consistent() -> None:
     - no non-system wallet has a negative balance or available balance;
     - every wallet's balance equals the sum of its entries, ``last_sequence``
       equals its entry count, sequences run 1..n with no gap, and each
-      ``balance_after`` is the running sum.
+      ``balance_after`` is the running sum;
+    - every wallet's held amount equals the sum of its hold entries and of its
+      holds still ``held``.
     """
     with db.transaction() as session:
         # Archived entries still count: ledger_entries_all reads live and archive as one.
@@ -162,6 +168,22 @@ def assert_ledger_consistent() -> None:
             )
         ).all()
         assert not drift, f"wallets whose balance or sequence disagrees with entries: {drift}"
+        held_drift = session.execute(
+            text(
+                """
+                SELECT w.id, w.held_minor, h.total, o.total FROM wallets w
+                LEFT JOIN (SELECT wallet_id, sum(CASE direction WHEN 'hold' THEN amount_minor
+                           ELSE -amount_minor END) AS total FROM hold_entries GROUP BY wallet_id) h
+                    ON h.wallet_id = w.id
+                LEFT JOIN (SELECT source_wallet_id, sum(amount_minor) AS total FROM transactions
+                           WHERE type = 'hold' AND status = 'held' GROUP BY source_wallet_id) o
+                    ON o.source_wallet_id = w.id
+                WHERE w.held_minor <> coalesce(h.total, 0) OR w.held_minor <> coalesce(o.total, 0)
+                LIMIT 5
+                """
+            )
+        ).all()
+        assert not held_drift, f"wallets whose held amount disagrees with holds: {held_drift}"
         running = session.execute(
             text(
                 """

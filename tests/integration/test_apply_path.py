@@ -13,8 +13,8 @@ from sqlalchemy import text
 from shared import db
 from shared.config import get_settings
 from shared.ledger.states import TransactionType
-from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.apply import apply_batch
+from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import claim_batch
 from tests.helpers import (
     assert_ledger_consistent,

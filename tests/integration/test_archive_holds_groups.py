@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from shared import db
 from shared.services.archive import archive_before
-from tests.helpers import assert_ledger_consistent, deposit_body, drain_all_shards, submit
+from tests.helpers import assert_ledger_consistent, deposit_body, drain_all_shards
 from tests.integration.test_archive import observe
 from tests.integration.test_reconciliation import reconcile
 

@@ -50,17 +50,34 @@ def fresh_worker() -> Iterator[CeleryProcess]:
 
 
 def assert_applied_once(transaction_ids: list[str]) -> None:
-    """Completed transfers and deposits have exactly two entries, failed ones none."""
+    """Every transaction left exactly the entries of one apply, a failed one none.
+
+    Ledger entries: two per leg of a completed deposit, withdrawal, transfer,
+    capture or group. Hold entries: one for an applied hold (whatever ended it
+    since), one for a completed capture, void or expiry.
+    """
     with db.transaction() as session:
         rows = session.execute(
             text(
-                "SELECT t.id, t.status, count(e.id) AS n FROM transactions t "
-                "LEFT JOIN ledger_entries e ON e.transaction_id = t.id "
-                "WHERE t.id = ANY(:ids) GROUP BY t.id, t.status"
+                """
+                SELECT t.id, t.type, t.status,
+                    (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id) AS n,
+                    (SELECT count(*) FROM hold_entries h WHERE h.transaction_id = t.id) AS held,
+                    CASE WHEN t.status <> 'completed' THEN 0
+                         WHEN t.type = 'group' THEN 2 * jsonb_array_length(t.legs)
+                         WHEN t.type IN ('deposit', 'withdrawal', 'transfer', 'capture') THEN 2
+                         ELSE 0 END AS n_expected,
+                    CASE WHEN t.type = 'hold' AND t.status <> 'failed' AND t.status <> 'pending'
+                              THEN 1
+                         WHEN t.type IN ('capture', 'void', 'expiry') AND t.status = 'completed'
+                              THEN 1
+                         ELSE 0 END AS held_expected
+                FROM transactions t WHERE t.id = ANY(:ids)
+                """
             ),
             {"ids": [uuid.UUID(t) for t in transaction_ids]},
         ).all()
-    wrong = [r for r in rows if r.n != (2 if r.status == "completed" else 0)]
+    wrong = [r for r in rows if (r.n, r.held) != (r.n_expected, r.held_expected)]
     assert not wrong, f"transactions applied other than once: {wrong[:5]}"
 
 
