@@ -57,7 +57,14 @@ class TransactionRequest:
 
     def fingerprint(self) -> str:
         """Return the SHA-256 (hex) of the request's canonical JSON, to detect a reused key."""
-        return fingerprint(dataclasses.asdict(self))
+        # Field by field rather than dataclasses.asdict, whose deep copy showed in
+        # the intake profile; legs are dataclasses of plain values.
+        fields = {name: getattr(self, name) for name in _REQUEST_FIELDS}
+        fields["legs"] = [dataclasses.astuple(leg) for leg in self.legs]
+        return fingerprint(fields)
+
+
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TransactionRequest))
 
 
 #: One round trip: resolve the named wallets and the currency's system wallet,
