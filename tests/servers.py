@@ -16,6 +16,7 @@ import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -155,15 +156,17 @@ class TallyUp:
         socket = re.search(r"^serverurl=unix://(.+)$", config, re.MULTILINE)
         assert socket is not None, config
         transport = SupervisorTransport(None, None, f"unix://{socket.group(1)}")
-        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        proxy: Any = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         try:
             info = proxy.supervisor.getProcessInfo(program)
         except OSError:
             return None
         return int(info["pid"]) if info["statename"] in ("STARTING", "RUNNING") else None
 
-    def wait_respawned(self, program: str, old_pid: int, *, timeout_seconds: float = 60) -> int:
-        """Wait until supervisord runs ``program`` under a pid other than ``old_pid``; return it.
+    def wait_running(
+        self, program: str, *, other_than: int | None = None, timeout_seconds: float = 60
+    ) -> int:
+        """Wait until supervisord runs ``program`` (under a pid other than ``other_than``); return the pid.
 
         Raises:
             AssertionError: not within ``timeout_seconds``; the message carries the output.
@@ -171,10 +174,10 @@ class TallyUp:
         deadline = time.monotonic() + timeout_seconds
         while True:
             pid = self.supervised_pid(program)
-            if pid is not None and pid != old_pid:
+            if pid is not None and pid != other_than:
                 return pid
             assert time.monotonic() < deadline, (
-                f"{program} not restarted in {timeout_seconds}s:\n{self.output()[-4000:]}"
+                f"{program} not running in {timeout_seconds}s:\n{self.output()[-4000:]}"
             )
             time.sleep(0.05)
 

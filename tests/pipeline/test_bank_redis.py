@@ -137,9 +137,7 @@ def test_bank_under_redis_loss_with_the_supervised_stack(
                 elif fault == "drop_messages":
                     redis_client.delete("tally")
                 elif fault == "kill_worker":
-                    pid = stack.supervised_pid("worker")
-                    assert pid is not None, stack.output()[-4000:]
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(stack.wait_running("worker"), signal.SIGKILL)
                 elif fault == "restart_redis":
                     redis_server.stop()
                     time.sleep(rng.uniform(1.0, 3.0))

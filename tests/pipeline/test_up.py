@@ -169,7 +169,7 @@ def test_tally_up_restarts_a_killed_process_and_serves_again(stack: TallyUp, pro
     mark = len(stack.output())
     killed = time.monotonic()
     os.kill(old_pid, signal.SIGKILL)
-    stack.wait_respawned(program, old_pid, timeout_seconds=60)
+    stack.wait_running(program, other_than=old_pid, timeout_seconds=60)
     respawn_seconds = time.monotonic() - killed
     assert f"exited: {program} (terminated by SIGKILL; not expected)" in stack.output()[mark:]
     until("/readyz answers 200",
