@@ -16,7 +16,6 @@ from api.schemas import (
     parse_hold_operation,
     parse_submission,
 )
-from api.waiters import waiters
 from broker import drain_signaller
 from shared import db
 from shared.config import get_settings
@@ -114,11 +113,16 @@ def void(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
 
 @blueprint.get("/<transaction_id>")
 def get_transaction(transaction_id: str) -> Response:
-    """Return a transaction; ``?wait=N`` holds up to N seconds while it is pending."""
-    params = query(WaitQuery)
-    transaction = transactions.wait_for_transaction(
-        _transaction_id(transaction_id), wait_seconds=params.wait, watch=waiters.watch
-    )
+    """Return a transaction.
+
+    ``?wait=N`` (0..30 s) is validated here; the wait itself happens in the
+    server (``api.asgi``): it asks this route without ``wait`` and, while the
+    answer is ``pending``, parks the request and asks again once the
+    transaction settles or N seconds pass.
+    """
+    query(WaitQuery)
+    with db.transaction() as session:
+        transaction = transactions.get_transaction(session, _transaction_id(transaction_id))
     return jsonify(transaction_json(transaction))
 
 

@@ -25,23 +25,19 @@ def serve() -> None:
 
 @serve.command("web")
 def web() -> None:
-    """Serve the API with gunicorn: gevent workers by default, so a long-poll holds no thread.
+    """Serve the API with uvicorn (``api.asgi:app``): Flask in a thread pool, long-polls parked.
 
-    ``TALLY_WEB_WORKER_CLASS=gthread`` serves with ``TALLY_WEB_THREADS`` threads
-    per worker instead (docs/benchmarks.md compares the two). Keep-alive
-    (``TALLY_WEB_KEEPALIVE_SECONDS``, 75 s as nginx) outlasts the idle time of
-    common clients' pools (httpx 5 s, browsers and Go longer), so the server
-    never closes a connection a client is about to reuse.
+    ``TALLY_WEB_WORKERS`` processes, each running Flask in ``TALLY_WEB_THREADS``
+    threads; a long-poll waits on an event, not a thread (api/asgi.py).
+    Keep-alive (``TALLY_WEB_KEEPALIVE_SECONDS``, 75 s as nginx) outlasts the
+    idle time of common clients' pools (httpx 5 s, browsers and Go longer), so
+    the server never closes a connection a client is about to reuse.
     """
     s = get_settings()
-    if s.web_worker_class == "gevent":
-        model = ["--worker-class", "gevent", "--worker-connections", str(s.web_connections)]
-    else:
-        model = ["--worker-class", "gthread", "--threads", str(s.web_threads)]
     _exec(
-        "-m", "gunicorn", "--bind", f"{s.host}:{s.port}", "--workers", str(s.web_workers),
-        *model, "--keep-alive", str(s.web_keepalive_seconds), "--timeout", "60",
-        "--graceful-timeout", "20", "--no-control-socket", "--access-logfile", "-", "api.wsgi:app",
+        "-m", "uvicorn", "api.asgi:app", "--host", s.host, "--port", str(s.port),
+        "--workers", str(s.web_workers), "--timeout-keep-alive", str(s.web_keepalive_seconds),
+        "--timeout-graceful-shutdown", "20", "--no-server-header",
     )  # fmt: skip
 
 

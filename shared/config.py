@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,8 +78,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     web_workers: int = Field(default=2, ge=1, le=64)
-    web_worker_class: Literal["gevent", "gthread"] = "gevent"
-    web_connections: int = Field(default=2000, ge=1, le=100_000)
     web_threads: int = Field(default=8, ge=1, le=256)
     web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
     worker_concurrency: int = Field(default=2, ge=1, le=256)

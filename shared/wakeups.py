@@ -2,7 +2,7 @@
 
 After each apply commit the worker publishes the ids it settled on one
 channel; every API process keeps one subscription and wakes the requests
-waiting on those ids (``api/waiters.py``). A wake-up is a hint, never the
+waiting on those ids (``api/asgi.py``). A wake-up is a hint, never the
 truth: the woken request re-reads the row, and a lost wake-up (Redis down, a
 process restarting) only means the request answers at its ``wait`` deadline
 after one more read. PostgreSQL ``LISTEN/NOTIFY`` would work too, but

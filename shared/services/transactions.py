@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 
 from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
@@ -47,34 +45,6 @@ def get_transaction(session: Session, transaction_id: uuid.UUID) -> Transaction:
             for attribute in inspect(TransactionArchive).column_attrs
         }
     )
-
-
-#: Registers interest in a transaction id and yields an event set when the
-#: worker announces it settled (``api/waiters.py`` over ``shared.wakeups``).
-Watch = Callable[[uuid.UUID], AbstractContextManager[threading.Event]]
-
-
-def wait_for_transaction(
-    transaction_id: uuid.UUID, *, wait_seconds: float, watch: Watch
-) -> Transaction:
-    """Return the transaction once it is no longer ``pending``, or after ``wait_seconds``.
-
-    Reads the row once; if it is pending, waits without a database connection
-    until ``watch``'s event is set (the worker announced the id after its
-    commit) or ``wait_seconds`` pass, then reads the row once more. A wake-up
-    is only a hint: the answer is always what the database says.
-
-    Raises:
-        NotFound: ``transaction_not_found``.
-    """
-    with watch(transaction_id) as settled:  # registered before the read: no wake-up is missed
-        with db.transaction() as session:
-            transaction = get_transaction(session, transaction_id)
-        if transaction.status != TransactionStatus.PENDING or wait_seconds <= 0:
-            return transaction
-        settled.wait(wait_seconds)
-    with db.transaction() as session:
-        return get_transaction(session, transaction_id)
 
 
 def list_transactions(

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -477,7 +478,7 @@ def test_body_at_the_limit_is_read(client: Any, json_headers: dict[str, str]) ->
 
 def _chunked(client: Any, headers: dict[str, str], body: bytes) -> Any:
     # A chunked body has no Content-Length; a server that de-chunks it says so
-    # with wsgi.input_terminated (gunicorn does), and werkzeug then streams it.
+    # with wsgi.input_terminated (the server's WSGI bridge does), and werkzeug then streams it.
     return client.post(
         "/v1/wallets",
         input_stream=io.BytesIO(body),
@@ -500,43 +501,43 @@ def test_chunked_body_at_the_limit_is_read(client: Any, json_headers: dict[str, 
 
 
 @pytest.fixture(scope="module")
-def gunicorn_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Serve the API with gunicorn as production does (gthread), on a free port; yield its URL."""
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Serve the API as production does (``tally serve web``), on a free port; yield its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    log = tmp_path_factory.mktemp("web") / "web.log"
+    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--worker-class", "gthread", "--threads", "2", "api.wsgi:app"],
-        env=os.environ.copy(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).parent / "tally"), "serve", "web"],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
-        assert process.poll() is None, f"gunicorn exited:\n{log.read_text()[-4000:]}"
+        assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
         try:
             requests.get(f"{url}/healthz", timeout=1)
             break
         except requests.RequestException:
-            assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
+            assert time.monotonic() < deadline, "the server did not answer within 30 s"
             time.sleep(0.1)
     yield url
     process.terminate()
     process.wait(timeout=30)
 
 
-def test_chunked_bodies_through_gunicorn(gunicorn_url: str, json_headers: dict[str, str]) -> None:
+def test_chunked_bodies_through_the_server(server_url: str, json_headers: dict[str, str]) -> None:
     # requests sends a generator's body with Transfer-Encoding: chunked, no Content-Length.
     def chunks(body: bytes) -> Iterator[bytes]:
         yield from (body[i : i + 8192] for i in range(0, len(body), 8192))
 
-    url = f"{gunicorn_url}/v1/wallets"
+    url = f"{server_url}/v1/wallets"
     too_large = requests.post(
         url, data=chunks(b" " * (BODY_BYTES_MAX + 1)), headers=json_headers, timeout=30
     )
     assert too_large.status_code == 413, too_large.text
     assert too_large.headers["Content-Type"] == "application/problem+json"
     assert too_large.json()["code"] == "payload_too_large"
-    document = json.dumps({"owner_ref": f"gunicorn-{uuid.uuid4()}", "currency": "SGD"}).encode()
+    document = json.dumps({"owner_ref": f"server-{uuid.uuid4()}", "currency": "SGD"}).encode()
     at_limit = document + b" " * (BODY_BYTES_MAX - len(document))
     created = requests.post(url, data=chunks(at_limit), headers=json_headers, timeout=30)
     assert created.status_code == 201, created.text

@@ -1,6 +1,6 @@
 """Long-polls over real HTTP: hundreds of parked waiters hold no thread and no connection.
 
-The API runs as ``tally serve web`` runs it (gunicorn, gevent workers). With
+The API runs as ``tally serve web`` runs it (uvicorn, ``api.asgi``). With
 no worker running, waiters park on pending transactions; the API still
 answers at once, its worker process has a handful of threads and at most its
 pool of database connections. When a worker starts, every waiter is woken by
@@ -38,7 +38,7 @@ WAIT_SECONDS = 30
 
 @pytest.fixture
 def web() -> Iterator[tuple[str, psutil.Process]]:
-    """Run ``tally serve web`` (one gevent worker) on a free port; yield its URL and worker."""
+    """Run ``tally serve web`` (one worker process) on a free port; yield its URL and worker."""
     port = free_port()
     env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "1"}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,9 @@ def web() -> Iterator[tuple[str, psutil.Process]]:
         except OSError:
             assert process.poll() is None and time.monotonic() < deadline, "web did not start"
             time.sleep(0.2)
-    (worker_process,) = psutil.Process(process.pid).children()
+    # One worker: uvicorn serves in the process itself; more: in its children.
+    server = psutil.Process(process.pid)
+    worker_process = next(iter(server.children()), server)
     try:
         yield url, worker_process
     finally:
@@ -141,7 +143,8 @@ def test_parked_long_polls_hold_no_thread_and_wake_when_settled(
     ]
     result = asyncio.run(_park_and_probe(url, service_headers, ids, worker_process.pid))
     assert result["statuses"] == {"completed"}
-    # Parked waiters cost neither threads nor connections (gthread would need 300 of each).
+    # Parked waiters cost neither threads nor connections (a thread per request would need
+    # 300 of each).
     assert result["threads"] < 20, result
     assert result["connections"] <= get_settings().db_pool_size, result
     assert result["healthz_seconds"] < WAIT_SECONDS / 2, result
