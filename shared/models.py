@@ -156,6 +156,12 @@ class Transaction(Base):
         ),
         Index("transactions_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
         Index(
+            "transactions_legs",
+            "legs",
+            postgresql_using="gin",
+            postgresql_ops={"legs": "jsonb_path_ops"},
+        ),
+        Index(
             "transactions_open_holds",
             "source_wallet_id",
             postgresql_where=text("type = 'hold' AND status = 'held'"),

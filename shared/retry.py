@@ -1,8 +1,8 @@
-"""Backoff for transient failures: exponential, capped, with full jitter.
+"""Backoff for transient failures: exponential, capped, with equal jitter.
 
-Full jitter (a uniform draw between 0 and the capped exponential) spreads
-retries of many workers apart; see AWS Architecture Blog, "Exponential Backoff
-And Jitter" (2015).
+Equal jitter (a uniform draw between half the capped exponential and all of
+it) spreads retries of many workers apart without ever retrying at once; see
+AWS Architecture Blog, "Exponential Backoff And Jitter" (2015).
 """
 
 from __future__ import annotations

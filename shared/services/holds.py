@@ -175,15 +175,16 @@ def _destination(session: Session, wallet_id: uuid.UUID | None, currency: str) -
 
 
 #: One expiry per held hold past its ``expires_at``, in the hold's lane; the
-#: idempotency key ``expiry:<hold id>`` (under the hold's API key) makes a second
-#: run, or a concurrent one, insert nothing.
+#: idempotency key ``expiry <hold id>`` (under the hold's API key) makes a second
+#: run, or a concurrent one, insert nothing. Its space is not a visible ASCII
+#: character, so no client's ``Idempotency-Key`` (api.md) can take it first.
 _EXPIRE_SQL = text(
     """
 INSERT INTO transactions (
     id, type, hold_id, amount_minor, currency, source_wallet_id, lane_wallet_id, shard,
     api_key_id, idempotency_key, request_hash)
 SELECT gen_random_uuid(), 'expiry', h.id, h.amount_minor, h.currency, h.source_wallet_id,
-    h.lane_wallet_id, h.shard, h.api_key_id, 'expiry:' || h.id::text, 'expiry'
+    h.lane_wallet_id, h.shard, h.api_key_id, 'expiry ' || h.id::text, 'expiry'
 FROM transactions h
 WHERE h.type = 'hold' AND h.status = 'held' AND h.expires_at <= :now
 ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING

@@ -60,7 +60,8 @@ def list_transactions(
 
     Args:
         status, type_: exact matches when given.
-        wallet_id: transactions whose source or destination is this wallet.
+        wallet_id: transactions whose source or destination is this wallet, in
+            a leg of a group too.
         limit: page size, 1..200.
         cursor: a ``next_cursor`` from the previous page.
     """
@@ -74,10 +75,13 @@ def list_transactions(
     if type_ is not None:
         query = query.where(Transaction.type == type_)
     if wallet_id is not None:
+        # A group names its wallets in its legs only; the GIN index serves @>.
         query = query.where(
             or_(
                 Transaction.source_wallet_id == wallet_id,
                 Transaction.destination_wallet_id == wallet_id,
+                Transaction.legs.contains([{"source_wallet_id": str(wallet_id)}]),
+                Transaction.legs.contains([{"destination_wallet_id": str(wallet_id)}]),
             )
         )
     if cursor is not None:

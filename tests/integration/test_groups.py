@@ -197,3 +197,14 @@ def test_an_ops_retry_puts_a_failed_group_back_in_all_its_lanes(
     assert statuses([body["id"]])[body["id"]]["status"] == "completed"
     assert (balance_minor(a), balance_minor(b), balance_minor(sink)) == (500, 0, 1000)
     assert_ledger_consistent()
+
+
+def test_listing_by_wallet_finds_the_groups_it_is_in(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    a = funded(client, service_headers, wallet_factory, "10.00")
+    b, c = wallet_factory(), wallet_factory()
+    body = group(client, service_headers, leg(a, b, "1.00"), leg(a, c, "1.00")).get_json()
+    for wallet_id in (a, c):
+        listed = client.get(f"/v1/transactions?wallet_id={wallet_id}", headers=service_headers)
+        assert body["id"] in [t["id"] for t in listed.get_json()["data"]]

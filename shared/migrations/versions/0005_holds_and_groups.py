@@ -39,6 +39,14 @@ def upgrade() -> None:
         ["hold_id"],
         postgresql_where=sa.text("hold_id IS NOT NULL"),
     )
+    # GET /v1/transactions?wallet_id= finds groups by their legs.
+    op.create_index(
+        "transactions_legs",
+        "transactions",
+        ["legs"],
+        postgresql_using="gin",
+        postgresql_ops={"legs": "jsonb_path_ops"},
+    )
     # Reconciliation sums each wallet's open holds.
     op.create_index(
         "transactions_open_holds",
@@ -113,6 +121,7 @@ def downgrade() -> None:
     op.drop_table("group_lanes")
     op.drop_index("transactions_pending_lane", table_name="transactions")
     op.drop_index("transactions_open_holds", table_name="transactions")
+    op.drop_index("transactions_legs", table_name="transactions")
     op.drop_index("transactions_hold", table_name="transactions")
     op.drop_constraint("type_known", "transactions", type_="check")
     op.create_check_constraint(
