@@ -176,6 +176,17 @@ def advisory_lock(key: str) -> Iterator[Connection]:
                 connection.invalidate()
 
 
+def set_local(session: Session, **settings: str) -> None:
+    """Set PostgreSQL run-time settings for the rest of this database transaction only.
+
+    ``SET LOCAL`` (PostgreSQL docs, "SET"): the setting ends with the commit or
+    rollback, so a pooled connection never keeps it. Names are Tally's own
+    constants, never input; values are bound as parameters.
+    """
+    for name, value in settings.items():
+        session.execute(select(func.set_config(name, value, True)))
+
+
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run ``callback`` once the transaction ``session`` is in has committed.
 

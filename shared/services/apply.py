@@ -20,8 +20,9 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.ledger.rules import (
@@ -59,6 +60,23 @@ class ApplyResult:
     shards: tuple[int, ...] = ()
 
 
+#: What the apply path reads of a transaction: plain rows, not ORM objects, whose
+#: hydration showed in the worker's profile; rows have the same attribute names.
+_APPLY_COLUMNS = (
+    Transaction.id,
+    Transaction.type,
+    Transaction.currency,
+    Transaction.amount_minor,
+    Transaction.source_wallet_id,
+    Transaction.destination_wallet_id,
+    Transaction.hold_id,
+    Transaction.legs,
+)
+
+#: A transaction as the apply path reads it: a row with ``_APPLY_COLUMNS``' names.
+Pending = Row[Any]
+
+
 @dataclasses.dataclass(slots=True)
 class _Hold:
     """A hold as the batch sees it: its wallet, amount and status so far."""
@@ -68,11 +86,11 @@ class _Hold:
     status: TransactionStatus
 
 
-def posting_of(transaction: Transaction, holds: Mapping[uuid.UUID, _Hold]) -> Posting:
+def posting_of(transaction: Pending, holds: Mapping[uuid.UUID, _Hold]) -> Posting:
     """Return the posting a stored transaction asks for (its legs, in minor units).
 
     Args:
-        transaction: the pending transaction.
+        transaction: the pending transaction (a row of ``_APPLY_COLUMNS``).
         holds: the holds named by the batch's captures, voids and expiries, with
             their status as of this point of the batch.
     """
@@ -120,17 +138,15 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
         The statuses reached, the settled ids and the shards to signal; empty
         for a duplicate delivery.
     """
-    transactions = list(
-        session.scalars(
-            select(Transaction)
-            .where(
-                Transaction.id.in_(transaction_ids),
-                Transaction.status == TransactionStatus.PENDING,
-            )
-            .order_by(Transaction.lane_sequence)
-            .with_for_update(key_share=True)
+    transactions = session.execute(
+        select(*_APPLY_COLUMNS)
+        .where(
+            Transaction.id.in_(transaction_ids),
+            Transaction.status == TransactionStatus.PENDING,
         )
-    )
+        .order_by(Transaction.lane_sequence)
+        .with_for_update(key_share=True)
+    ).all()
     if not transactions:
         return ApplyResult(Counter())  # a duplicate delivery: someone applied them already
     holds = _lock_holds(session, transactions)
@@ -155,7 +171,7 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
         status_rows[transaction.id] = _status_row(transaction, result, now)
         if transaction.type == TransactionType.HOLD and isinstance(result, Applied):
             holds[transaction.id] = _Hold(
-                transaction.source_wallet_id,  # type: ignore[arg-type]
+                transaction.source_wallet_id,
                 transaction.amount_minor,
                 TransactionStatus.HELD,
             )
@@ -187,7 +203,7 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     )
 
 
-def _lock_holds(session: Session, transactions: Sequence[Transaction]) -> dict[uuid.UUID, _Hold]:
+def _lock_holds(session: Session, transactions: Sequence[Pending]) -> dict[uuid.UUID, _Hold]:
     """Lock the holds the batch's captures, voids and expiries name; return them by id.
 
     A hold is in the same lane as its operations, so only this drain writes it;
@@ -210,7 +226,7 @@ def _lock_holds(session: Session, transactions: Sequence[Transaction]) -> dict[u
 
 
 def _end_hold(
-    transaction: Transaction,
+    transaction: Pending,
     holds: dict[uuid.UUID, _Hold],
     status_rows: dict[uuid.UUID, dict[str, object]],
     now: dt.datetime,
@@ -265,7 +281,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
     }
 
 
-def _entry_rows(transaction: Transaction, result: Applied) -> list[dict[str, object]]:
+def _entry_rows(transaction: Pending, result: Applied) -> list[dict[str, object]]:
     """Return the ``ledger_entries`` rows of the entries the rules produced."""
     return [
         {
@@ -281,7 +297,7 @@ def _entry_rows(transaction: Transaction, result: Applied) -> list[dict[str, obj
     ]
 
 
-def _hold_rows(transaction: Transaction, result: Applied) -> list[dict[str, object]]:
+def _hold_rows(transaction: Pending, result: Applied) -> list[dict[str, object]]:
     """Return the ``hold_entries`` rows of the held-amount changes the rules produced."""
     hold_id = transaction.id if transaction.type == TransactionType.HOLD else transaction.hold_id
     return [
@@ -298,7 +314,7 @@ def _hold_rows(transaction: Transaction, result: Applied) -> list[dict[str, obje
 
 
 def _status_row(
-    transaction: Transaction, result: Applied | Rejection, now: dt.datetime
+    transaction: Pending, result: Applied | Rejection, now: dt.datetime
 ) -> dict[str, object]:
     """Return the status update of one transaction: completed (held for a hold) or failed."""
     if isinstance(result, Rejection):

@@ -159,6 +159,10 @@ def _drain_batch(
 ) -> ApplyResult | None:
     """Claim and apply one batch of the shard; return what it did, None when nothing is claimable."""
     with db.transaction(connection) as session:
+        # The attempt count need not survive a crash of PostgreSQL itself (it
+        # guards against a worker that dies, which this commit does survive), so
+        # this commit does not wait for its WAL flush: one fsync less per batch.
+        db.set_local(session, synchronous_commit="off")
         claimed = claim_batch(session, shard, batch_size=batch_size, attempts_max=attempts_max)
     if claimed is None:
         return None

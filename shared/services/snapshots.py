@@ -25,6 +25,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared import db
 from shared.config import get_settings
 
 #: Wallets per statement: bounds each statement's work and the rows it sorts.
@@ -93,14 +94,8 @@ def set_maintenance_timeouts(session: Session) -> None:
     statements scan much of the ledger and may wait for a concurrent copy
     (``TALLY_MAINTENANCE_TIMEOUT_SECONDS``, default 30 minutes).
     """
-    timeout_ms = int(get_settings().maintenance_timeout_seconds * 1000)
-    session.execute(
-        text(
-            "SELECT set_config('statement_timeout', :ms, true), "
-            "set_config('lock_timeout', :ms, true)"
-        ),
-        {"ms": str(timeout_ms)},
-    )
+    timeout_ms = str(int(get_settings().maintenance_timeout_seconds * 1000))
+    db.set_local(session, statement_timeout=timeout_ms, lock_timeout=timeout_ms)
 
 
 def take_snapshots(session: Session, *, through_day: dt.date | None = None) -> SnapshotSummary:
