@@ -24,5 +24,10 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_to_head(database_url: str) -> None:
-    """Apply every migration not yet applied to ``database_url`` (idempotent)."""
-    command.upgrade(alembic_config(database_url), "head")
+    """Apply every migration not yet applied to ``database_url`` (idempotent).
+
+    Upgrades every head: independent features may each add a revision on the
+    same parent (Alembic docs, "Working with Branches"), until a merge revision
+    joins them.
+    """
+    command.upgrade(alembic_config(database_url), "heads")
