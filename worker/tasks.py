@@ -8,8 +8,6 @@ is always safe because draining is idempotent.
 
 from __future__ import annotations
 
-import random
-
 import structlog
 from celery import Task, shared_task
 
@@ -23,38 +21,48 @@ from shared.wakeups import publish_settled
 
 _log = structlog.get_logger(__name__)
 
-#: How long a drain waits before trying a shard another drain holds, in seconds.
-#: Short: the holder is usually one batch from done, and the work is waiting.
-_BUSY_COUNTDOWN_SECONDS = (0.05, 0.25)
-
 
 def _clear_shard_signal(shard: int) -> None:
-    """Delete the shard's "message queued" signal before reading it (see ``shard_signal_key``)."""
+    """Delete the shard's signal once its lock is held, before reading it (``shard_signal_key``)."""
     try:
         get_redis().delete(processor.shard_signal_key(shard))
     except Exception:  # the signal expires by itself; the drain goes on
         _log.warning("shard_signal_not_cleared", shard=shard, exc_info=True)
 
 
+def _shard_signalled(shard: int) -> bool:
+    """Tell whether work was signalled for the shard since this drain cleared its signal."""
+    try:
+        return bool(get_redis().exists(processor.shard_signal_key(shard)))
+    except Exception:  # Redis is away: no message flows either; the sweep takes over
+        _log.warning("shard_signal_unreadable", shard=shard, exc_info=True)
+        return False
+
+
 @shared_task(bind=True, acks_late=True, ignore_result=True, name=processor.DRAIN_SHARD_TASK)
 def drain_shard(self: Task, shard: int) -> None:
-    """Apply the pending transactions of shard ``shard`` (an int)."""
+    """Apply the pending transactions of shard ``shard`` (an int), and again while it is signalled."""
     settings = get_settings()
-    _clear_shard_signal(shard)
+    shard = int(shard)
     try:
-        report = processor.drain_shard(
-            int(shard),
-            batch_size=settings.batch_size,
-            attempts_max=settings.apply_attempts_max,
-            settled=publish_settled,
-            signal=broker.signal_drains,
-        )
-    except db.LockBusy as error:
-        # Another drain has the shard and will take what is pending now; this
-        # message is for work committed since, which that drain may miss.
-        raise self.retry(
-            countdown=random.uniform(*_BUSY_COUNTDOWN_SECONDS), exc=error, max_retries=None
-        ) from error
+        while True:
+            report = processor.drain_shard(
+                shard,
+                batch_size=settings.batch_size,
+                attempts_max=settings.apply_attempts_max,
+                settled=publish_settled,
+                signal=broker.signal_drains,
+                locked=lambda: _clear_shard_signal(shard),
+            )
+            if report.more:
+                broker.publish_drain(shard)  # yield the worker; continue in a new message
+                return
+            if not _shard_signalled(shard):
+                return
+    except db.LockBusy:
+        # The holder looks at the shard's signal after it lets the lock go, and
+        # this drain has not cleared it: the work it announced is not lost.
+        return
     except Exception as error:
         if not db.is_transient(error):
             raise
@@ -71,8 +79,6 @@ def drain_shard(self: Task, shard: int) -> None:
             "drain_retry", shard=shard, retry=retries + 1, countdown=countdown, error=str(error)
         )
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
-    if report.more:
-        broker.publish_drain(shard)  # yield the worker; continue the shard in a new message
 
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.sweep_stalled_transactions")

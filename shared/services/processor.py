@@ -71,13 +71,17 @@ def shard_of(lane_wallet_id: uuid.UUID, shard_count: int) -> int:
 
 
 def shard_signal_key(shard: int | str) -> str:
-    """Return the Redis key that marks "a drain message for this shard is queued".
+    """Return the Redis key that marks "this shard has work a drain has not read yet".
 
-    Intake publishes only when it can ``SET NX`` this key; the worker deletes it
-    *before* it reads the shard. So a transaction committed before a failed
-    ``SET NX`` is seen by the drain that the queued message will run, and no
-    wakeup is lost; one committed later finds the key gone and publishes. The
-    key expires, so a lost message only delays its shard until the sweep.
+    Intake publishes a drain only when it can ``SET NX`` this key. A drain
+    deletes it once it holds the shard's lock, *before* it reads the shard; a
+    drain that finds the lock held leaves the key alone and ends, and the
+    holder, once it has let the lock go, drains again if the key is set. So a
+    transaction committed before a failed ``SET NX`` is read by a drain that
+    has not yet deleted the key, and one committed later sets the key and
+    publishes: no wake-up is lost, and no message waits for a busy shard. The
+    key expires, so a lost message or a crashed holder only delays the shard
+    until the sweep.
     """
     return f"tally:shard:{shard}"
 
@@ -110,6 +114,7 @@ def drain_shard(
     batches_max: int = 50,
     settled: Settled | None = None,
     signal: Signal | None = None,
+    locked: Callable[[], None] | None = None,
 ) -> DrainReport:
     """Apply the pending transactions of one shard, oldest first, until none is left.
 
@@ -123,6 +128,8 @@ def drain_shard(
         signal: called after a commit with other shards to drain again: the lanes
             of a group that left ``pending``, where later debits waited for it.
         An exception either callback raises is logged, never propagated: the commit stands.
+        locked: called once the shard's lock is held, before the first read of
+            the shard (the worker clears the shard's signal there).
 
     Raises:
         shared.db.LockBusy: another drain holds this shard; try again shortly.
@@ -134,6 +141,8 @@ def drain_shard(
     # second drain (a duplicate message, the sweep) backs off instead of claiming
     # the same transactions between the first one's claim and apply.
     with db.advisory_lock(f"shard:{shard}") as connection:
+        if locked is not None:
+            locked()
         while report.batches < batches_max:
             result = _drain_batch(connection, shard, report, batch_size, attempts_max)
             if result is None:
