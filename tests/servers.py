@@ -187,7 +187,7 @@ class TallyUp:
         A process belongs to it when its command line names the data directory
         (supervisord, PostgreSQL), it runs inside it (Redis, which rewrites its
         command line and environment for its process title), or its environment
-        carries it (gunicorn, celery and any child of theirs).
+        carries it (the API server, celery and any child of theirs).
         """
         found = []
         for proc in psutil.process_iter(["cmdline"]):

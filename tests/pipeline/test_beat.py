@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -68,17 +69,16 @@ BEAT_ARGV = (sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--logl
 class SupervisedLog:
     """The combined output of a supervisord and its beats: its log lines and ``name | line``."""
 
-    def __init__(self, path: Path, names: list[str]) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.width = max(len(name) for name in names)
 
     def lines(self) -> list[str]:
         return self.path.read_text(errors="replace").splitlines()
 
     def said(self, name: str, text: str) -> Callable[[str], bool]:
         """Return a test of a line: did beat ``name`` print ``text`` on it."""
-        prefix = f"{name:<{self.width}} | "
-        return lambda line: line.startswith(prefix) and text in line
+        prefix = re.compile(rf"{re.escape(name)} *\| ")  # names are padded to the longest
+        return lambda line: prefix.match(line) is not None and text in line
 
     def sends(self, name: str, job: str, lines: list[str]) -> int:
         return sum(map(self.said(name, f"Sending due task {job} "), lines))
@@ -106,7 +106,7 @@ class SupervisedLog:
 @contextlib.contextmanager
 def supervised_beats(run_dir: Path, names: list[str], **env: str) -> Iterator[SupervisedLog]:
     """Run one beat per name under supervisord; yield their combined output; stop them."""
-    log = SupervisedLog(run_dir / "supervised.log", names)
+    log = SupervisedLog(run_dir / "supervised.log")
     with log.path.open("ab") as out:
         supervisor = Supervisor(
             run_dir,
