@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 import broker
 from api.auth import require_role
-from api.render import page_json, timestamp
+from api.render import page_json
 from api.requests import path_id, query
 from api.schemas import ListQuery
 from shared import db
-from shared.ledger.money import format_amount
-from shared.models import ReconciliationRun
+from shared.rendering import run_json
 from shared.services import reconciliation
 from shared.services.api_keys import Role
 
@@ -22,41 +20,6 @@ blueprint = Blueprint("reconciliations", __name__, url_prefix="/v1/reconciliatio
 
 #: The Celery task that runs a started reconciliation (``worker.maintenance_tasks``).
 RECONCILE_TASK = "tally.reconcile"
-
-
-def run_json(run: ReconciliationRun) -> dict[str, Any]:
-    """Render a reconciliation run; amounts as decimal strings in each wallet's currency."""
-    return {
-        "id": str(run.id),
-        "status": run.status,
-        "started_at": timestamp(run.started_at),
-        "finished_at": timestamp(run.finished_at),
-        "wallets_checked": run.wallets_checked,
-        "mismatches": [
-            {
-                "wallet_id": m["wallet_id"],
-                "currency": m["currency"],
-                "stored_balance": format_amount(m["stored_balance_minor"], m["currency"]),
-                "ledger_balance": format_amount(m["ledger_balance_minor"], m["currency"]),
-                # Runs recorded before holds existed carry no held amounts.
-                **{
-                    name: format_amount(m[f"{name}_minor"], m["currency"])
-                    for name in (
-                        "stored_held_balance",
-                        "ledger_held_balance",
-                        "open_holds",
-                    )
-                    if f"{name}_minor" in m
-                },
-            }
-            for m in run.mismatches
-        ],
-        "currency_totals": {
-            code: format_amount(total_minor, code)
-            for code, total_minor in sorted(run.currency_totals.items())
-        },
-        "error": run.error,
-    }
 
 
 def _run_id(value: str) -> uuid.UUID:

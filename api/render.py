@@ -1,23 +1,18 @@
-"""JSON renderings of Tally's resources, exactly as api.md describes them."""
+"""JSON renderings of Tally's resources, exactly as api.md describes them.
+
+A transaction and a reconciliation run render in ``shared.rendering``, which
+the worker's webhook payloads use too.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from shared.ledger.money import format_amount
-from shared.models import LedgerEntry, Transaction, Wallet
+from shared.models import LedgerEntry, Wallet
+from shared.rendering import timestamp, transaction_json
 
-
-def timestamp(value: dt.datetime | None) -> str | None:
-    """Render a datetime as RFC 3339 UTC with a ``Z`` suffix (microseconds kept)."""
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _id(value: object) -> str | None:
-    return None if value is None else str(value)
+__all__ = ["entry_json", "page_json", "timestamp", "transaction_json", "wallet_json"]
 
 
 def wallet_json(wallet: Wallet) -> dict[str, Any]:
@@ -35,49 +30,6 @@ def wallet_json(wallet: Wallet) -> dict[str, Any]:
         "created_at": timestamp(wallet.created_at),
         "updated_at": timestamp(wallet.updated_at),
     }
-
-
-def transaction_json(transaction: Transaction) -> dict[str, Any]:
-    """Render a Transaction object.
-
-    A deposit's source and a withdrawal's destination are the currency's system
-    wallet (the counterparty the ledger posts to). A group carries ``legs`` in
-    place of the single-leg fields (``amount``, ``currency`` and the wallet ids);
-    a capture, void or expiry names its hold in ``hold_id``; a hold has ``expires_at``.
-    """
-    currency = transaction.currency
-    body: dict[str, Any] = {"id": str(transaction.id), "type": transaction.type}
-    body["status"] = transaction.status
-    if transaction.legs is not None:
-        body["legs"] = [
-            {
-                "source_wallet_id": leg["source_wallet_id"],
-                "destination_wallet_id": leg["destination_wallet_id"],
-                "amount": format_amount(leg["amount_minor"], leg["currency"]),
-                "currency": leg["currency"],
-            }
-            for leg in transaction.legs
-        ]
-    else:
-        body["amount"] = format_amount(transaction.amount_minor, currency)
-        body["currency"] = currency
-        body["source_wallet_id"] = _id(transaction.source_wallet_id)
-        body["destination_wallet_id"] = _id(transaction.destination_wallet_id)
-    if transaction.hold_id is not None:
-        body["hold_id"] = str(transaction.hold_id)
-    body |= {
-        "description": transaction.description,
-        "metadata": transaction.metadata_ or {},
-        "failure_code": transaction.failure_code,
-        "failure_message": transaction.failure_message,
-        "attempts": transaction.attempts,
-        "created_at": timestamp(transaction.created_at),
-        "updated_at": timestamp(transaction.updated_at),
-        "completed_at": timestamp(transaction.completed_at),
-    }
-    if transaction.expires_at is not None:
-        body["expires_at"] = timestamp(transaction.expires_at)
-    return body
 
 
 def entry_json(entry: LedgerEntry, currency: str) -> dict[str, Any]:

@@ -405,3 +405,120 @@ ledger_entries_all = table(
     column("created_at", DateTime(timezone=True)),
     column("signed_amount_minor", BigInteger),
 )
+
+
+# Notifications (migration 0007): the transactional outbox of events, webhook
+# endpoints and one delivery per (event, endpoint). docs/webhooks.md.
+
+#: The event types of api.md's "Webhooks", in the order the API lists them.
+EVENT_TYPES = (
+    "transaction.completed",
+    "transaction.failed",
+    "transaction.held",
+    "transaction.voided",
+    "transaction.expired",
+    "reconciliation.mismatch",
+    "reconciliation.error",
+)
+
+
+class Event(Base):
+    """A status change the API contract names, appended in the transaction that made it.
+
+    A transaction's event keeps the columns that change (``status`` ..
+    ``completed_at``) as they were at the change; the rest of the Transaction
+    object never changes, so the event is rendered from the transaction (live
+    or archived) with these laid over it. A reconciliation event names its run,
+    which no longer changes once it has ended. ``api_key_id`` is the key that
+    submitted the transaction (a service key sees its own events only).
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column()
+    reconciliation_run_id: Mapped[uuid.UUID | None] = mapped_column()
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column()
+    status: Mapped[str] = mapped_column(Text)
+    failure_code: Mapped[str | None] = mapped_column(Text)
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime | None] = mapped_column()
+    completed_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        Index("events_created_at_id", "created_at", "id"),
+        Index("events_api_key_created_at_id", "api_key_id", "created_at", "id"),
+        Index("events_transaction", "transaction_id"),
+        CheckConstraint(
+            "type IN (" + ", ".join(f"'{t}'" for t in EVENT_TYPES) + ")", name="event_type_known"
+        ),
+    )
+
+
+class WebhookEndpoint(Base):
+    """A receiver of events: its URL, the types it wants, and its signing secret.
+
+    ``secret`` (``whsec_`` + base64 of 32 random bytes, Standard Webhooks) is
+    kept as issued because signing needs it; the API shows it once, at
+    creation. ``failing_since`` is the first failure after the last success:
+    past ``TALLY_WEBHOOK_DISABLE_AFTER_SECONDS`` the endpoint is disabled.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSONB)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'enabled'"))
+    secret: Mapped[str] = mapped_column(Text)
+    failing_since: Mapped[dt.datetime | None] = mapped_column()
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        Index("webhook_endpoints_created_at_id", "created_at", "id"),
+        CheckConstraint("status IN ('enabled', 'disabled')", name="endpoint_status_known"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: ``pending`` until a 2xx (``succeeded``) or the window ends (``failed``).
+
+    ``next_attempt_at`` is when the next attempt is due; an attempt in flight
+    moves it a lease ahead, so a worker that dies mid-request is retried by the
+    delivery sweep.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column()
+    delivered_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="webhook_deliveries_event_endpoint"),
+        Index("webhook_deliveries_endpoint_created_at_id", "endpoint_id", "created_at", "id"),
+        Index(
+            "webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'failed')", name="delivery_status_known"
+        ),
+    )

@@ -5,7 +5,8 @@ counted the attempt. Here the batch's rows are re-read and locked, every
 wallet they touch is locked in sorted id order, the pure posting rules
 (``shared.ledger.rules.post``) run in acceptance order, and the entries,
 hold entries, balances and statuses are written together (design.md
-invariants 1-5).
+invariants 1-5), with one event per status change and its webhook deliveries
+(``shared.services.events``: the transactional outbox).
 
 A capture, void or expiry ends the hold it names: the hold's row is locked with
 the batch, and its status is tracked through the batch, so a hold applied, then
@@ -43,6 +44,7 @@ from shared.ledger.states import (
     check_transition,
 )
 from shared.models import GroupLane, HoldEntry, LedgerEntry, Transaction, Wallet
+from shared.services.events import record_transaction_events
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +196,10 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     if hold_rows:
         session.execute(insert(HoldEntry), hold_rows)
     session.execute(update(Transaction), list(status_rows.values()))
+    # The outbox: one event per status change, a hold's end included, in this commit.
+    record_transaction_events(
+        session, {transaction_id: str(row["status"]) for transaction_id, row in status_rows.items()}
+    )
     groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
     settled = tuple(t.id for t in transactions)
     return ApplyResult(

@@ -51,6 +51,7 @@ from shared.ledger.states import TransactionStatus, TransactionType
 from shared.metrics import RETRIES_EXHAUSTED, TRANSACTIONS_SETTLED
 from shared.models import GroupLane, Transaction
 from shared.services.apply import ApplyResult, apply_batch, release_group_lanes
+from shared.services.events import record_transaction_events
 
 #: The Celery task name that drains one shard (``worker.tasks``).
 DRAIN_SHARD_TASK = "tally.drain_shard"
@@ -312,6 +313,7 @@ def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) 
             updated_at=func.now(),
         )
     )
+    record_transaction_events(session, {transaction_id: TransactionStatus.FAILED.value})
     _log.error("retries_exhausted", transaction_id=str(transaction_id), attempts=attempts)
     return release_group_lanes(session, [transaction_id])
 

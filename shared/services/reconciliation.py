@@ -27,6 +27,7 @@ from shared import db
 from shared.ledger.errors import NotFound
 from shared.models import ReconciliationRun
 from shared.pagination import created_before, created_cursor
+from shared.services.events import record_run_event
 from shared.services.snapshots import set_maintenance_timeouts
 
 _log = structlog.get_logger(__name__)
@@ -134,11 +135,14 @@ def run_reconciliation(run_id: uuid.UUID) -> ReconciliationRun:
         message = "".join(traceback.format_exception_only(error)).strip()
         _log.error("reconciliation_failed", run_id=str(run_id), error=message)
         with db.transaction() as session:
-            session.execute(
+            ended = session.scalar(
                 update(ReconciliationRun)
                 .where(ReconciliationRun.id == run_id, ReconciliationRun.status == "running")
                 .values(status="error", error=message[:2000], finished_at=func.now())
+                .returning(ReconciliationRun.id)
             )
+            if ended is not None:  # this process ended it: one event per run
+                record_run_event(session, run_id, "error")
         raise
 
 
@@ -164,6 +168,7 @@ def _reconcile_into(session: Session, run: ReconciliationRun) -> None:
     run.finished_at = session.execute(select(func.clock_timestamp())).scalar_one()
     session.flush()
     if run.status == "mismatch":
+        record_run_event(session, run.id, "mismatch")
         _log.error(
             "reconciliation_mismatch",
             run_id=str(run.id),

@@ -1,0 +1,229 @@
+"""The events outbox: every status change the contract names, appended in the same transaction.
+
+api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
+``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``. Each
+function here takes the session of the database transaction that makes the
+change, so the change and its event commit together or not at all (a
+transactional outbox). The same statement creates one delivery per enabled
+endpoint subscribed to the event's type; after the commit they are handed to
+the delivery publisher the process registered (the worker's is
+``broker.signal_deliveries``); without one, the delivery sweep sends them.
+
+An event keeps what changed (status, failure, attempts, times) and is
+rendered with the rest of its transaction, which never changes, when it is
+delivered or listed (:func:`render_events`), through the API's own rendering
+(``shared.rendering``). Writing it costs the apply path one statement per
+batch and no rendering.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from shared import db
+from shared.metrics import EVENTS_RECORDED
+from shared.models import Event, ReconciliationRun, Transaction, TransactionArchive
+from shared.pagination import created_before, created_cursor
+from shared.rendering import run_json, timestamp, transaction_json
+
+#: Called after the commit with the ids of the deliveries it created.
+DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
+
+_publisher: DeliveryPublisher | None = None
+
+#: The columns of a transaction that an event keeps as they were at the change.
+_SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
+
+#: Events of the given transactions, as they are now, and their deliveries, in one
+#: statement: the data-modifying CTE's rows feed the join with the endpoints.
+_TRANSACTION_EVENTS_SQL = text(
+    """
+WITH ev AS (
+    INSERT INTO events (id, type, transaction_id, api_key_id, status, failure_code,
+                        failure_message, attempts, updated_at, completed_at, created_at)
+    SELECT gen_random_uuid(), 'transaction.' || t.status, t.id, t.api_key_id, t.status,
+           t.failure_code, t.failure_message, t.attempts, t.updated_at, t.completed_at,
+           t.updated_at
+    FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
+    RETURNING id, type
+)
+INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
+SELECT gen_random_uuid(), ev.id, w.id, now()
+FROM ev JOIN webhook_endpoints w
+  ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
+RETURNING id
+"""
+)
+
+_RUN_EVENT_SQL = text(
+    """
+WITH ev AS (
+    INSERT INTO events (id, type, reconciliation_run_id, status)
+    VALUES (gen_random_uuid(), :type, :run_id, :status)
+    RETURNING id, type
+)
+INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
+SELECT gen_random_uuid(), ev.id, w.id, now()
+FROM ev JOIN webhook_endpoints w
+  ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
+RETURNING id
+"""
+)
+
+
+def set_delivery_publisher(publisher: DeliveryPublisher | None) -> None:
+    """Register the function that sends new deliveries after their event commits (per process)."""
+    global _publisher
+    _publisher = publisher
+
+
+def record_transaction_events(session: Session, status_by_id: Mapping[uuid.UUID, str]) -> None:
+    """Append one event per transaction, of the status each has now, and its deliveries.
+
+    Call it in the database transaction that set those statuses, after the
+    update. One statement whatever the number of transactions.
+
+    Args:
+        status_by_id: the transactions that changed, and the status each reached
+            (``completed``, ``failed``, ``held``, ``voided``, ``expired``); the
+            event's type is ``transaction.<status>``.
+    """
+    if not status_by_id:
+        return
+    deliveries = session.scalars(_TRANSACTION_EVENTS_SQL, {"ids": list(status_by_id)}).all()
+    _after_commit(session, Counter(f"transaction.{s}" for s in status_by_id.values()), deliveries)
+
+
+def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
+    """Append ``reconciliation.<status>`` for run ``run_id`` and its deliveries.
+
+    Args:
+        status: ``mismatch`` or ``error``, the status the run just reached.
+    """
+    deliveries = session.scalars(
+        _RUN_EVENT_SQL, {"type": f"reconciliation.{status}", "run_id": run_id, "status": status}
+    ).all()
+    _after_commit(session, Counter({f"reconciliation.{status}": 1}), deliveries)
+
+
+def _after_commit(session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID]) -> None:
+    """Count the events and publish the deliveries once the transaction has committed."""
+
+    def committed() -> None:
+        for type_, count in types.items():
+            EVENTS_RECORDED.labels(type=type_).inc(count)
+        if deliveries and _publisher is not None:
+            _publisher(deliveries)  # raising is logged by db.transaction; the sweep sends them
+
+    db.after_commit(session, committed)
+
+
+def event_public_id(event_id: uuid.UUID) -> str:
+    """Return an event's id as the API and the ``webhook-id`` header show it: ``evt_<32 hex>``."""
+    return f"evt_{event_id.hex}"
+
+
+class _AsOf:
+    """A transaction as an event saw it: the event's snapshot columns over the transaction's."""
+
+    def __init__(self, transaction: Any, event: Event) -> None:
+        self._transaction, self._event = transaction, event
+
+    def __getattr__(self, name: str) -> Any:
+        source = self._event if name in _SNAPSHOT else self._transaction
+        return getattr(source, name)
+
+
+def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Render events as api.md's payload: ``{"id", "type", "created_at", "data"}``.
+
+    ``data`` is the Transaction object as it was at the event (live or
+    archived), or the reconciliation run. Three reads at most, whatever the
+    number of events.
+    """
+    transaction_ids = {e.transaction_id for e in events if e.transaction_id is not None}
+    transactions: dict[uuid.UUID, Any] = {}
+    if transaction_ids:
+        transactions = {
+            t.id: t
+            for t in session.scalars(select(Transaction).where(Transaction.id.in_(transaction_ids)))
+        }
+        archived = transaction_ids - transactions.keys()
+        if archived:
+            transactions |= {
+                t.id: t
+                for t in session.scalars(
+                    select(TransactionArchive).where(TransactionArchive.id.in_(archived))
+                )
+            }
+    run_ids = {e.reconciliation_run_id for e in events if e.reconciliation_run_id is not None}
+    runs = (
+        {
+            r.id: r
+            for r in session.scalars(
+                select(ReconciliationRun).where(ReconciliationRun.id.in_(run_ids))
+            )
+        }
+        if run_ids
+        else {}
+    )
+    rendered = []
+    for event in events:
+        data: dict[str, Any] | None = None
+        if event.transaction_id is not None and event.transaction_id in transactions:
+            data = transaction_json(_AsOf(transactions[event.transaction_id], event))
+        elif event.reconciliation_run_id is not None and event.reconciliation_run_id in runs:
+            data = run_json(runs[event.reconciliation_run_id])
+        rendered.append(
+            {
+                "id": event_public_id(event.id),
+                "type": event.type,
+                "created_at": timestamp(event.created_at),
+                "data": data,
+            }
+        )
+    return rendered
+
+
+def list_events(
+    session: Session,
+    *,
+    api_key_id: uuid.UUID | None,
+    type_: str | None,
+    transaction_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Return a page of rendered events, newest first, and the next page's cursor (or None).
+
+    Args:
+        api_key_id: only the events of transactions this key submitted (a
+            service key's view); None for all events (an ops key's view).
+        type_, transaction_id: exact matches when given.
+        limit: page size, 1..200.
+        cursor: a ``next_cursor`` from the previous page.
+
+    Raises:
+        ValidationFailed: ``invalid_cursor``.
+    """
+    query = select(Event).order_by(Event.created_at.desc(), Event.id.desc()).limit(limit + 1)
+    if api_key_id is not None:
+        query = query.where(Event.api_key_id == api_key_id)
+    if type_ is not None:
+        query = query.where(Event.type == type_)
+    if transaction_id is not None:
+        query = query.where(Event.transaction_id == transaction_id)
+    if cursor is not None:
+        query = query.where(created_before(Event.created_at, Event.id, cursor))
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
+    return render_events(session, rows), next_cursor
