@@ -7,7 +7,7 @@ and every one the API accepts ends ``completed``:
 - ``uniform``: transfers between two random wallets;
 - ``hot_in``: transfers from a random wallet into wallet 0 (one lane credited by all);
 - ``hot_out``: transfers from wallet 0 to a random wallet (one lane debited by all);
-- ``mixed``: deposits, withdrawals and transfers in the shares of ``MIXED_SHARES``;
+- ``mixed``: deposits, withdrawals, transfers and holds in the shares of ``MIXED_SHARES``;
 - ``longpoll``: ``uniform`` submissions, while waiters long-poll the pending ones.
 """
 
@@ -78,7 +78,7 @@ MIXED_BUILDERS: dict[str, Builder] = {
 #: answers ``type: hold`` with 422 today, so its share is 0; once it accepts
 #: holds, give them a share here (their builder is above; a capture or void
 #: would follow each accepted hold in the generator).
-MIXED_SHARES: dict[str, float] = {"deposit": 0.2, "withdrawal": 0.2, "transfer": 0.6, "hold": 0.0}
+MIXED_SHARES: dict[str, float] = {"deposit": 0.2, "withdrawal": 0.2, "transfer": 0.5, "hold": 0.1}
 
 
 def _mixed(rng: random.Random, wallets: list[str]) -> Body:
