@@ -74,10 +74,8 @@ MIXED_BUILDERS: dict[str, Builder] = {
     "transfer": _uniform,
     "hold": _hold,
 }
-#: ``mixed``'s shares by type. Holds are the hook for two-phase load: the API
-#: answers ``type: hold`` with 422 today, so its share is 0; once it accepts
-#: holds, give them a share here (their builder is above; a capture or void
-#: would follow each accepted hold in the generator).
+#: ``mixed``'s shares by type. A hold stays held for the run (it expires in an
+#: hour); the apply path's cost of a hold is what it measures.
 MIXED_SHARES: dict[str, float] = {"deposit": 0.2, "withdrawal": 0.2, "transfer": 0.5, "hold": 0.1}
 
 
