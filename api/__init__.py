@@ -10,6 +10,8 @@ from api import health, reconciliations, transactions, wallets
 from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
+from api.events import blueprint as events_blueprint
+from api.webhooks import blueprint as webhooks_blueprint
 from shared.config import get_settings
 from shared.logs import configure_logging
 
@@ -18,6 +20,8 @@ BLUEPRINTS = [
     wallets.blueprint,
     transactions.blueprint,
     reconciliations.blueprint,
+    events_blueprint,
+    webhooks_blueprint,
 ]
 
 

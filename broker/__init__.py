@@ -24,6 +24,7 @@ import functools
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 
 import structlog
@@ -32,6 +33,7 @@ from celery import Celery
 from shared.config import get_settings
 from shared.metrics import PUBLISH_FAILURES
 from shared.redis_client import get_redis
+from shared.services.deliveries import DELIVER_WEBHOOK_TASK, delivery_signal_key
 from shared.services.processor import DRAIN_SHARD_TASK, shard_signal_key
 
 #: The queue every Tally task is sent to and every worker consumes.
@@ -160,3 +162,53 @@ class DrainSignaller:
 
 #: The API process's signaller (one thread per process).
 drain_signaller = DrainSignaller()
+
+
+#: The queue of webhook deliveries: a slow receiver never waits in front of a drain.
+WEBHOOKS_QUEUE = "tally.webhooks"
+
+
+def send_delivery(delivery_id: uuid.UUID | str) -> None:
+    """Publish one attempt at webhook delivery ``delivery_id`` on ``tally.webhooks``, now.
+
+    The ops retry uses this: a stale signal must not stop it.
+
+    Raises:
+        Exception: the broker could not be reached (the delivery sweep sends it).
+    """
+    try:
+        _producer().send_task(
+            DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=WEBHOOKS_QUEUE, retry=False
+        )
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+
+
+def signal_deliveries(delivery_ids: Iterable[uuid.UUID | str]) -> None:
+    """Publish an attempt for each delivery that has no message queued; one Redis round trip.
+
+    New deliveries (after their event commits) and the delivery sweep use this
+    (``shared.services.deliveries.delivery_signal_key``); the key lives one
+    attempt lease, so a lost message is sent again by a later sweep.
+
+    Raises:
+        Exception: Redis or the broker could not be reached; the sweep recovers.
+    """
+    ids = [str(d) for d in delivery_ids]
+    ttl_seconds = max(1, int(get_settings().webhook_attempt_lease_seconds))
+    try:
+        with get_redis().pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.set(delivery_signal_key(delivery_id), b"1", nx=True, ex=ttl_seconds)
+            won = pipe.execute()
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+    for delivery_id, set_now in zip(ids, won, strict=True):
+        if set_now:
+            try:
+                send_delivery(delivery_id)
+            except Exception:
+                get_redis().delete(delivery_signal_key(delivery_id))
+                raise

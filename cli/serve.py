@@ -43,11 +43,16 @@ def web() -> None:
 
 @serve.command("worker")
 def worker() -> None:
-    """Run a Celery worker on the ``tally`` queue (prefork pool, acks late)."""
+    """Run a Celery worker on the ``tally`` and ``tally.webhooks`` queues (prefork pool, acks late).
+
+    Webhook attempts have a queue of their own so that drains never wait behind
+    them in one list; a worker with ``-Q tally.webhooks`` alone takes them off
+    the apply path's processes entirely (docs/webhooks.md).
+    """
     s = get_settings()
     _exec(
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
-        "--concurrency", str(s.worker_concurrency), "-Q", "tally", "--without-gossip",
+        "--concurrency", str(s.worker_concurrency), "-Q", "tally,tally.webhooks", "--without-gossip",
         "--without-mingle",
     )  # fmt: skip
 

@@ -101,6 +101,9 @@ def _app_env() -> dict[str, str]:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    # A development stack on one machine: let webhooks reach receivers on loopback
+    # (examples/webhook_receiver.py). Off by default elsewhere (SSRF: docs/webhooks.md).
+    env.setdefault("TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
     # The Procfile calls `tally`: make this interpreter's scripts directory win.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env

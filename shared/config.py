@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     maintenance_timeout_seconds: float = Field(default=1800.0, gt=0)
     beat_lock_timeout_seconds: int = Field(default=30, ge=5)
 
+    # Webhooks (docs/webhooks.md): delivery, backoff, the sweep, auto-disable (seconds).
+    #: Allow receivers on private, loopback and link-local addresses (SSRF guard off).
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    #: How long a delivery is retried before it ends ``failed`` (api.md: at least 24 h).
+    webhook_retry_window_seconds: float = Field(default=86400.0, gt=0)
+    #: An endpoint whose every delivery failed for this long is disabled.
+    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)
+    webhook_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    #: How long an attempt owns its delivery; past it, a dead worker's attempt is re-sent.
+    webhook_attempt_lease_seconds: float = Field(default=60.0, gt=0)
+
     # Processes.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

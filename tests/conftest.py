@@ -32,6 +32,9 @@ TEST_SETTINGS = {
     "TALLY_TASK_RETRIES_MAX": "30",
     "TALLY_BEAT_LOCK_TIMEOUT_SECONDS": "6",
     "TALLY_LOG_LEVEL": "WARNING",
+    # Receivers are real HTTP servers on loopback, started by the tests.
+    "TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+    "TALLY_WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",
     "TALLY_DATA_DIR": str(Path(tempfile.gettempdir()) / "tally-test-data"),
 }
 

@@ -51,7 +51,7 @@ class CeleryProcess:
         args = [sys.executable, "-m", "celery", "-A", "worker.app", self.kind, "--loglevel", "INFO"]
         if self.kind == "worker":
             args += [
-                "--concurrency", str(self.concurrency), "--pool", "prefork", "-Q", "tally",
+                "--concurrency", str(self.concurrency), "--pool", "prefork", "-Q", "tally,tally.webhooks",
                 "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
                 "--without-heartbeat",
             ]  # fmt: skip

@@ -28,7 +28,9 @@ def create_celery_app() -> Celery:
     settings = get_settings()
     configure_logging(settings.log_level)
     app = Celery(
-        "tally", broker=settings.redis_url, include=["worker.tasks", "worker.maintenance_tasks"]
+        "tally",
+        broker=settings.redis_url,
+        include=["worker.tasks", "worker.maintenance_tasks", "worker.webhook_tasks"],
     )
     app.conf.update(
         task_serializer="json",

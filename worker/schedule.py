@@ -19,6 +19,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "tally.sweep_stalled_transactions",
             "schedule": settings.sweep_interval_seconds,
         },
+        # Sends deliveries whose retry is due or whose message was lost.
+        "sweep-webhook-deliveries": {
+            "task": "tally.sweep_webhook_deliveries",
+            "schedule": settings.webhook_sweep_interval_seconds,
+        },
         "expire-holds": {
             "task": "tally.expire_holds",
             "schedule": settings.hold_expiry_interval_seconds,

@@ -112,6 +112,24 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/reconciliations"): Route(),
     ("GET", "/v1/reconciliations"): Route(query=LIST),
     ("GET", "/v1/reconciliations/<run_id>"): Route(),
+    ("GET", "/v1/events"): Route(query=("type", "transaction_id", *LIST)),
+    ("POST", "/v1/webhook-endpoints"): Route(
+        body=lambda w: {
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["transaction.completed"],
+            "description": "hostile",
+        },
+        fields=("url", "description"),
+        containers=("",),
+    ),
+    ("GET", "/v1/webhook-endpoints"): Route(query=LIST),
+    ("GET", "/v1/webhook-endpoints/<endpoint_id>"): Route(),
+    ("PATCH", "/v1/webhook-endpoints/<endpoint_id>"): Route(
+        body=lambda w: {"status": "enabled"}, fields=("status",), containers=("",)
+    ),
+    ("DELETE", "/v1/webhook-endpoints/<endpoint_id>"): Route(),
+    ("GET", "/v1/webhook-endpoints/<endpoint_id>/deliveries"): Route(query=("status", *LIST)),
+    ("POST", "/v1/webhook-deliveries/<delivery_id>/retry"): Route(),
 }
 
 
@@ -161,6 +179,33 @@ class World:
             return response.get_json()["id"]
 
         return self._once("run_id", start)
+
+    @property
+    def endpoint_id(self) -> str:
+        def register() -> str:
+            body = {"url": "http://127.0.0.1:9/hostile"}
+            response = self.client.post("/v1/webhook-endpoints", json=body, headers=self.headers)
+            assert response.status_code == 201, response.get_data(as_text=True)
+            return response.get_json()["id"]
+
+        return self._once("endpoint_id", register)
+
+    @property
+    def delivery_id(self) -> str:
+        def deliver() -> str:
+            from shared.models import WebhookDelivery
+            from shared.services.events import record_run_event
+
+            endpoint_id = uuid.UUID(self.endpoint_id)
+            with db.transaction() as session:
+                record_run_event(session, uuid.uuid4(), "error")
+                return str(
+                    session.query(WebhookDelivery.id)
+                    .filter(WebhookDelivery.endpoint_id == endpoint_id)
+                    .scalar()
+                )
+
+        return self._once("delivery_id", deliver)
 
     def path(self, rule: str) -> str:
         """Return ``rule`` with each ``<converter:name>`` replaced by a real id."""

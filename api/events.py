@@ -1,0 +1,55 @@
+"""``/v1/events``: the outbox of status changes, newest first (docs/webhooks.md).
+
+A service key sees the events of the transactions it submitted, as it sees
+those transactions' idempotency keys; an ops key sees every event, the
+reconciliation ones included, because operators watch the whole ledger.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from flask import Blueprint, Response, g, jsonify
+
+from api.render import page_json
+from api.requests import query
+from api.schemas import ListQuery
+from shared import db
+from shared.services.api_keys import Role
+from shared.services.events import list_events
+
+blueprint = Blueprint("events", __name__, url_prefix="/v1/events")
+
+EventType = Literal[
+    "transaction.completed",
+    "transaction.failed",
+    "transaction.held",
+    "transaction.voided",
+    "transaction.expired",
+    "reconciliation.mismatch",
+    "reconciliation.error",
+]
+
+
+class EventListQuery(ListQuery):
+    """``GET /v1/events`` filters."""
+
+    type: EventType | None = None
+    transaction_id: uuid.UUID | None = None
+
+
+@blueprint.get("")
+def list_all() -> Response:
+    """List events, newest first: ``{"data": [Event], "next_cursor"}``."""
+    params = query(EventListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = list_events(
+            session,
+            api_key_id=None if g.role is Role.OPS else g.api_key_id,
+            type_=params.type,
+            transaction_id=params.transaction_id,
+            limit=params.limit,
+            cursor=params.cursor,
+        )
+    return jsonify(page_json(rows, next_cursor))

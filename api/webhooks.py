@@ -1,0 +1,190 @@
+"""``/v1/webhook-endpoints`` and ``/v1/webhook-deliveries`` (ops): api.md, "Webhooks".
+
+The endpoint's ``secret`` is in the answer to its creation only; no other
+answer, log line or delivery record carries it (docs/webhooks.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+import broker
+from api.auth import require_role
+from api.events import EventType
+from api.render import page_json, timestamp
+from api.requests import json_body, path_id, query
+from api.schemas import ListQuery
+from shared import db
+from shared.config import get_settings
+from shared.models import WebhookDelivery, WebhookEndpoint
+from shared.services import deliveries, webhook_endpoints
+from shared.services.api_keys import Role
+from shared.services.events import event_public_id
+
+blueprint = Blueprint("webhooks", __name__, url_prefix="/v1")
+
+_STRICT = ConfigDict(extra="forbid")
+Url = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^https?://\S+$")]
+EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=7)]
+
+
+class EndpointCreate(BaseModel):
+    """``POST /v1/webhook-endpoints`` body."""
+
+    model_config = _STRICT
+
+    url: Url
+    events: EventTypes | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class EndpointPatch(BaseModel):
+    """``PATCH /v1/webhook-endpoints/{id}`` body: at least one field."""
+
+    model_config = _STRICT
+
+    status: Literal["enabled", "disabled"] | None = None
+    events: EventTypes | None = None
+    url: Url | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> EndpointPatch:
+        if self.status is None and self.events is None and self.url is None:
+            raise ValueError("send status, events or url")
+        return self
+
+
+class DeliveryListQuery(ListQuery):
+    """``GET /v1/webhook-endpoints/{id}/deliveries`` filters."""
+
+    status: Literal["pending", "succeeded", "failed"] | None = None
+
+
+def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """Render an endpoint, without its secret."""
+    return {
+        "id": str(endpoint.id),
+        "url": endpoint.url,
+        "events": list(endpoint.event_types),
+        "description": endpoint.description,
+        "status": endpoint.status,
+        "disabled_reason": endpoint.disabled_reason,
+        "created_at": timestamp(endpoint.created_at),
+        "updated_at": timestamp(endpoint.updated_at),
+    }
+
+
+def delivery_json(delivery: WebhookDelivery, event_type: str) -> dict[str, Any]:
+    """Render a delivery as api.md lists it (no body, no headers: nothing signed or secret)."""
+    return {
+        "id": str(delivery.id),
+        "event_id": event_public_id(delivery.event_id),
+        "event_type": event_type,
+        "endpoint_id": str(delivery.endpoint_id),
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "next_attempt_at": timestamp(delivery.next_attempt_at),
+        "delivered_at": timestamp(delivery.delivered_at),
+        "created_at": timestamp(delivery.created_at),
+    }
+
+
+def _endpoint_id(value: str) -> uuid.UUID:
+    return path_id(value, not_found_code="webhook_endpoint_not_found")
+
+
+@blueprint.post("/webhook-endpoints")
+@require_role(Role.OPS)
+def create_endpoint() -> tuple[Response, int, dict[str, str]]:
+    """Register an endpoint: 201 with its ``secret``, shown this once."""
+    body = EndpointCreate.model_validate(json_body())
+    with db.transaction() as session:
+        endpoint, secret = webhook_endpoints.create_endpoint(
+            session,
+            url=body.url,
+            event_types=body.events,
+            description=body.description,
+            allow_private_networks=get_settings().webhook_allow_private_networks,
+        )
+    answer = endpoint_json(endpoint) | {"secret": secret}
+    return jsonify(answer), 201, {"Location": f"/v1/webhook-endpoints/{endpoint.id}"}
+
+
+@blueprint.get("/webhook-endpoints")
+@require_role(Role.OPS)
+def list_endpoints() -> Response:
+    """List endpoints, newest first."""
+    params = query(ListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = webhook_endpoints.list_endpoints(
+            session, limit=params.limit, cursor=params.cursor
+        )
+    return jsonify(page_json([endpoint_json(e) for e in rows], next_cursor))
+
+
+@blueprint.get("/webhook-endpoints/<endpoint_id>")
+@require_role(Role.OPS)
+def get_endpoint(endpoint_id: str) -> Response:
+    """Return one endpoint."""
+    with db.transaction() as session:
+        endpoint = webhook_endpoints.get_endpoint(session, _endpoint_id(endpoint_id))
+    return jsonify(endpoint_json(endpoint))
+
+
+@blueprint.patch("/webhook-endpoints/<endpoint_id>")
+@require_role(Role.OPS)
+def update_endpoint(endpoint_id: str) -> Response:
+    """Enable or disable an endpoint, or change its events or URL."""
+    endpoint_uuid = _endpoint_id(endpoint_id)
+    body = EndpointPatch.model_validate(json_body())
+    with db.transaction() as session:
+        endpoint = webhook_endpoints.update_endpoint(
+            session,
+            endpoint_uuid,
+            status=body.status,
+            event_types=body.events,
+            url=body.url,
+            allow_private_networks=get_settings().webhook_allow_private_networks,
+        )
+    return jsonify(endpoint_json(endpoint))
+
+
+@blueprint.delete("/webhook-endpoints/<endpoint_id>")
+@require_role(Role.OPS)
+def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
+    """Delete an endpoint and its deliveries: 204."""
+    endpoint_uuid = _endpoint_id(endpoint_id)
+    with db.transaction() as session:
+        webhook_endpoints.delete_endpoint(session, endpoint_uuid)
+    return "", 204
+
+
+@blueprint.get("/webhook-endpoints/<endpoint_id>/deliveries")
+@require_role(Role.OPS)
+def list_deliveries(endpoint_id: str) -> Response:
+    """List an endpoint's deliveries, newest first, filtered by status."""
+    endpoint_uuid = _endpoint_id(endpoint_id)
+    params = query(DeliveryListQuery)
+    with db.transaction() as session:
+        rows, next_cursor = deliveries.list_deliveries(
+            session, endpoint_uuid, status=params.status, limit=params.limit, cursor=params.cursor
+        )
+    return jsonify(page_json([delivery_json(d, t) for d, t in rows], next_cursor))
+
+
+@blueprint.post("/webhook-deliveries/<delivery_id>/retry")
+@require_role(Role.OPS)
+def retry_delivery(delivery_id: str) -> tuple[Response, int]:
+    """Deliver again now: 202 with the delivery, due at once."""
+    delivery_uuid = path_id(delivery_id, not_found_code="webhook_delivery_not_found")
+    with db.transaction() as session:
+        delivery, event_type = deliveries.retry_delivery(
+            session, delivery_uuid, publish=broker.send_delivery
+        )
+    return jsonify(delivery_json(delivery, event_type)), 202

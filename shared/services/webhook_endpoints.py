@@ -1,0 +1,181 @@
+"""Webhook endpoints (ops): register with a secret shown once, list, change, delete.
+
+The secret is ``whsec_`` + base64 of 32 random bytes (the Standard Webhooks
+specification's format, 24 to 64 bytes). Signing needs it as issued, so it
+cannot be hashed like an API key: it is stored as is, returned once by
+:func:`create_endpoint`, and never rendered, logged or copied into a delivery
+afterwards (docs/webhooks.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.ledger.errors import NotFound, ValidationFailed
+from shared.models import EVENT_TYPES, WebhookEndpoint
+from shared.pagination import created_before, created_cursor
+from shared.services.webhook_sender import DestinationNotAllowed, check_destination
+
+
+def endpoint_not_found(endpoint_id: uuid.UUID) -> NotFound:
+    """Return the ``webhook_endpoint_not_found`` error for ``endpoint_id``."""
+    return NotFound(
+        f"webhook endpoint {endpoint_id} does not exist", code="webhook_endpoint_not_found"
+    )
+
+
+def new_secret() -> str:
+    """Return a new signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def check_url(url: str, *, allow_private_networks: bool) -> None:
+    """Refuse a receiver URL: not http(s), no host, or a host on a non-public address.
+
+    A host that does not resolve now is accepted (its DNS may come later);
+    every delivery checks again.
+
+    Raises:
+        ValidationFailed: ``validation_failed`` or ``webhook_url_not_allowed``, field ``url``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed(
+            "url must be an absolute http or https URL",
+            errors=[{"field": "url", "message": "not an absolute http(s) URL"}],
+        )
+    try:
+        check_destination(url, allow_private_networks=allow_private_networks)
+    except DestinationNotAllowed as error:
+        if "does not resolve" in str(error):
+            return
+        raise ValidationFailed(
+            str(error),
+            code="webhook_url_not_allowed",
+            errors=[{"field": "url", "message": "not a public address"}],
+        ) from None
+
+
+def create_endpoint(
+    session: Session,
+    *,
+    url: str,
+    event_types: Sequence[str] | None,
+    description: str | None,
+    allow_private_networks: bool,
+) -> tuple[WebhookEndpoint, str]:
+    """Register an enabled endpoint; return it and its secret (the only time it is given out).
+
+    Args:
+        event_types: the event types to deliver (api.md's list); None: all of them.
+
+    Raises:
+        ValidationFailed: see :func:`check_url`.
+    """
+    check_url(url, allow_private_networks=allow_private_networks)
+    secret = new_secret()
+    endpoint = WebhookEndpoint(
+        id=uuid.uuid4(),
+        url=url,
+        event_types=list(event_types) if event_types is not None else list(EVENT_TYPES),
+        description=description,
+        secret=secret,
+    )
+    session.add(endpoint)
+    session.flush()
+    session.refresh(endpoint)
+    return endpoint, secret
+
+
+def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint:
+    """Return endpoint ``endpoint_id``.
+
+    Raises:
+        NotFound: ``webhook_endpoint_not_found``.
+    """
+    endpoint = session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+    if endpoint is None:
+        raise endpoint_not_found(endpoint_id)
+    return endpoint
+
+
+def list_endpoints(
+    session: Session, *, limit: int, cursor: str | None
+) -> tuple[Sequence[WebhookEndpoint], str | None]:
+    """Return a page of endpoints, newest first, and the next page's cursor (or None).
+
+    Raises:
+        ValidationFailed: ``invalid_cursor``.
+    """
+    query = (
+        select(WebhookEndpoint)
+        .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        query = query.where(created_before(WebhookEndpoint.created_at, WebhookEndpoint.id, cursor))
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
+
+
+def update_endpoint(
+    session: Session,
+    endpoint_id: uuid.UUID,
+    *,
+    status: str | None,
+    event_types: Sequence[str] | None,
+    url: str | None,
+    allow_private_networks: bool,
+) -> WebhookEndpoint:
+    """Change an endpoint's status, event types or URL; return it.
+
+    Enabling it forgets its failures (the disable clock starts again); its
+    pending deliveries are then sent by the delivery sweep.
+
+    Raises:
+        NotFound: ``webhook_endpoint_not_found``.
+        ValidationFailed: see :func:`check_url`.
+    """
+    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update={"key_share": True})
+    if endpoint is None:
+        raise endpoint_not_found(endpoint_id)
+    if url is not None:
+        check_url(url, allow_private_networks=allow_private_networks)
+        endpoint.url = url
+    if event_types is not None:
+        endpoint.event_types = list(event_types)
+    if status is not None:
+        if status == "enabled" and endpoint.status != "enabled":
+            endpoint.failing_since = None
+            endpoint.disabled_reason = None
+        elif status == "disabled" and endpoint.status != "disabled":
+            endpoint.disabled_reason = "disabled by an operator"
+        endpoint.status = status
+    endpoint.updated_at = session.scalar(select(func.now())) or dt.datetime.now(dt.UTC)
+    session.flush()
+    return endpoint
+
+
+def delete_endpoint(session: Session, endpoint_id: uuid.UUID) -> None:
+    """Delete an endpoint and its deliveries (``ON DELETE CASCADE``).
+
+    Raises:
+        NotFound: ``webhook_endpoint_not_found``.
+    """
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise endpoint_not_found(endpoint_id)
+    session.delete(endpoint)
+    session.flush()

@@ -1,0 +1,158 @@
+"""Send one signed webhook: the SSRF guard, the Standard Webhooks signature, the kept HTTP client.
+
+Signing follows the Standard Webhooks specification (standardwebhooks.com,
+"Signature scheme"), through its reference library: ``webhook-signature`` is
+``v1,`` + base64 of HMAC-SHA256, keyed with the base64-decoded part of the
+secret after ``whsec_``, over ``"{webhook-id}.{webhook-timestamp}.{body}"``.
+
+The SSRF guard: a receiver's URL is chosen by whoever holds an ops key, and
+the worker that calls it sits inside the network, next to PostgreSQL, Redis
+and cloud metadata services (169.254.169.254). Unless
+``TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS`` is on, the host is resolved before
+every attempt and refused if *any* of its addresses is not globally routable
+(private, loopback, link-local, shared, reserved, multicast: Python's
+``ipaddress.is_global``), so a name with one public and one private address
+cannot slip through. Redirects are never followed: a public receiver cannot
+bounce the request inward. The HTTP client resolves the name again when it
+connects; a DNS server that answers differently within that moment could
+still steer it, which an egress proxy would close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import ipaddress
+import os
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+#: What a receiver is told about the sender.
+_USER_AGENT = "Tally-Webhooks/1"
+
+
+class DestinationNotAllowed(Exception):
+    """The URL's host resolves to an address receivers may not use, or does not resolve."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt got: a status code (``None`` without an answer) and an error message."""
+
+    status_code: int | None
+    error: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        """Tell whether the receiver answered 2xx (api.md: success)."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _not_global(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def check_destination(url: str, *, allow_private_networks: bool) -> None:
+    """Refuse a receiver URL whose host is, or resolves to, any non-global address.
+
+    Args:
+        url: an ``http`` or ``https`` URL.
+        allow_private_networks: ``TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS``; when
+            True nothing is checked.
+
+    Raises:
+        DestinationNotAllowed: some address is private, loopback, link-local or
+            otherwise not global, or the host does not resolve.
+    """
+    if allow_private_networks:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise DestinationNotAllowed("the URL has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise DestinationNotAllowed(f"{host} does not resolve: {error}") from None
+    refused = sorted({str(info[4][0]) for info in infos if _not_global(str(info[4][0]))})
+    if refused:
+        raise DestinationNotAllowed(
+            f"{host} resolves to {', '.join(refused)}, not a public address; "
+            "set TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS to allow it"
+        )
+
+
+def signature_headers(
+    secret: str, message_id: str, body: str, *, at: dt.datetime
+) -> dict[str, str]:
+    """Return the Standard Webhooks headers of ``body``: webhook-id, -timestamp, -signature.
+
+    Args:
+        secret: the endpoint's ``whsec_...`` secret.
+        message_id: the event's id (``evt_...``): the same on every attempt, so
+            receivers can deduplicate.
+        at: the attempt's time; ``webhook-timestamp`` is its Unix seconds.
+    """
+    at = at.astimezone(dt.UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+    }
+
+
+@functools.cache
+def _client(pid: int, timeout_seconds: float) -> httpx.Client:
+    """Return this process's kept client: pooled connections, never shared across a fork."""
+    return httpx.Client(
+        timeout=timeout_seconds,
+        follow_redirects=False,
+        headers={"user-agent": _USER_AGENT},
+        trust_env=False,
+    )
+
+
+def send(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    timeout_seconds: float,
+    allow_private_networks: bool,
+) -> Outcome:
+    """POST ``body`` (JSON text) to ``url`` with ``headers``; never raise.
+
+    Args:
+        timeout_seconds: for connecting, and for each read and write (api.md: 10 s).
+        allow_private_networks: see :func:`check_destination`.
+
+    Returns:
+        The status code, or ``None`` with the reason the request got no answer
+        (refused destination, timeout, connection error). A redirect is an
+        answer like any other non-2xx one.
+    """
+    try:
+        check_destination(url, allow_private_networks=allow_private_networks)
+    except DestinationNotAllowed as error:
+        return Outcome(None, f"destination not allowed: {error}")
+    client = _client(os.getpid(), timeout_seconds)
+    request_headers = {"content-type": "application/json", **headers}
+    try:
+        # Streamed and closed unread: the receiver's answer body is not needed.
+        with client.stream("POST", url, content=body.encode(), headers=request_headers) as answer:
+            status = answer.status_code
+    except httpx.TimeoutException:
+        return Outcome(None, f"no answer within {timeout_seconds:g} s")
+    except httpx.HTTPError as error:
+        return Outcome(None, f"{type(error).__name__}: {error}"[:500])
+    if 200 <= status < 300:
+        return Outcome(status, None)
+    return Outcome(status, f"answered {status}")

@@ -1,0 +1,124 @@
+"""Webhook signing, the SSRF guard, secrets, event ids and event rendering: no I/O."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from shared.models import Event, Transaction
+from shared.rendering import transaction_json
+from shared.services.events import _AsOf, event_public_id
+from shared.services.webhook_endpoints import new_secret
+from shared.services.webhook_sender import (
+    DestinationNotAllowed,
+    Outcome,
+    check_destination,
+    signature_headers,
+)
+
+
+def test_signature_headers_verify_with_the_standard_webhooks_library() -> None:
+    secret = new_secret()
+    body = json.dumps({"id": "evt_1", "type": "transaction.completed", "data": {"x": 1}})
+    headers = signature_headers(secret, "evt_1", body, at=dt.datetime.now(dt.UTC))
+    assert headers["webhook-id"] == "evt_1"
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(secret).verify(body, headers) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + " ", headers)
+
+
+def test_signature_follows_the_specification_by_hand() -> None:
+    """HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the secret after whsec_, base64."""
+    import hashlib
+    import hmac
+
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    at = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    headers = signature_headers(secret, "evt_x", "{}", at=at)
+    expected = hmac.new(b"k" * 32, f"evt_x.{int(at.timestamp())}.{{}}".encode(), hashlib.sha256)
+    assert headers["webhook-timestamp"] == str(int(at.timestamp()))
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(expected.digest()).decode()
+
+
+def test_new_secret_is_whsec_and_32_random_bytes() -> None:
+    secret = new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    assert new_secret() != secret
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8400/",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/",
+        "http://172.16.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://[::1]:8000/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://224.0.0.1/",
+        "http://localhost:8400/",
+    ],
+)
+def test_check_destination_refuses_non_public_addresses(url: str) -> None:
+    with pytest.raises(DestinationNotAllowed):
+        check_destination(url, allow_private_networks=False)
+    check_destination(url, allow_private_networks=True)
+
+
+@pytest.mark.parametrize("url", ["https://8.8.8.8/hook", "http://[2001:4860:4860::8888]/"])
+def test_check_destination_allows_public_addresses(url: str) -> None:
+    check_destination(url, allow_private_networks=False)
+
+
+def test_outcome_succeeds_on_2xx_only() -> None:
+    assert Outcome(200, None).succeeded and Outcome(204, None).succeeded
+    assert not Outcome(301, "answered 301").succeeded
+    assert not Outcome(500, "answered 500").succeeded
+    assert not Outcome(None, "timeout").succeeded
+
+
+def test_event_public_id_is_evt_and_hex() -> None:
+    event_id = uuid.uuid4()
+    assert event_public_id(event_id) == f"evt_{event_id.hex}"
+
+
+def test_an_event_renders_its_transaction_as_it_was() -> None:
+    """The event's status, failure and times over the transaction's unchanging fields."""
+    now = dt.datetime(2026, 11, 24, 1, 0, tzinfo=dt.UTC)
+    transaction = Transaction(
+        id=uuid.uuid4(), type="withdrawal", status="completed", amount_minor=1500,
+        currency="SGD", source_wallet_id=uuid.uuid4(), destination_wallet_id=uuid.uuid4(),
+        hold_id=None, legs=None, description="rent", metadata_={"k": "v"},
+        failure_code=None, failure_message=None, attempts=2, created_at=now,
+        updated_at=now + dt.timedelta(minutes=5), completed_at=now + dt.timedelta(minutes=5),
+        expires_at=None,
+    )  # fmt: skip
+    event = Event(
+        id=uuid.uuid4(), type="transaction.failed", transaction_id=transaction.id,
+        status="failed", failure_code="insufficient_funds", failure_message="short",
+        attempts=1, updated_at=now, completed_at=now, created_at=now,
+    )  # fmt: skip
+    data = transaction_json(_AsOf(transaction, event))
+    assert data == transaction_json(transaction) | {
+        "status": "failed",
+        "failure_code": "insufficient_funds",
+        "failure_message": "short",
+        "attempts": 1,
+        "updated_at": "2026-11-24T01:00:00.000000Z",
+        "completed_at": "2026-11-24T01:00:00.000000Z",
+    }
+    assert data["amount"] == "15.00" and data["description"] == "rent"

@@ -1,0 +1,63 @@
+"""Thin tasks for webhooks: one delivery attempt, and the delivery sweep (docs/webhooks.md).
+
+Attempts run on the ``tally.webhooks`` queue, apart from the drains'. The
+delivery row, not the message, is the unit of work: a message that is lost,
+duplicated or redelivered after a crash changes nothing the sweep does not
+repair, so a transient database error just ends the task.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from celery import shared_task
+
+import broker
+from shared import db
+from shared.config import get_settings
+from shared.metrics import WEBHOOK_UNDELIVERED_AGE
+from shared.redis_client import get_redis
+from shared.services import deliveries, events
+
+_log = structlog.get_logger(__name__)
+
+# Deliveries created by this process's applies are sent as soon as they commit.
+events.set_delivery_publisher(broker.signal_deliveries)
+
+
+@shared_task(acks_late=True, ignore_result=True, name=deliveries.DELIVER_WEBHOOK_TASK)
+def deliver_webhook(delivery_id: str) -> None:
+    """Make one attempt at delivery ``delivery_id`` (a UUID string) if it is due."""
+    try:
+        get_redis().delete(deliveries.delivery_signal_key(delivery_id))
+    except Exception:  # the signal expires by itself
+        _log.warning("delivery_signal_not_cleared", delivery_id=delivery_id, exc_info=True)
+    try:
+        deliveries.attempt_delivery(
+            uuid.UUID(delivery_id), policy=deliveries.Policy.from_settings(get_settings())
+        )
+    except Exception as error:
+        if not db.is_transient(error):
+            raise
+        _log.warning("delivery_deferred_to_sweep", delivery_id=delivery_id, error=str(error))
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.sweep_webhook_deliveries")
+def sweep_webhook_deliveries() -> int:
+    """Publish every due delivery that has no message queued; return how many were due."""
+    try:
+        with db.transaction() as session:
+            due = deliveries.due_deliveries(session)
+            WEBHOOK_UNDELIVERED_AGE.set(deliveries.oldest_undelivered_age_seconds(session))
+    except Exception as error:
+        if not db.is_transient(error):
+            raise
+        _log.warning("delivery_sweep_skipped_database_unavailable", error=str(error))
+        return 0
+    if due:
+        try:
+            broker.signal_deliveries(due)
+        except Exception:  # beat runs the sweep again shortly
+            _log.warning("delivery_sweep_publish_failed", deliveries=len(due), exc_info=True)
+    return len(due)
