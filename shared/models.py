@@ -31,7 +31,7 @@ from sqlalchemy import (
     table,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Orders transactions within a lane (the wallet whose debits they are); design.md invariant 6.
@@ -139,6 +139,9 @@ class Transaction(Base):
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
+    #: The ``X-Request-Id`` of the request that submitted it, so
+    #: the worker's log lines name the request (migration 0008).
+    request_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
@@ -185,6 +188,8 @@ class Transaction(Base):
             "'capture', 'void', 'expiry')",
             name="type_known",
         ),
+        # Room for the claim's in-place (heap-only) update of attempts.
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
 
@@ -354,6 +359,7 @@ class TransactionArchive(Base):
     created_at: Mapped[dt.datetime] = mapped_column()
     updated_at: Mapped[dt.datetime] = mapped_column()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
+    request_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("transactions_archive_created_at_id", "created_at", "id"),)
 
@@ -386,6 +392,37 @@ class ReconciliationRun(Base):
         CheckConstraint(
             "status IN ('running', 'ok', 'mismatch', 'error')", name="run_status_known"
         ),
+    )
+
+
+class AuditEvent(Base):
+    """One operator action (migration 0006); append-only (a trigger rejects UPDATE and DELETE).
+
+    ``actor_type`` is ``api_key`` (``actor_key_id`` and the key's name in
+    ``actor_name``) or ``cli`` (the OS user in ``actor_name``); ``target_ids``
+    are the ids the action touched; ``details`` holds what else it needs
+    (filters of a bulk retry, the status a wallet was given).
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(Text)
+    actor_type: Mapped[str] = mapped_column(Text)
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column()
+    actor_name: Mapped[str] = mapped_column(Text)
+    target_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
+    )
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    request_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        Index("audit_events_created_at_id", "created_at", "id"),
+        Index("audit_events_action", "action", "created_at"),
+        Index("audit_events_target_ids", "target_ids", postgresql_using="gin"),
+        CheckConstraint("actor_type IN ('api_key', 'cli')", name="actor_type_known"),
     )
 
 

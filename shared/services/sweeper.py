@@ -21,11 +21,13 @@ from shared.models import Transaction
 
 
 def stalled_shards(session: Session, *, age_seconds: float) -> list[int]:
-    """Return the shards holding a transaction pending, and untouched, for over ``age_seconds``.
+    """Return the shards holding a transaction pending for over ``age_seconds``.
 
     Args:
-        age_seconds: how long a transaction may wait since it was accepted or
-            last attempted before its shard is published again.
+        age_seconds: how long a transaction may wait since it was accepted (or
+            reopened by an ops retry) before its shard is published again. A
+            shard being drained right now may be published too: its drain
+            finds the shard locked and ends at once.
     """
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_seconds)
     return list(

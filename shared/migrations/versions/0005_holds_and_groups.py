@@ -27,6 +27,9 @@ _TYPES = "'deposit', 'withdrawal', 'transfer', 'hold', 'group', 'capture', 'void
 
 
 def upgrade() -> None:
+    # Room on each page for the claim's in-place update of ``attempts`` (a
+    # heap-only tuple updates no index: PostgreSQL docs, "Heap-Only Tuples").
+    op.execute("ALTER TABLE transactions SET (fillfactor = 80)")
     for table in ("transactions", "transactions_archive"):
         # No foreign key: a hold and its capture are archived independently.
         op.add_column(table, sa.Column("hold_id", UUID(as_uuid=True)))
@@ -116,6 +119,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE transactions RESET (fillfactor)")
     op.drop_table("hold_entries")
     op.execute("DROP FUNCTION hold_entries_append_only()")
     op.drop_table("group_lanes")
