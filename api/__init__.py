@@ -11,6 +11,7 @@ from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
 from api.events import blueprint as events_blueprint
+from api.observe import install_observability
 from api.webhooks import blueprint as webhooks_blueprint
 from shared.config import get_settings
 from shared.logs import configure_logging
@@ -32,12 +33,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config: Flask config overrides (tests); Tally's own settings come from
             the environment via ``shared.config``.
     """
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(config or {})
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+
+    # First: every request, even one refused by the hooks below, gets an id and is timed.
+    install_observability(app)
 
     @app.before_request
     def _authenticate() -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from shared import db
 from shared.config import get_settings
+from shared.metrics import DEPENDENCY_UP
 from shared.redis_client import get_redis
 
 blueprint = Blueprint("health", __name__)
@@ -22,7 +23,10 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Answer 200 when PostgreSQL and Redis both answer, else 503, naming each check."""
+    """Answer 200 when PostgreSQL and Redis both answer, else 503, naming each check.
+
+    Also sets ``tally_dependency_up{dependency="postgresql"|"redis"}`` to 1 or 0.
+    """
     checks = {"database": "ok", "broker": "ok"}
     try:
         with db.transaction() as session:
@@ -33,6 +37,8 @@ def readyz() -> tuple[Response, int]:
         get_redis().ping()
     except Exception:
         checks["broker"] = "down"
+    DEPENDENCY_UP.labels("postgresql").set(checks["database"] == "ok")
+    DEPENDENCY_UP.labels("redis").set(checks["broker"] == "ok")
     ready = all(value == "ok" for value in checks.values())
     return jsonify({"status": "ok" if ready else "down", "checks": checks}), (200 if ready else 503)
 

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from api.auth import require_role
+from api.observe import request_id
 from api.render import page_json, transaction_json
 from api.requests import json_body, json_body_or_empty, path_id, query
 from api.schemas import (
@@ -21,6 +22,7 @@ from shared import db
 from shared.config import get_settings
 from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionType
+from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.services import transactions
 from shared.services.api_keys import Role
 from shared.services.holds import submit_hold_operation
@@ -67,6 +69,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             idempotency_key=idempotency_key,
             shard_count=get_settings().shard_count,
             publish=drain_signaller.signal,
+            request_id=request_id(),
         )
     return _accepted(transaction, replayed)
 
@@ -78,6 +81,7 @@ def _accepted(transaction: Any, replayed: bool) -> tuple[Response, int, dict[str
         headers["Idempotent-Replayed"] = "true"
         return jsonify(transaction_json(transaction)), 200, headers
     headers["Retry-After"] = "1"
+    TRANSACTIONS_SUBMITTED.labels(transaction.type).inc()
     return jsonify(transaction_json(transaction)), 202, headers
 
 
@@ -95,6 +99,7 @@ def _hold_operation(
             idempotency_key=idempotency_key,
             shard_count=get_settings().shard_count,
             publish=drain_signaller.signal,
+            request_id=request_id(),
         )
     return _accepted(transaction, replayed)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     log_level: str = "INFO"
+    #: ``json``: one JSON object per line (production, log shippers); ``console``:
+    #: structlog's coloured key=value lines for a terminal (``tally up`` sets it).
+    log_format: Literal["json", "console"] = "json"
+    #: Port of Flower (``tally serve flower``, ``tally up --flower``); it binds ``host``.
+    flower_port: int = Field(default=5555, ge=1, le=65535)
     #: prometheus-client's multiprocess directory (its own variable name): when set,
     #: every process writes its metrics there and ``/metrics`` serves them all.
     prometheus_multiproc_dir: str | None = Field(

@@ -26,7 +26,7 @@ from worker.schedule import beat_schedule
 def create_celery_app() -> Celery:
     """Return the Celery app configured from the environment."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = Celery(
         "tally",
         broker=settings.redis_url,
@@ -65,6 +65,9 @@ def create_celery_app() -> Celery:
 
 
 app = create_celery_app()
+
+# Connects the signal handlers that time and count beat's jobs.
+from worker import observe as _observe  # noqa: E402, F401
 
 
 @worker_process_init.connect

@@ -16,6 +16,7 @@ from celery import shared_task
 
 from shared import db
 from shared.config import get_settings
+from shared.metrics import RECONCILIATION_MISMATCHES, RECONCILIATION_RUNS
 from shared.services import archive, reconciliation, snapshots
 
 _log = structlog.get_logger(__name__)
@@ -49,10 +50,16 @@ def archive_entries() -> int:
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.reconcile")
 def reconcile(run_id: str | None = None) -> str:
-    """Run reconciliation ``run_id`` (a UUID string from the ops API), or a new run; return its status."""
+    """Run reconciliation ``run_id`` (a UUID string from the ops API), or a new run; return its status.
+
+    Counts the run by status and its mismatched wallets (``tally_reconciliation_*``).
+    """
     if run_id is None:
         with db.transaction() as session:
             run_uuid = reconciliation.start_reconciliation(session)
     else:
         run_uuid = uuid.UUID(run_id)
-    return reconciliation.run_reconciliation(run_uuid).status
+    run = reconciliation.run_reconciliation(run_uuid)
+    RECONCILIATION_RUNS.labels(run.status).inc()
+    RECONCILIATION_MISMATCHES.inc(len(run.mismatches or ()))
+    return run.status

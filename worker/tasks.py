@@ -14,9 +14,10 @@ from celery import Task, shared_task
 import broker
 from shared import db
 from shared.config import get_settings
+from shared.metrics import DEPENDENCY_UP, DRAIN_RETRIES, PENDING_OLDEST_AGE, PENDING_TRANSACTIONS
 from shared.redis_client import get_redis
 from shared.retry import backoff_seconds
-from shared.services import holds, processor, sweeper
+from shared.services import holds, overview, processor, sweeper
 from shared.wakeups import publish_settled
 
 _log = structlog.get_logger(__name__)
@@ -75,6 +76,7 @@ def drain_shard(self: Task, shard: int) -> None:
             base_seconds=settings.retry_backoff_base_seconds,
             max_seconds=settings.retry_backoff_max_seconds,
         )
+        DRAIN_RETRIES.inc()
         _log.warning(
             "drain_retry", shard=shard, retry=retries + 1, countdown=countdown, error=str(error)
         )
@@ -83,16 +85,25 @@ def drain_shard(self: Task, shard: int) -> None:
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.sweep_stalled_transactions")
 def sweep_stalled_transactions() -> int:
-    """Publish every shard with a transaction pending too long; return how many."""
+    """Publish every shard with a transaction pending too long; return how many.
+
+    Also refreshes the ``tally_pending_transactions`` and
+    ``tally_pending_oldest_age_seconds`` gauges, and ``tally_dependency_up`` for PostgreSQL.
+    """
     settings = get_settings()
     try:
         with db.transaction() as session:
             shards = sweeper.stalled_shards(session, age_seconds=settings.sweep_pending_age_seconds)
+            backlog = overview.pending_backlog(session)
     except Exception as error:
         if not db.is_transient(error):
             raise
+        DEPENDENCY_UP.labels("postgresql").set(0)
         _log.warning("sweep_skipped_database_unavailable", error=str(error))
         return 0  # beat runs the sweep again in a few seconds
+    DEPENDENCY_UP.labels("postgresql").set(1)
+    PENDING_TRANSACTIONS.set(backlog.count)
+    PENDING_OLDEST_AGE.set(backlog.oldest_age_seconds)
     published = 0
     for shard in shards:
         try:

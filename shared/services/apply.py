@@ -55,11 +55,19 @@ class ApplyResult:
         statuses: how many transactions reached each status (``{"completed": 7}``).
         settled_ids: the transactions that left ``pending``.
         shards: other shards to signal after the commit (lanes of settled groups).
+        outcomes: how many reached each ``(type, status, failure_code)``; the
+            code is ``"none"`` unless failed (the labels of ``tally_transactions_settled_total``).
+        settle_seconds: for each one that reached a terminal status, the seconds
+            from its ``created_at`` to its ``completed_at``.
+        request_ids: the ``X-Request-Id`` each was submitted with, by id (None if unknown).
     """
 
     statuses: Counter[str]
     settled_ids: tuple[uuid.UUID, ...] = ()
     shards: tuple[int, ...] = ()
+    outcomes: Counter[tuple[str, str, str]] = dataclasses.field(default_factory=Counter)
+    settle_seconds: tuple[float, ...] = ()
+    request_ids: Mapping[uuid.UUID, str | None] = dataclasses.field(default_factory=dict)
 
 
 #: What the apply path reads of a transaction: plain rows, not ORM objects, whose
@@ -73,6 +81,8 @@ _APPLY_COLUMNS = (
     Transaction.destination_wallet_id,
     Transaction.hold_id,
     Transaction.legs,
+    Transaction.created_at,
+    Transaction.request_id,
 )
 
 #: A transaction as the apply path reads it: a row with ``_APPLY_COLUMNS``' names.
@@ -202,10 +212,22 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     )
     groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
     settled = tuple(t.id for t in transactions)
+    # Counted once per batch here, so the caller updates each metric once per batch.
+    outcomes = Counter(
+        (t.type, str(status_rows[t.id]["status"]), str(status_rows[t.id]["failure_code"] or "none"))
+        for t in transactions
+    )
     return ApplyResult(
         Counter(str(status_rows[t]["status"]) for t in settled),
         settled,
         tuple(release_group_lanes(session, groups)),
+        outcomes=outcomes,
+        settle_seconds=tuple(
+            (now - t.created_at).total_seconds()
+            for t in transactions
+            if status_rows[t.id]["completed_at"] is not None
+        ),
+        request_ids={t.id: t.request_id for t in transactions},
     )
 
 

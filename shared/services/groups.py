@@ -58,6 +58,7 @@ def submit_group(
     request_hash: str,
     shard_count: int,
     publish: Publish,
+    request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
     """Record a group as one pending transaction; publish the shards of its lanes after commit.
 
@@ -65,6 +66,7 @@ def submit_group(
         legs: 2..50 legs (the request schema checks the count and each amount).
         request_hash: the request's fingerprint, to detect a reused key.
         shard_count: ``TALLY_SHARD_COUNT``.
+        request_id: the HTTP request's ``X-Request-Id``, stored with the row.
 
     Returns:
         ``(transaction, replayed)`` as ``shared.services.intake.submit_transaction``.
@@ -102,6 +104,7 @@ def submit_group(
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            request_id=request_id,
         )
         .on_conflict_do_nothing(constraint="transactions_idempotency_key")
         .returning(Transaction)

@@ -67,8 +67,12 @@ def submit_hold_operation(
     idempotency_key: str,
     shard_count: int,
     publish: Publish,
+    request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
     """Record a capture or void of a hold as a pending transaction in the hold's lane.
+
+    Args:
+        request_id: the HTTP request's ``X-Request-Id``, stored with the row.
 
     Returns:
         ``(transaction, replayed)``: the capture or void transaction, as
@@ -125,6 +129,7 @@ def submit_hold_operation(
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            request_id=request_id,
         )
         .on_conflict_do_nothing(constraint="transactions_idempotency_key")
         .returning(Transaction)

@@ -84,7 +84,7 @@ WITH named AS (
     INSERT INTO transactions (
         id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
         lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
-        request_hash, expires_at)
+        request_hash, expires_at, request_id)
     SELECT CAST(:id AS uuid), CAST(:type AS text), CAST(:amount_minor AS bigint),
         CAST(:currency AS text),
         COALESCE(CAST(:source_id AS uuid),
@@ -94,7 +94,8 @@ WITH named AS (
         CAST(:lane_id AS uuid),
         CAST(:shard AS smallint), CAST(:description AS text), CAST(:metadata AS jsonb),
         CAST(:api_key_id AS uuid), CAST(:idempotency_key AS text),
-        CAST(:request_hash AS text), CAST(:expires_at AS timestamptz)
+        CAST(:request_hash AS text), CAST(:expires_at AS timestamptz),
+        CAST(:request_id AS text)
     FROM system
     WHERE (SELECT count(*) FROM named WHERE currency = CAST(:currency AS text))
         = CAST(:named_count AS int)
@@ -118,6 +119,7 @@ def submit_transaction(
     idempotency_key: str,
     shard_count: int,
     publish: Publish,
+    request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
     """Record ``request`` as a pending transaction and publish its shard after commit.
 
@@ -130,6 +132,8 @@ def submit_transaction(
         idempotency_key: the client's ``Idempotency-Key``.
         shard_count: ``TALLY_SHARD_COUNT``: the lane's shard is stored with the row.
         publish: called with the shard after the commit.
+        request_id: the HTTP request's ``X-Request-Id``, stored with the row so
+            the worker's log lines name it.
 
     Returns:
         ``(transaction, replayed)``: ``replayed`` is True when the key was seen
@@ -152,6 +156,7 @@ def submit_transaction(
             request_hash=request.fingerprint(),
             shard_count=shard_count,
             publish=publish,
+            request_id=request_id,
         )
     named = _named_wallets(request)
     lane_id = _lane_of(request)
@@ -180,6 +185,7 @@ def submit_transaction(
                 "idempotency_key": idempotency_key,
                 "request_hash": request_hash,
                 "expires_at": expires_at,
+                "request_id": request_id,
             },
         )
         .mappings()

@@ -108,7 +108,10 @@ def test_tally_up_serves_stops_everything_and_restarts_on_its_data(workdir: Path
         status, settled = request(f"{url}/v1/transactions/{transaction_id}?wait=20", key)
         assert settled["status"] == "completed"
         exposition = requests.get(f"{url}/metrics", timeout=30).text
-        assert 'tally_transactions_settled_total{status="completed"} 1.0' in exposition
+        assert (
+            'tally_transactions_settled_total{type="deposit",status="completed",failure_code="none"} 1.0'
+            in exposition
+        )
     finally:
         stack.stop()
     assert (stack.data_dir / "runtime.env").exists()
