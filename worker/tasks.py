@@ -42,24 +42,29 @@ def _shard_signalled(shard: int) -> bool:
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, name=processor.DRAIN_SHARD_TASK)
 def drain_shard(self: Task, shard: int) -> None:
-    """Apply the pending transactions of shard ``shard`` (an int), and again while it is signalled."""
+    """Apply one batch of shard ``shard`` (an int); requeue the shard if it has more.
+
+    One batch per message keeps the shards fair: a shard that keeps receiving
+    work goes to the back of the queue after each batch instead of holding a
+    worker process while the other shards' messages wait, and its work
+    gathers into a larger batch meanwhile.
+    """
     settings = get_settings()
     shard = int(shard)
     try:
-        while True:
-            report = processor.drain_shard(
-                shard,
-                batch_size=settings.batch_size,
-                attempts_max=settings.apply_attempts_max,
-                settled=publish_settled,
-                signal=broker.signal_drains,
-                locked=lambda: _clear_shard_signal(shard),
-            )
-            if report.more:
-                broker.publish_drain(shard)  # yield the worker; continue in a new message
-                return
-            if not _shard_signalled(shard):
-                return
+        report = processor.drain_shard(
+            shard,
+            batch_size=settings.batch_size,
+            attempts_max=settings.apply_attempts_max,
+            batches_max=1,
+            settled=publish_settled,
+            signal=broker.signal_drains,
+            locked=lambda: _clear_shard_signal(shard),
+        )
+        # Work signalled while this drain held the lock may have found it held
+        # and ended: publish the shard again so that it is not left waiting.
+        if report.more or _shard_signalled(shard):
+            broker.publish_drain(shard)
     except db.LockBusy:
         # The holder looks at the shard's signal after it lets the lock go, and
         # this drain has not cleared it: the work it announced is not lost.
