@@ -107,7 +107,8 @@ class DrainReport:
         settled: transactions that left ``pending`` (completed, held or failed).
         failed: of those, how many failed a business rule or ran out of attempts.
         batches: apply transactions committed.
-        more: True when it stopped at ``batches_max`` with work left in the shard.
+        more: True when it stopped at ``batches_max`` and its last claim left work
+            behind (``Claim.rest``); work accepted since is announced by its signal.
     """
 
     settled: int = 0
@@ -156,13 +157,13 @@ def drain_shard(
         while report.batches < batches_max:
             result = _drain_batch(connection, shard, report, batch_size, attempts_max)
             if result is None:
+                report.more = False
                 return report
             if settled is not None and result.settled_ids:
                 _after_apply(settled, result.settled_ids)
             if signal is not None and result.shards:
                 _after_apply(signal, result.shards)
-    report.more = True
-    return report
+    return report  # ``more`` is the last claim's ``rest``
 
 
 def _after_apply(callback: Callable[[Any], None], values: Sequence[Any]) -> None:
@@ -185,6 +186,7 @@ def _drain_batch(
         claimed = claim_batch(session, shard, batch_size=batch_size, attempts_max=attempts_max)
     if claimed is None:
         return None
+    report.more = claimed.rest
     if claimed.exhausted:  # counted only now that the failure is committed
         RETRIES_EXHAUSTED.inc()
         TRANSACTIONS_SETTLED.labels(
@@ -234,13 +236,16 @@ class Claim:
 
     ``shards`` lists other shards to signal once this claim's work commits: the
     lanes of an exhausted group, whose later debits no longer wait for it.
-    ``type`` is the exhausted head's type (a metric label).
+    ``type`` is the exhausted head's type (a metric label). ``rest`` is True
+    when the shard may hold more claimable work than this claim took: a full
+    batch, or one cut short before a suspect or a group that must wait.
     """
 
     ids: Sequence[uuid.UUID]
     exhausted: bool = False
     shards: Sequence[int] = ()
     type: str = ""
+    rest: bool = True
 
 
 #: The shard's pending transactions in acceptance order: its own (by their first
@@ -328,17 +333,26 @@ def claim_batch(
                 ids.append(row.id)
             break
         ids.append(row.id)
+    else:  # every row was taken: the shard holds more only if the batch was full
+        if not ids:
+            return None
+        rest = len(rows) >= batch_size
+        _count_attempt(session, ids)
+        return Claim(ids, rest=rest)
     if not ids:
         return None
+    _count_attempt(session, ids)
+    return Claim(ids)
+
+
+def _count_attempt(session: Session, ids: Sequence[uuid.UUID]) -> None:
+    """Add one to the ``attempts`` of the claimed transactions."""
     # Only ``attempts``, an unindexed column: PostgreSQL can then update the row
     # in place (a heap-only tuple, with the table's fillfactor leaving room) and
     # skip every index. ``updated_at`` changes when the status does.
     session.execute(
-        update(Transaction)
-        .where(Transaction.id.in_(ids))
-        .values(attempts=Transaction.attempts + 1)
+        update(Transaction).where(Transaction.id.in_(ids)).values(attempts=Transaction.attempts + 1)
     )
-    return Claim(ids)
 
 
 def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) -> list[int]:
