@@ -159,10 +159,11 @@ def advisory_lock(key: str) -> Iterator[Connection]:
     Raises:
         LockBusy: another session holds the lock.
     """
-    lock_id = func.hashtextextended(key, 0)
     with get_engine().connect() as connection:
-        acquired = connection.execute(select(func.pg_try_advisory_lock(lock_id))).scalar_one()
-        connection.commit()  # the lock outlives the transaction that took it
+        raw = connection.connection.dbapi_connection
+        acquired = _outside_transaction(
+            raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        )
         if not acquired:
             raise LockBusy(f"advisory lock {key!r} is held by another session")
         try:
@@ -170,10 +171,23 @@ def advisory_lock(key: str) -> Iterator[Connection]:
         finally:
             try:
                 connection.rollback()
-                connection.execute(select(func.pg_advisory_unlock_all()))
-                connection.commit()
+                _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
             except Exception:
                 connection.invalidate()
+
+
+def _outside_transaction(raw: Any, sql: str, params: tuple[object, ...] = ()) -> Any:
+    """Run one statement on the psycopg connection ``raw`` in autocommit; return its value.
+
+    A session-level advisory lock outlives transactions, so taking or releasing
+    it needs none: in autocommit mode psycopg sends no BEGIN and COMMIT around
+    the statement, two round trips each time, on the drain's hot path.
+    """
+    raw.autocommit = True
+    try:
+        return raw.execute(sql, params).fetchone()[0]
+    finally:
+        raw.autocommit = False
 
 
 def set_local(session: Session, **settings: str) -> None:
