@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from api import health, reconciliations, transactions, wallets
+from api import audit, health, reconciliations, transactions, wallets
 from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
@@ -23,6 +23,7 @@ BLUEPRINTS = [
     reconciliations.blueprint,
     events_blueprint,
     webhooks_blueprint,
+    audit.blueprint,
 ]
 
 

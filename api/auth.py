@@ -6,6 +6,7 @@ import functools
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
@@ -13,14 +14,34 @@ from flask import g, request
 
 from shared import db
 from shared.ledger.errors import TallyError
-from shared.services.api_keys import Role, authenticate
+from shared.services.api_keys import Role, authenticate, hash_secret
+from shared.services.audit import Actor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Known keys by secret, for 30 s: saves a database round trip on every request.
-#: A revoked key may therefore work for up to 30 s more (docs/api-conventions.md).
-_known_keys: TTLCache[str, tuple[uuid.UUID, Role]] = TTLCache(maxsize=10_000, ttl=30)
+#: How long an API process trusts a key it has looked up, in seconds. A revoked
+#: key keeps working in a process for at most this long after its revocation
+#: commits (docs/api-conventions.md, "Keys and roles"); the cache still spares
+#: all but one database round trip per key per second and process.
+KNOWN_KEY_TTL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """A live key as the API process remembers it: id, role and name (never its secret)."""
+
+    id: uuid.UUID
+    role: Role
+    name: str
+
+
+#: Known keys by the SHA-256 of their secret, so no secret is kept in memory
+#: longer than its request.
+_known_keys: TTLCache[str, KnownKey] = TTLCache(maxsize=10_000, ttl=KNOWN_KEY_TTL_SECONDS)
 _known_keys_lock = threading.Lock()
+
+#: The longest ``X-Request-Id`` recorded in the audit log, in characters.
+REQUEST_ID_CHARS_MAX = 128
 
 
 class Unauthenticated(TallyError):
@@ -36,7 +57,8 @@ class Forbidden(TallyError):
 
 
 def load_api_key() -> None:
-    """Authenticate the request's ``Authorization: Bearer`` key into ``g.api_key_id``/``g.role``.
+    """Authenticate the request's ``Authorization: Bearer`` key into ``g.api_key_id``,
+    ``g.role`` and ``g.api_key_name``.
 
     Raises:
         Unauthenticated: the header is missing, malformed, or names no live key.
@@ -46,17 +68,30 @@ def load_api_key() -> None:
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
     secret = secret.strip()
+    digest = hash_secret(secret)
     with _known_keys_lock:
-        known = _known_keys.get(secret)
+        known = _known_keys.get(digest)
     if known is None:
         with db.transaction() as session:
             key = authenticate(session, secret)
             if key is None:
                 raise Unauthenticated("the API key is not valid")
-            known = (key.id, Role(key.role))
+            known = KnownKey(key.id, Role(key.role), key.name)
         with _known_keys_lock:
-            _known_keys[secret] = known
-    g.api_key_id, g.role = known
+            _known_keys[digest] = known
+    g.api_key_id, g.role, g.api_key_name = known.id, known.role, known.name
+
+
+def current_actor() -> Actor:
+    """Return the audit actor of the current request: its key, and its request id if any.
+
+    The request id is ``g.request_id`` when the app assigned one, else the
+    client's ``X-Request-Id`` header (at most ``REQUEST_ID_CHARS_MAX`` characters kept).
+    """
+    request_id = getattr(g, "request_id", None) or request.headers.get("X-Request-Id")
+    if request_id is not None:
+        request_id = str(request_id)[:REQUEST_ID_CHARS_MAX]
+    return Actor.api_key(g.api_key_id, g.api_key_name, request_id)
 
 
 def require_role(role: Role) -> Callable[[F], F]:

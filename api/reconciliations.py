@@ -7,7 +7,7 @@ import uuid
 from flask import Blueprint, Response, jsonify
 
 import broker
-from api.auth import require_role
+from api.auth import current_actor, require_role
 from api.render import page_json
 from api.requests import path_id, query
 from api.schemas import ListQuery
@@ -37,7 +37,7 @@ def start() -> tuple[Response, int, dict[str, str]]:
     another one.
     """
     with db.transaction() as session:
-        run_id = reconciliation.start_reconciliation(session)
+        run_id = reconciliation.start_reconciliation(session, actor=current_actor())
         db.after_commit(session, lambda: broker.send(RECONCILE_TASK, str(run_id)))
     body = {"id": str(run_id), "status": "running"}
     return jsonify(body), 202, {"Location": f"/v1/reconciliations/{run_id}"}

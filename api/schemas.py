@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from shared.ledger.errors import TallyError
+from shared.ledger.errors import FailureCode, TallyError
 from shared.ledger.money import exponent_of, parse_amount
 from shared.ledger.states import TransactionType
+from shared.services.bulk_retry import BULK_RETRY_LIMIT_MAX, RetryFilter
 from shared.services.groups import LegRequest
 from shared.services.holds import (
     HOLD_EXPIRES_IN_SECONDS_DEFAULT,
@@ -39,6 +40,8 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+#: A positive decimal in major units as api.md accepts it: no sign, exponent or leading zero.
+AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,4})?$"
 
 
 class WalletCreate(BaseModel):
@@ -69,7 +72,9 @@ class _Amount(BaseModel):
 
     # currency before amount: the amount's validator reads the validated currency.
     currency: CurrencyCode
-    amount: str
+    # The pattern documents the form (OpenAPI); the validator below checks it
+    # against the currency's minor unit (ISO 4217) and gives the precise error.
+    amount: str = Field(json_schema_extra={"pattern": AMOUNT_PATTERN, "examples": ["10.50"]})
 
     @field_validator("currency")
     @classmethod
@@ -224,7 +229,9 @@ class CaptureBody(BaseModel):
 
     model_config = _STRICT
 
-    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, json_schema_extra={"pattern": AMOUNT_PATTERN}
+    )
     destination_wallet_id: uuid.UUID | None = None
 
 
@@ -294,3 +301,46 @@ class BalanceQuery(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("as_of must carry a time zone, e.g. 2026-11-22T10:00:00Z")
         return value
+
+
+class BulkRetryBody(BaseModel):
+    """``POST /v1/transactions/retry`` body (ops): which failed transactions to retry.
+
+    Every given filter must match; ``{}`` selects the oldest failed
+    transactions, up to ``limit``.
+    """
+
+    model_config = _STRICT
+
+    failure_code: FailureCode | None = None
+    since: dt.datetime | None = Field(
+        default=None, description="Only those that failed at or after this RFC 3339 time."
+    )
+    wallet_id: uuid.UUID | None = None
+    limit: int = Field(default=1000, ge=1, le=BULK_RETRY_LIMIT_MAX)
+    dry_run: bool = False
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("since must carry a time zone, e.g. 2026-11-22T10:00:00Z")
+        return value
+
+    def to_filter(self) -> RetryFilter:
+        """Return the service's filter."""
+        return RetryFilter(
+            failure_code=None if self.failure_code is None else self.failure_code.value,
+            since=self.since,
+            wallet_id=self.wallet_id,
+            limit=self.limit,
+        )
+
+
+class AuditEventListQuery(ListQuery):
+    """``GET /v1/audit-events`` filters."""
+
+    action: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_.]+$")] | None
+    ) = None
+    target_id: uuid.UUID | None = None

@@ -7,11 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from api.auth import require_role
+from api.auth import current_actor, require_role
 from api.observe import request_id
 from api.render import page_json, transaction_json
 from api.requests import json_body, json_body_or_empty, path_id, query
 from api.schemas import (
+    BulkRetryBody,
     TransactionListQuery,
     WaitQuery,
     parse_hold_operation,
@@ -23,7 +24,7 @@ from shared.config import get_settings
 from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
-from shared.services import transactions
+from shared.services import bulk_retry, transactions
 from shared.services.api_keys import Role
 from shared.services.holds import submit_hold_operation
 from shared.services.intake import submit_transaction
@@ -147,6 +148,28 @@ def list_transactions() -> Response:
     return jsonify(page_json([transaction_json(t) for t in rows], next_cursor))
 
 
+@blueprint.post("/retry")
+@require_role(Role.OPS)
+def retry_many() -> tuple[Response, int]:
+    """Retry every failed transaction the body's filters select (ops): 200 with count and ids.
+
+    ``dry_run: true`` only counts. Each retried transaction is enqueued after commit.
+    """
+    body = BulkRetryBody.model_validate(json_body_or_empty())
+    with db.transaction() as session:
+        ids = bulk_retry.retry_failed(
+            session,
+            body.to_filter(),
+            dry_run=body.dry_run,
+            shard_count=get_settings().shard_count,
+            publish=drain_signaller.signal,
+            actor=current_actor(),
+        )
+    return jsonify(
+        {"count": len(ids), "dry_run": body.dry_run, "transaction_ids": [str(i) for i in ids]}
+    ), 200
+
+
 @blueprint.post("/<transaction_id>/retry")
 @require_role(Role.OPS)
 def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
@@ -157,6 +180,7 @@ def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
             _transaction_id(transaction_id),
             shard_count=get_settings().shard_count,
             publish=drain_signaller.signal,
+            actor=current_actor(),
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}
     return jsonify(transaction_json(transaction)), 202, headers

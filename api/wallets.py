@@ -6,7 +6,7 @@ import datetime as dt
 
 from flask import Blueprint, Response, jsonify
 
-from api.auth import require_role
+from api.auth import current_actor, require_role
 from api.render import entry_json, page_json, timestamp, wallet_json
 from api.requests import json_body, path_id, query
 from api.schemas import BalanceQuery, ListQuery, WalletCreate, WalletListQuery, WalletPatch
@@ -58,7 +58,7 @@ def patch_wallet(wallet_id: str) -> Response:
     body = WalletPatch.model_validate(json_body())
     with db.transaction() as session:
         wallet = wallets.set_wallet_status(
-            session, _wallet_id(wallet_id), WalletStatus(body.status)
+            session, _wallet_id(wallet_id), WalletStatus(body.status), actor=current_actor()
         )
     return jsonify(wallet_json(wallet))
 

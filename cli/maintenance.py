@@ -14,6 +14,7 @@ from shared import db
 from shared.config import get_settings
 from shared.ledger.money import format_amount
 from shared.services import archive, reconciliation, snapshots
+from shared.services.audit import Actor
 
 
 @click.command("snapshot")
@@ -54,7 +55,7 @@ def archive_command(before: dt.datetime | None) -> None:
 def reconcile() -> None:
     """Compare every stored balance with the ledger now; exit 1 unless the run is ok."""
     with db.transaction() as session:
-        run_id = reconciliation.start_reconciliation(session)
+        run_id = reconciliation.start_reconciliation(session, actor=Actor.cli())
     run = reconciliation.run_reconciliation(run_id)
     click.echo(f"reconciliation {run.id}: {run.status}, {run.wallets_checked} wallets checked")
     for code, total_minor in sorted(run.currency_totals.items()):

@@ -27,6 +27,7 @@ from shared import db
 from shared.ledger.errors import NotFound
 from shared.models import ReconciliationRun
 from shared.pagination import created_before, created_cursor
+from shared.services import audit
 from shared.services.events import record_run_event
 from shared.services.snapshots import set_maintenance_timeouts
 
@@ -93,11 +94,19 @@ def reconciliation_not_found(run_id: uuid.UUID) -> NotFound:
     return NotFound(f"reconciliation {run_id} does not exist", code="reconciliation_not_found")
 
 
-def start_reconciliation(session: Session) -> uuid.UUID:
-    """Record a new ``running`` reconciliation run and return its id (the caller commits)."""
+def start_reconciliation(session: Session, *, actor: audit.Actor | None = None) -> uuid.UUID:
+    """Record a new ``running`` reconciliation run and return its id (the caller commits).
+
+    Args:
+        actor: the operator who started it; when given, ``reconciliation.start``
+            is appended to the audit log in the same transaction (beat's
+            scheduled runs pass none).
+    """
     run_id = uuid.uuid4()
     session.add(ReconciliationRun(id=run_id, status="running"))
     session.flush()
+    if actor is not None:
+        audit.record(session, actor, audit.AuditAction.RECONCILIATION_START, [run_id])
     return run_id
 
 

@@ -15,6 +15,7 @@ from shared.ledger.money import exponent_of
 from shared.ledger.states import WalletStatus
 from shared.models import BalanceSnapshot, Currency, LedgerEntry, Wallet, ledger_entries_all
 from shared.pagination import created_before, created_cursor, decode_cursor, encode_cursor
+from shared.services import audit
 
 
 def wallet_not_found(wallet_id: uuid.UUID | str) -> NotFound:
@@ -129,8 +130,19 @@ def list_wallets(
     return rows, next_cursor
 
 
-def set_wallet_status(session: Session, wallet_id: uuid.UUID, status: WalletStatus) -> Wallet:
+def set_wallet_status(
+    session: Session,
+    wallet_id: uuid.UUID,
+    status: WalletStatus,
+    *,
+    actor: audit.Actor | None = None,
+) -> Wallet:
     """Freeze or unfreeze a wallet; a frozen wallet's new transactions fail ``wallet_frozen``.
+
+    Args:
+        actor: the operator; when given, the action is appended to the audit
+            log in the same transaction (``wallet.freeze`` or ``wallet.unfreeze``,
+            recorded even when the wallet already had that status).
 
     Raises:
         NotFound: ``wallet_not_found``.
@@ -145,6 +157,13 @@ def set_wallet_status(session: Session, wallet_id: uuid.UUID, status: WalletStat
         wallet.status = status.value
         session.flush()
         session.refresh(wallet)
+    if actor is not None:
+        action = (
+            audit.AuditAction.WALLET_FREEZE
+            if status is WalletStatus.FROZEN
+            else audit.AuditAction.WALLET_UNFREEZE
+        )
+        audit.record(session, actor, action, [wallet.id], {"status": status.value})
     return wallet
 
 

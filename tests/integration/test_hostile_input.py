@@ -105,6 +105,16 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/transactions"): Route(query=("status", "type", "wallet_id", *LIST)),
     ("GET", "/v1/transactions/<transaction_id>"): Route(query=("wait",)),
     ("POST", "/v1/transactions/<transaction_id>/retry"): Route(),
+    ("POST", "/v1/transactions/retry"): Route(
+        body=lambda w: {
+            "wallet_id": w.wallet_id,
+            "failure_code": "insufficient_funds",
+            "since": "2026-01-01T00:00:00Z",
+            "dry_run": True,
+        },
+        fields=("failure_code", "since", "wallet_id"),
+        containers=("",),
+    ),  # fmt: skip
     ("POST", "/v1/transactions/<transaction_id>/capture"): Route(
         body=_capture, fields=("amount", "destination_wallet_id"), containers=("",)
     ),
@@ -130,6 +140,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/v1/webhook-endpoints/<endpoint_id>"): Route(),
     ("GET", "/v1/webhook-endpoints/<endpoint_id>/deliveries"): Route(query=("status", *LIST)),
     ("POST", "/v1/webhook-deliveries/<delivery_id>/retry"): Route(),
+    ("GET", "/v1/audit-events"): Route(query=("action", "target_id", *LIST)),
 }
 
 

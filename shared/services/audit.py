@@ -1,0 +1,133 @@
+"""The audit log: who did which operator action to what, and when (``audit_events``).
+
+Each ops service function that is given an ``actor`` appends one row through
+:func:`record`, in the caller's database transaction: the row commits with
+the action or not at all. Rows are never changed (a trigger rejects UPDATE,
+DELETE and TRUNCATE, migration 0006).
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.models import AuditEvent
+from shared.pagination import created_before, created_cursor
+
+
+class AuditAction(enum.StrEnum):
+    """The operator actions recorded, named ``<resource>.<verb>``."""
+
+    TRANSACTION_RETRY = "transaction.retry"
+    TRANSACTION_BULK_RETRY = "transaction.bulk_retry"
+    WALLET_FREEZE = "wallet.freeze"
+    WALLET_UNFREEZE = "wallet.unfreeze"
+    API_KEY_CREATE = "api_key.create"
+    API_KEY_REVOKE = "api_key.revoke"
+    RECONCILIATION_START = "reconciliation.start"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: an API key (its id and name) or the CLI (the OS user), and the request id.
+
+    Attributes:
+        type: ``"api_key"`` or ``"cli"``.
+        name: the key's name, or the OS user's login name.
+        key_id: the API key's id; ``None`` for the CLI.
+        request_id: the HTTP request's ``X-Request-Id``, when there is one.
+    """
+
+    type: str
+    name: str
+    key_id: uuid.UUID | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def api_key(cls, key_id: uuid.UUID, name: str, request_id: str | None = None) -> Actor:
+        """Return the actor of a request authenticated with key ``key_id``."""
+        return cls("api_key", name, key_id, request_id)
+
+    @classmethod
+    def cli(cls) -> Actor:
+        """Return the actor of a ``tally`` command: ``cli`` and the OS user running it."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no login name (a container without /etc/passwd entry)
+            user = "unknown"
+        return cls("cli", user)
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: AuditAction | str,
+    target_ids: Iterable[uuid.UUID],
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append an audit event in the session's transaction (the caller commits) and return it.
+
+    Args:
+        actor: who acts.
+        action: an ``AuditAction`` (other features may record their own ``<resource>.<verb>``).
+        target_ids: the ids the action touched, in the order it touched them.
+        details: JSON-serialisable facts about the action (filters, new status).
+    """
+    event = AuditEvent(
+        id=uuid.uuid4(),
+        action=str(action),
+        actor_type=actor.type,
+        actor_key_id=actor.key_id,
+        actor_name=actor.name,
+        target_ids=list(target_ids),
+        details=details or {},
+        request_id=actor.request_id,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(
+    session: Session,
+    *,
+    action: str | None,
+    target_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[AuditEvent], str | None]:
+    """Return a page of audit events, newest first, and the next page's cursor (or None).
+
+    Args:
+        action: only this action (``transaction.retry``, ...).
+        target_id: only events that name this id among their targets.
+        limit: page size, 1..200.
+        cursor: a ``next_cursor`` from the previous page.
+
+    Raises:
+        ValidationFailed: ``invalid_cursor``.
+    """
+    query = (
+        select(AuditEvent)
+        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+        .limit(limit + 1)
+    )
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if target_id is not None:
+        query = query.where(AuditEvent.target_ids.contains([target_id]))  # GIN index
+    if cursor is not None:
+        query = query.where(created_before(AuditEvent.created_at, AuditEvent.id, cursor))
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
