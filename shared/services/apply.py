@@ -172,6 +172,7 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     entry_rows: list[dict[str, object]] = []
     hold_rows: list[dict[str, object]] = []
     status_rows: dict[uuid.UUID, dict[str, object]] = {}
+    held_first: list[uuid.UUID] = []  # holds applied, then ended, in this batch
     for transaction in transactions:
         # Built now, not before the loop: an earlier posting may have changed a hold.
         posting = posting_of(transaction, holds)
@@ -179,6 +180,8 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
         if isinstance(result, Applied):
             entry_rows.extend(_entry_rows(transaction, result))
             hold_rows.extend(_hold_rows(transaction, result))
+            if transaction.hold_id in status_rows:  # its hold was applied in this batch
+                held_first.append(transaction.hold_id)
             _end_hold(transaction, holds, status_rows, now)
         status_rows[transaction.id] = _status_row(transaction, result, now)
         if transaction.type == TransactionType.HOLD and isinstance(result, Applied):
@@ -208,7 +211,9 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     session.execute(update(Transaction), list(status_rows.values()))
     # The outbox: one event per status change, a hold's end included, in this commit.
     record_transaction_events(
-        session, {transaction_id: str(row["status"]) for transaction_id, row in status_rows.items()}
+        session,
+        {transaction_id: str(row["status"]) for transaction_id, row in status_rows.items()},
+        held_first=held_first,
     )
     groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
     settled = tuple(t.id for t in transactions)

@@ -40,6 +40,15 @@ _publisher: DeliveryPublisher | None = None
 #: The columns of a transaction that an event keeps as they were at the change.
 _SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
 
+#: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted.
+_DELIVERIES_SQL = """
+INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
+SELECT gen_random_uuid(), ev.id, w.id, now()
+FROM ev JOIN webhook_endpoints w
+  ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
+RETURNING id
+"""
+
 #: Events of the given transactions, as they are now, and their deliveries, in one
 #: statement: the data-modifying CTE's rows feed the join with the endpoints.
 _TRANSACTION_EVENTS_SQL = text(
@@ -52,13 +61,23 @@ WITH ev AS (
            t.updated_at
     FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
     RETURNING id, type
+)"""
+    + _DELIVERIES_SQL
 )
-INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
-SELECT gen_random_uuid(), ev.id, w.id, now()
-FROM ev JOIN webhook_endpoints w
-  ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
-RETURNING id
-"""
+
+#: ``transaction.held`` of holds that a later transaction of the same batch ended:
+#: the state they were in between, a microsecond before the event of their end.
+_HELD_FIRST_SQL = text(
+    """
+WITH ev AS (
+    INSERT INTO events (id, type, transaction_id, api_key_id, status, attempts, updated_at,
+                        created_at)
+    SELECT gen_random_uuid(), 'transaction.held', t.id, t.api_key_id, 'held', t.attempts,
+           t.updated_at, t.updated_at - interval '1 microsecond'
+    FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
+    RETURNING id, type
+)"""
+    + _DELIVERIES_SQL
 )
 
 _RUN_EVENT_SQL = text(
@@ -67,13 +86,8 @@ WITH ev AS (
     INSERT INTO events (id, type, reconciliation_run_id, status)
     VALUES (gen_random_uuid(), :type, :run_id, :status)
     RETURNING id, type
-)
-INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
-SELECT gen_random_uuid(), ev.id, w.id, now()
-FROM ev JOIN webhook_endpoints w
-  ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
-RETURNING id
-"""
+)"""
+    + _DELIVERIES_SQL
 )
 
 
@@ -83,21 +97,33 @@ def set_delivery_publisher(publisher: DeliveryPublisher | None) -> None:
     _publisher = publisher
 
 
-def record_transaction_events(session: Session, status_by_id: Mapping[uuid.UUID, str]) -> None:
+def record_transaction_events(
+    session: Session,
+    status_by_id: Mapping[uuid.UUID, str],
+    *,
+    held_first: Sequence[uuid.UUID] = (),
+) -> None:
     """Append one event per transaction, of the status each has now, and its deliveries.
 
     Call it in the database transaction that set those statuses, after the
-    update. One statement whatever the number of transactions.
+    update. One statement whatever the number of transactions (two when
+    ``held_first`` is not empty).
 
     Args:
         status_by_id: the transactions that changed, and the status each reached
             (``completed``, ``failed``, ``held``, ``voided``, ``expired``); the
             event's type is ``transaction.<status>``.
+        held_first: holds among them that were held and then ended by another
+            transaction of the same batch: each also gets its ``transaction.held``.
     """
     if not status_by_id:
         return
-    deliveries = session.scalars(_TRANSACTION_EVENTS_SQL, {"ids": list(status_by_id)}).all()
-    _after_commit(session, Counter(f"transaction.{s}" for s in status_by_id.values()), deliveries)
+    deliveries = list(session.scalars(_TRANSACTION_EVENTS_SQL, {"ids": list(status_by_id)}))
+    types = Counter(f"transaction.{s}" for s in status_by_id.values())
+    if held_first:
+        deliveries += session.scalars(_HELD_FIRST_SQL, {"ids": list(held_first)})
+        types["transaction.held"] += len(held_first)
+    _after_commit(session, types, deliveries)
 
 
 def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
