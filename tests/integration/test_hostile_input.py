@@ -122,6 +122,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/reconciliations"): Route(),
     ("GET", "/v1/reconciliations"): Route(query=LIST),
     ("GET", "/v1/reconciliations/<run_id>"): Route(),
+    ("GET", "/"): Route(),
+    ("GET", "/v1/ops/overview"): Route(),
     ("GET", "/v1/events"): Route(query=("type", "transaction_id", *LIST)),
     ("POST", "/v1/webhook-endpoints"): Route(
         body=lambda w: {
