@@ -1,5 +1,5 @@
-# One image for every Tally process: api, worker, beat and the one-shot migrate
-# (docker-compose.yml picks the command). Build: docker build -t tally .
+# One image for every Tally process: api, worker, beat, flower and the one-shot
+# migrate (docker-compose.yml picks the command). Build: docker build -t tally .
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,17 +14,21 @@ COPY pyproject.toml README.md Procfile alembic.ini ./
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
+COPY broker ./broker
 COPY cli ./cli
 COPY bench ./bench
+COPY examples ./examples
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app tally \
     && mkdir /metrics && chown tally /metrics
 
 USER tally
 
-# Inside a container the API must listen on every interface.
+# Inside a container the API (and Flower) must listen on every interface; logs
+# are JSON lines for the log collector.
 ENV TALLY_HOST=0.0.0.0 \
-    TALLY_PORT=8000
-EXPOSE 8000
+    TALLY_PORT=8000 \
+    TALLY_LOG_FORMAT=json
+EXPOSE 8000 5555
 
 CMD ["tally", "serve", "web"]

@@ -1,0 +1,102 @@
+"""The deployment files: docker-compose.yml is valid, the Dockerfile ships every package,
+and the Prometheus rules load."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "tally-rules.yml"
+
+
+def compose_command() -> list[str] | None:
+    """Return the Compose client to run: ``docker compose`` (v2), else ``docker-compose``, else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """Return docker-compose.yml as Compose resolves it (``config``), or skip without a client."""
+    command = compose_command()
+    if command is None:
+        pytest.skip(
+            "neither `docker compose` (the Compose plugin) nor `docker-compose` is installed, "
+            "so docker-compose.yml cannot be checked by Compose itself"
+        )
+    done = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(yaml.safe_load(done.stdout))
+
+
+def test_compose_runs_the_whole_stack_with_healthchecks_and_restarts(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
+    for name in ("postgres", "redis", "api", "worker", "beat", "flower"):
+        assert services[name]["restart"] == "unless-stopped", name
+        assert services[name].get("healthcheck"), name
+    assert services["migrate"]["restart"] == "no"
+    assert services["api"]["command"] == ["tally", "serve", "web"]
+    assert services["flower"]["command"] == ["tally", "serve", "flower"]
+    redis_args = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_args and "--maxmemory-policy noeviction" in redis_args
+    for name in ("api", "worker", "beat", "flower"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+
+
+def test_compose_gives_every_tally_service_the_same_environment(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    tally = ("migrate", "api", "worker", "beat", "flower")
+    environments = [services[name]["environment"] for name in tally]
+    assert all(env == environments[0] for env in environments)
+    assert environments[0]["PROMETHEUS_MULTIPROC_DIR"] == "/metrics"
+    assert environments[0]["TALLY_LOG_FORMAT"] == "json"
+
+
+def test_dockerfile_copies_every_package_the_project_installs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, f"not copied into the image: {packages - copied}"
+
+
+def test_prometheus_rules_are_valid_and_name_real_metrics() -> None:
+    from shared import metrics
+
+    document = yaml.safe_load(RULES.read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    alerts = {rule["alert"] for rule in rules if "alert" in rule}
+    assert {"TallyPendingTooOld", "TallyRetriesExhausted", "TallyReconciliationMismatch"} <= alerts
+    known = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
+    for rule in rules:
+        for name in re.findall(r"\btally_[a-z_]+", rule["expr"]):
+            base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+            assert base in known or name in known, f"{name} in {rule['expr']!r}"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("promtool is not installed (Debian's prometheus package): rules checked as YAML only")
+        return
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
