@@ -11,6 +11,7 @@ from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
 from api.events import blueprint as events_blueprint
+from api.limits import install_rate_limits
 from api.observe import install_observability
 from api.webhooks import blueprint as webhooks_blueprint
 from shared.config import get_settings
@@ -50,6 +51,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.path.startswith("/v1/") or request.path == "/v1":
             load_api_key()
 
+    # After authentication (a 401 counts against nothing), before the body is read.
+    install_rate_limits(app)
     # After authentication: an unknown client is answered 401 before its body is read.
     install_edge(app)
     register_error_handlers(app)

@@ -45,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "currency_mismatch": 422,
     "idempotency_key_reused": 422,
     "capture_exceeds_hold": 422,
+    "rate_limited": 429,
     "service_unavailable": 503,
     "internal_error": 500,
 }
@@ -59,6 +60,7 @@ _TITLES: dict[int, str] = {
     413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -103,6 +105,7 @@ _CODE_BY_HTTP_STATUS: dict[int, str] = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 _UNION_TAGS = {"deposit", "withdrawal", "transfer", "hold", "group"}

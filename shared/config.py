@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +23,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 #: Where ``tally up`` keeps its embedded servers' data and the URLs it uses.
 DATA_DIR = Path(os.environ.get("TALLY_DATA_DIR", ".tally"))
 RUNTIME_ENV_FILE = DATA_DIR / "runtime.env"
+
+#: One rate limit in limits' notation (``1000/second``, ``60 per 5 minutes``).
+_RATE_LIMIT = re.compile(
+    r"\s*[1-9][0-9]*\s*(/|per)\s*([1-9][0-9]*\s*)?(second|minute|hour|day|month|year)s?\s*"
+)
 
 
 class Settings(BaseSettings):
@@ -88,6 +94,13 @@ class Settings(BaseSettings):
     #: How long an attempt owns its delivery; past it, a dead worker's attempt is re-sent.
     webhook_attempt_lease_seconds: float = Field(default=60.0, gt=0)
 
+    # Rate limits per API key, by the key's role (api/limits.py): limits' notation,
+    # "N/second", "N per minute", several separated by ";". Far above what one key
+    # sends on a small machine by default, so they stop runaway clients, not load.
+    rate_limit_service: str = "20000/second"
+    rate_limit_ops: str = "2000/second"
+    rate_limit_enabled: bool = True
+
     # Processes.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -150,6 +163,17 @@ class Settings(BaseSettings):
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ValueError("TALLY_LOCK_TIMEOUT_MS must be below TALLY_STATEMENT_TIMEOUT_MS")
         return self
+
+    @field_validator("rate_limit_service", "rate_limit_ops")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        """Accept ``"N/second"``, ``"N per 5 minutes"`` and ``;``-separated lists of them."""
+        parts = [part for part in value.split(";") if part.strip()]
+        if not parts or not all(_RATE_LIMIT.fullmatch(part) for part in parts):
+            raise ValueError(
+                f"{value!r} is not a rate limit such as '1000/second' or '60 per minute'"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod

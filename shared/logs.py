@@ -14,6 +14,8 @@ import sys
 
 import structlog
 
+from shared.redaction import install_masking_filters, mask_sensitive
+
 
 def configure_logging(level: str, log_format: str = "json") -> None:
     """Route structlog and the standard ``logging`` module to stderr, as JSON or console lines.
@@ -28,6 +30,7 @@ def configure_logging(level: str, log_format: str = "json") -> None:
         else structlog.processors.JSONRenderer()
     )
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    install_masking_filters()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -35,6 +38,8 @@ def configure_logging(level: str, log_format: str = "json") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             # The console renderer prints tracebacks itself; JSON needs them as text.
             *([] if log_format == "console" else [structlog.processors.format_exc_info]),
+            # Owner references and secrets never reach a log in clear (shared/redaction.py).
+            mask_sensitive,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

@@ -52,6 +52,15 @@ PUBLISH_FAILURES = Counter(
     "tally_publish_failures_total",
     "Broker publishes that failed after commit; the sweep re-publishes them.",
 )
+RATE_LIMITED = Counter(
+    "tally_rate_limited_total",
+    "Requests refused 429 because their API key was over its rate limit, by the key's role.",
+    ["role"],
+)
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "tally_rate_limit_storage_errors_total",
+    "Requests let through unlimited because the rate limits' Redis did not answer.",
+)
 
 # -- apply path ---------------------------------------------------------------------------------
 

@@ -1,0 +1,73 @@
+"""A revoked key stops working within two seconds in every API process.
+
+The API runs as production runs it (``tally serve web``) with two uvicorn
+worker processes, each with its own key cache; requests on fresh
+connections land on either.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from cli.devservers import free_port
+from cli.main import main
+
+#: Requests on fresh connections per check: with two processes, the chance that
+#: one process gets none of them is 2 * 2**-40.
+PROBES = 40
+
+
+@pytest.fixture(scope="module")
+def two_process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("web2") / "web.log"
+    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "2"}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tally"), "serve", "web"],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
+        try:
+            requests.get(f"{url}/healthz", timeout=1)
+            break
+        except requests.RequestException:
+            assert time.monotonic() < deadline, "the server did not answer within 30 s"
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _statuses(url: str, secret: str) -> list[int]:
+    """Send ``PROBES`` requests, each on a new connection, and return their statuses."""
+    headers = {"Authorization": f"Bearer {secret}", "Connection": "close"}
+    return [
+        requests.get(f"{url}/v1/wallets?limit=1", headers=headers, timeout=10).status_code
+        for _ in range(PROBES)
+    ]
+
+
+def test_a_revoked_key_is_refused_by_every_process_within_two_seconds(
+    two_process_server: str,
+) -> None:
+    created = CliRunner().invoke(main, ["keys", "create", "--role", "service", "--name", "x-proc"])
+    key_id = created.output.split("id:")[1].split()[0]
+    secret = created.output.split("secret: ")[1].strip()
+    assert set(_statuses(two_process_server, secret)) == {200}  # cached in both processes
+    assert CliRunner().invoke(main, ["keys", "revoke", key_id]).exit_code == 0
+    revoked_at = time.monotonic()
+    while set(_statuses(two_process_server, secret)) != {401}:
+        assert time.monotonic() - revoked_at < 2.0, "a process still accepts the revoked key"
+    assert set(_statuses(two_process_server, secret)) == {401}
