@@ -57,6 +57,22 @@ def worker() -> None:
     )  # fmt: skip
 
 
+@serve.command("flower")
+def flower() -> None:
+    """Run Flower, Celery's monitor, on ``TALLY_HOST``:``TALLY_FLOWER_PORT`` against the broker.
+
+    Flower asks the workers over the broker (``celery inspect``, which works
+    with the workers' ``--without-gossip --without-mingle``) and turns on their
+    task events while it runs (its ``--enable_events``, the default), so the
+    workers send none when no Flower watches.
+    """
+    s = get_settings()
+    _exec(
+        "-m", "celery", "-A", "worker.app", "flower", f"--address={s.host}",
+        f"--port={s.flower_port}",
+    )  # fmt: skip
+
+
 @serve.command("beat")
 def beat() -> None:
     """Run Celery beat with celery-redbeat's locked scheduler (one active beat at a time)."""

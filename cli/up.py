@@ -37,6 +37,8 @@ PORTS_FILE = DATA_DIR / "ports.json"
 KEYS_FILE = DATA_DIR / "api-keys.json"
 #: Used when ``tally up`` runs outside a checkout (no Procfile in the directory).
 DEFAULT_PROCFILE = "web: tally serve web\nworker: tally serve worker\nbeat: tally serve beat\n"
+#: What ``tally up --flower`` adds to the Procfile's processes.
+FLOWER_PROCFILE = "flower: tally serve flower\n"
 
 
 def _ports() -> dict[str, int]:
@@ -78,7 +80,7 @@ def _dev_keys() -> dict[str, str]:
     return secrets
 
 
-def _announce_when_ready(url: str, secrets: dict[str, str]) -> None:
+def _announce_when_ready(url: str, secrets: dict[str, str], flower_url: str | None) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -90,6 +92,10 @@ def _announce_when_ready(url: str, secrets: dict[str, str]) -> None:
     click.secho(f"\nTally is up at {url}", fg="green", bold=True)
     click.echo(f"  service key: {secrets['service']}")
     click.echo(f"  ops key:     {secrets['ops']}")
+    click.echo(f"  dashboard:   {url}/ (sign in with the ops key)")
+    click.echo(f"  metrics:     {url}/metrics")
+    if flower_url is not None:
+        click.echo(f"  flower:      {flower_url}")
     click.echo('  try: curl -H "Authorization: Bearer $KEY" ' + url + "/v1/wallets\n")
 
 
@@ -101,6 +107,8 @@ def _app_env() -> dict[str, str]:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    # A terminal reads the programs' output: structlog's console lines, not JSON.
+    env.setdefault("TALLY_LOG_FORMAT", "console")
     # A development stack on one machine: let webhooks reach receivers on loopback
     # (examples/webhook_receiver.py). Off by default elsewhere (SSRF: docs/webhooks.md).
     env.setdefault("TALLY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
@@ -171,7 +179,11 @@ class _Servers:
 
 
 @click.command("up")
-def up() -> None:
+@click.option(
+    "--flower", "with_flower", is_flag=True,
+    help="Also run Flower (Celery's monitor) on TALLY_FLOWER_PORT (5555), supervised.",
+)  # fmt: skip
+def up(with_flower: bool) -> None:
     """Start PostgreSQL and Redis if needed, migrate, and run the API, worker and beat."""
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # SIGTERM must stop what we started, like Ctrl-C does.
@@ -188,6 +200,8 @@ def up() -> None:
         apps = procfile_programs(
             procfile_path.read_text() if procfile_path.exists() else DEFAULT_PROCFILE
         )
+        if with_flower:  # started and stopped with the Procfile's processes, last of them
+            apps += procfile_programs(FLOWER_PROCFILE, priority=100 + len(apps))
         supervisor = Supervisor(DATA_DIR, [*servers.programs, *apps], env=_app_env())
         supervisor.start()
         servers.wait_ready()
@@ -201,7 +215,10 @@ def up() -> None:
         url = f"http://{settings.host}:{settings.port}"
         # The app processes need a migrated database: they start only now.
         supervisor.start_programs(app.name for app in apps)
-        threading.Thread(target=_announce_when_ready, args=(url, secrets), daemon=True).start()
+        flower_url = f"http://{settings.host}:{settings.flower_port}" if with_flower else None
+        threading.Thread(
+            target=_announce_when_ready, args=(url, secrets, flower_url), daemon=True
+        ).start()
         # supervisord returns on `supervisorctl shutdown` (0) or a fatal error of its own.
         code = supervisor.wait()
         click.echo(f"supervisord exited with {code}", err=True)
