@@ -231,9 +231,12 @@ class World:
 
 
 @pytest.fixture
-def world(client: Any, ops_headers: dict[str, str], wallet_factory: Any) -> World:
+def world(client: Any, ops_headers: dict[str, str], wallet_factory: Any) -> Iterator[World]:
     # The ops key may call every route, so a role never answers in place of the edge.
-    return World(client, ops_headers, wallet_factory)
+    world = World(client, ops_headers, wallet_factory)
+    yield world
+    if "endpoint_id" in world.created:  # an enabled endpoint would get every later event
+        client.delete(f"/v1/webhook-endpoints/{world.created['endpoint_id']}", headers=ops_headers)
 
 
 # -- hostile values and where they go -------------------------------------------------------

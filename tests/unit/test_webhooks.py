@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import uuid
 
 import pytest
@@ -122,3 +123,64 @@ def test_an_event_renders_its_transaction_as_it_was() -> None:
         "completed_at": "2026-11-24T01:00:00.000000Z",
     }
     assert data["amount"] == "15.00" and data["description"] == "rent"
+
+
+def test_the_api_lists_the_event_types_the_schema_allows() -> None:
+    from typing import get_args
+
+    from api.events import EventType
+    from shared.models import EVENT_TYPES
+
+    assert get_args(EventType) == EVENT_TYPES
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://example.com/"},
+        {"url": "http://example.com/", "events": []},
+        {"url": "http://example.com/", "events": ["transaction.maybe"]},
+        {"url": "http://example.com/", "secret": "whsec_chosen"},
+        {"url": "http://example.com/" + "x" * 500},
+    ],
+)
+def test_endpoint_create_refuses_bad_bodies(body: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from api.webhooks import EndpointCreate
+
+    with pytest.raises(ValidationError):
+        EndpointCreate.model_validate(body)
+
+
+def test_endpoint_patch_needs_a_field() -> None:
+    from pydantic import ValidationError
+
+    from api.webhooks import EndpointPatch
+
+    with pytest.raises(ValidationError):
+        EndpointPatch.model_validate({})
+    assert EndpointPatch.model_validate({"status": "disabled"}).status == "disabled"
+
+
+def test_the_delivery_sweep_is_on_the_beat_schedule() -> None:
+    from shared.config import Settings
+    from worker.schedule import beat_schedule
+
+    schedule = beat_schedule(Settings(webhook_sweep_interval_seconds=2.5))
+    assert schedule["sweep-webhook-deliveries"] == {
+        "task": "tally.sweep_webhook_deliveries",
+        "schedule": 2.5,
+    }
+
+
+def test_the_webhook_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    """24 h of retries and a 10 s timeout (api.md); private receivers refused unless enabled."""
+    from shared.config import Settings
+
+    for name in [n for n in os.environ if n.startswith("TALLY_WEBHOOK_")]:
+        monkeypatch.delenv(name)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.webhook_retry_window_seconds >= 24 * 3600
+    assert settings.webhook_timeout_seconds == 10
+    assert settings.webhook_allow_private_networks is False
