@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from api import audit, dashboard, health, reconciliations, transactions, wallets
+from api import audit, dashboard, health, openapi, reconciliations, transactions, wallets
 from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
@@ -25,6 +25,7 @@ BLUEPRINTS = [
     events_blueprint,
     webhooks_blueprint,
     audit.blueprint,
+    openapi.blueprint,
     dashboard.blueprint,
 ]
 

@@ -6,6 +6,7 @@ import click
 
 from cli.bench import bench
 from cli.maintenance import register as register_maintenance
+from cli.openapi import openapi
 from cli.ops import register as register_ops
 from cli.serve import serve
 from cli.up import up
@@ -40,6 +41,7 @@ def migrate() -> None:
 
 
 main.add_command(bench)
+main.add_command(openapi)
 register_maintenance(main)
 register_ops(main)
 main.add_command(serve)

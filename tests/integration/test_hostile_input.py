@@ -77,6 +77,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/readyz"): Route(),
     ("GET", "/metrics"): Route(),
     ("GET", "/static/<path:filename>"): Route(),
+    ("GET", "/openapi.json"): Route(),
+    ("GET", "/docs"): Route(),
+    ("GET", "/docs/<path:filename>"): Route(),
     ("POST", "/v1/wallets"): Route(
         body=lambda w: {"owner_ref": f"hostile-{uuid.uuid4()}", "currency": "SGD"},
         fields=("owner_ref", "currency"),
