@@ -53,10 +53,11 @@ function fill(tableId, rows) {
 }
 
 const shortId = (id) => (id ? id.slice(0, 8) : "");
-const when = (ts) => (ts ? ts.replace("T", " ").replace("Z", "") : "");
+// RFC 3339 UTC to "YYYY-MM-DD HH:MM:SS" (UTC), to the second.
+const when = (ts) => (ts ? ts.slice(0, 19).replace("T", " ") : "");
 
 function age(seconds) {
-  if (seconds < 1) return "none waiting";
+  if (seconds <= 0) return "none";
   if (seconds < 120) return `${seconds.toFixed(1)} s`;
   if (seconds < 7200) return `${(seconds / 60).toFixed(1)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
