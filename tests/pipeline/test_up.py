@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.devservers import free_port
 from tests.servers import TALLY, TallyUp
@@ -108,10 +109,13 @@ def test_tally_up_serves_stops_everything_and_restarts_on_its_data(workdir: Path
         status, settled = request(f"{url}/v1/transactions/{transaction_id}?wait=20", key)
         assert settled["status"] == "completed"
         exposition = requests.get(f"{url}/metrics", timeout=30).text
-        assert (
-            'tally_transactions_settled_total{type="deposit",status="completed",failure_code="none"} 1.0'
-            in exposition
-        )
+        settled_samples = {
+            (s.labels["type"], s.labels["status"], s.labels["failure_code"]): s.value
+            for family in text_string_to_metric_families(exposition)
+            for s in family.samples
+            if s.name == "tally_transactions_settled_total"
+        }
+        assert settled_samples == {("deposit", "completed", "none"): 1.0}, exposition
     finally:
         stack.stop()
     assert (stack.data_dir / "runtime.env").exists()
