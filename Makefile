@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ format: $(STAMP)
 # e.g. make bench BENCH_ARGS="--workload longpoll --runs 1".
 bench: $(STAMP)
 	$(BIN)/tally bench http $(BENCH_ARGS)
+
+# A longer, random schemathesis run of every operation (make test runs a short,
+# derandomized one): FUZZ_EXAMPLES per operation, a new seed each time.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_RANDOM=1 \
+		$(BIN)/pytest tests/integration/test_contract_fuzz.py -p no:cacheprovider -x
 
 clean:
 	rm -rf $(VENV) .tally .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Schemathesis on every operation of the OpenAPI document, in-process, on the real servers.
+
+The app is called through schemathesis' WSGI support (no server, no network)
+and reaches the session's PostgreSQL and Redis like every other test. For
+each operation, hypothesis draws ``FUZZ_EXAMPLES`` requests (20 by default)
+from the document's schemas, derandomized and with no example database, so
+the run is the same every time; ``make fuzz`` sets ``FUZZ_RANDOM=1`` and more
+examples for a longer random run. Every answer is checked:
+
+- ``not_a_server_error``: never a 5xx;
+- ``status_code_conformance``, ``content_type_conformance``,
+  ``response_headers_conformance``, ``response_schema_conformance``: every
+  answer is one the document lists, in the media type, with the headers and
+  the body schema it lists;
+- ``problem_json_for_4xx`` (below): every 4xx is RFC 9457 problem+json whose
+  ``status`` is the answer's.
+
+A second test sends each operation's requests without a key: every ``/v1``
+call must answer 401.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api import create_app
+
+#: Examples per operation; ``make fuzz`` raises it.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
+#: ``make fuzz`` draws new examples each run; ``make test`` the same ones every time.
+RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
+#: Webhook receivers the run registers all point here: nothing listens on the
+#: discard port, and no delivery ever leaves this machine.
+RECEIVER_URL = "http://127.0.0.1:9/fuzz"
+
+APP = create_app({"TESTING": True})
+schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
+
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    derandomize=not RANDOM,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schemathesis.check
+def problem_json_for_4xx(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Fail unless a 4xx answer is ``application/problem+json`` with its own status (RFC 9457)."""
+    if not 400 <= response.status_code < 500:
+        return None
+    # schemathesis keeps headers as {lower-case name: [values]}
+    values = {name.lower(): value for name, value in response.headers.items()}.get("content-type")
+    content_type = (values[0] if isinstance(values, list) else values) or ""
+    assert content_type.split(";")[0].strip() == "application/problem+json", content_type
+    body = response.json()
+    assert body["status"] == response.status_code and body["code"] and body["title"], body
+    return None
+
+
+def _keep_receivers_local(case: Any) -> None:
+    """Point any webhook endpoint the case registers or moves at ``RECEIVER_URL``."""
+    if "webhook-endpoints" in case.path and isinstance(case.body, dict) and "url" in case.body:
+        case.body["url"] = RECEIVER_URL
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    problem_json_for_4xx,
+]
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_every_operation_keeps_its_contract(case: Any, ops_headers: dict[str, str]) -> None:
+    # The ops key may call everything, so answers come from the routes, not from a 403.
+    case.headers = {**(case.headers or {}), **ops_headers}
+    _keep_receivers_local(case)
+    case.call_and_validate(checks=CHECKS)
+
+
+@schema.parametrize()
+@settings(FUZZ_SETTINGS, max_examples=3)
+def test_every_v1_operation_needs_a_key(case: Any) -> None:
+    headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+    case.headers = headers
+    response = case.call()
+    if case.path.startswith("/v1"):
+        assert response.status_code == 401, (case.method, case.path, response.status_code)
+        assert response.json()["code"] == "unauthenticated"
