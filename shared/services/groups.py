@@ -25,7 +25,7 @@ from shared.db import after_commit
 from shared.ledger.errors import ValidationFailed
 from shared.ledger.states import TransactionType
 from shared.models import Currency, GroupLane, Transaction, Wallet
-from shared.services.idempotency import Publish, replay
+from shared.services.idempotency import Publish, insert_or_replay
 from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
@@ -81,9 +81,9 @@ def submit_group(
     _check_legs(legs, wallets)
     lanes = _lanes_of(legs, wallets)
     transaction_id = uuid.uuid4()
-    inserted = session.scalar(
-        pg_insert(Transaction)
-        .values(
+    transaction, replayed = insert_or_replay(
+        session,
+        dict(
             id=transaction_id,
             type=TransactionType.GROUP.value,
             amount_minor=sum(leg.amount_minor for leg in legs),
@@ -105,19 +105,11 @@ def submit_group(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             request_id=request_id,
-        )
-        .on_conflict_do_nothing(constraint="transactions_idempotency_key")
-        .returning(Transaction)
+        ),
+        publish=publish,
     )
-    if inserted is None:
-        existing = replay(
-            session,
-            api_key_id=api_key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            publish=publish,
-        )
-        return existing, True
+    if replayed:
+        return transaction, True
     shards = sorted({shard_of(lane, shard_count) for lane in lanes})
     if len(lanes) > 1:
         session.execute(
@@ -133,7 +125,7 @@ def submit_group(
         )
     for shard in shards:
         after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
-    return inserted, False
+    return transaction, False
 
 
 def reopen_lanes(session: Session, group: Transaction, *, shard_count: int) -> list[int]:

@@ -16,7 +16,6 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
@@ -24,7 +23,7 @@ from shared.ledger.errors import Conflict, TallyError, ValidationFailed
 from shared.ledger.money import parse_amount
 from shared.ledger.states import TERMINAL_STATUSES, TransactionStatus, TransactionType
 from shared.models import Transaction, Wallet
-from shared.services.idempotency import Publish, fingerprint, replay
+from shared.services.idempotency import Publish, fingerprint, insert_or_replay
 from shared.services.processor import shard_of
 from shared.services.transactions import transaction_not_found
 from shared.services.wallets import wallet_not_found
@@ -114,9 +113,9 @@ def submit_hold_operation(
                 errors=[{"field": "amount", "message": "exceeds the held amount"}],
             )
         destination_id = _destination(session, operation.destination_wallet_id, hold.currency)
-    inserted = session.scalar(
-        pg_insert(Transaction)
-        .values(
+    inserted, replayed = insert_or_replay(
+        session,
+        dict(
             id=uuid.uuid4(),
             type=operation.type.value,
             hold_id=hold.id,
@@ -130,19 +129,11 @@ def submit_hold_operation(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             request_id=request_id,
-        )
-        .on_conflict_do_nothing(constraint="transactions_idempotency_key")
-        .returning(Transaction)
+        ),
+        publish=publish,
     )
-    if inserted is None:
-        existing = replay(
-            session,
-            api_key_id=api_key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            publish=publish,
-        )
-        return existing, True
+    if replayed:
+        return inserted, True
     # Checked after the insert: a replay of an earlier capture answers as it is now,
     # even once the hold has ended. Raising rolls the insert back.
     if TransactionStatus(hold.status) in TERMINAL_STATUSES:

@@ -15,8 +15,10 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
@@ -69,3 +71,37 @@ def replay(
         shard = existing.shard
         after_commit(session, lambda: publish(shard))
     return existing
+
+
+def insert_or_replay(
+    session: Session, values: dict[str, Any], *, publish: Publish
+) -> tuple[Transaction, bool]:
+    """Insert a pending transaction with ``values`` unless its key is taken; then replay.
+
+    Args:
+        values: the row's columns by attribute name, ``api_key_id``,
+            ``idempotency_key`` and ``request_hash`` included.
+
+    Returns:
+        ``(transaction, replayed)``: the new row and False, or the row already
+        recorded under the key and True (see :func:`replay`).
+
+    Raises:
+        IdempotencyKeyReused: the key was recorded with a different request.
+    """
+    inserted = session.scalar(
+        pg_insert(Transaction)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="transactions_idempotency_key")
+        .returning(Transaction)
+    )
+    if inserted is not None:
+        return inserted, False
+    existing = replay(
+        session,
+        api_key_id=values["api_key_id"],
+        idempotency_key=values["idempotency_key"],
+        request_hash=values["request_hash"],
+        publish=publish,
+    )
+    return existing, True
