@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -61,11 +62,17 @@ def _transaction_id(value: str):  # noqa: ANN202
 def submit() -> tuple[Response, int, dict[str, str]]:
     """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay."""
     idempotency_key = _idempotency_key()
-    transaction_request = parse_submission(json_body())
+    return _record(submit_transaction, parse_submission(json_body()), idempotency_key)
+
+
+def _record(
+    service: Callable[..., tuple[Any, bool]], request: object, idempotency_key: str
+) -> tuple[Response, int, dict[str, str]]:
+    """Record ``request`` with an intake ``service`` in one database transaction; answer it."""
     with db.transaction() as session:
-        transaction, replayed = submit_transaction(
+        transaction, replayed = service(
             session,
-            transaction_request,
+            request,
             api_key_id=g.api_key_id,
             idempotency_key=idempotency_key,
             shard_count=get_settings().shard_count,
@@ -92,17 +99,7 @@ def _hold_operation(
     """Record a capture or void of a hold in its lane: 202 with the new transaction."""
     idempotency_key = _idempotency_key()
     operation = parse_hold_operation(type_, _transaction_id(transaction_id), json_body_or_empty())
-    with db.transaction() as session:
-        transaction, replayed = submit_hold_operation(
-            session,
-            operation,
-            api_key_id=g.api_key_id,
-            idempotency_key=idempotency_key,
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
-            request_id=request_id(),
-        )
-    return _accepted(transaction, replayed)
+    return _record(submit_hold_operation, operation, idempotency_key)
 
 
 @blueprint.post("/<transaction_id>/capture")
