@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench fuzz clean
+.PHONY: install run test test-fast lint format bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ run: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The inner loop: lint, then the unit and integration tests (real PostgreSQL and
+# Redis, no worker processes, no browser): about a minute instead of the suite's few.
+test-fast: lint
+	$(BIN)/pytest tests/unit tests/integration -x -q
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared broker
 
 format: $(STAMP)
 	$(BIN)/ruff format .
