@@ -8,6 +8,9 @@
   request's log lines (structlog docs, "Context Variables"), stored with the
   transactions the request submits (so the worker logs it too), and echoed in
   the response's ``X-Request-Id``.
+- **Access log.** One structured line per request (``request``: method, route
+  template, status, duration, request id) replaces the server's plain-text
+  access log (``tally serve web`` runs uvicorn with ``--no-access-log``).
 - **Duration.** ``tally_http_request_duration_seconds`` by method, route
   template (``request.url_rule.rule``, e.g. ``/v1/transactions/<transaction_id>``,
   or ``unmatched`` for a 404 that matched no rule) and status code: a label set
@@ -25,6 +28,8 @@ import structlog
 from flask import Flask, Response, g, request
 
 from shared.metrics import HTTP_REQUEST_DURATION
+
+_log = structlog.get_logger("tally.access")
 
 #: The header that carries a request's id in and out.
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -59,15 +64,22 @@ def _begin() -> None:
 
 
 def _finish(response: Response) -> Response:
-    """Echo the request id and observe the request's duration."""
+    """Echo the request id, observe the request's duration and log its access line."""
     started = g.get("request_started")
     if started is not None:
         rule = request.url_rule
-        HTTP_REQUEST_DURATION.labels(
-            request.method,
-            rule.rule if rule is not None else "unmatched",
-            str(response.status_code),
-        ).observe(time.perf_counter() - started)
+        route = rule.rule if rule is not None else "unmatched"
+        duration_seconds = time.perf_counter() - started
+        HTTP_REQUEST_DURATION.labels(request.method, route, str(response.status_code)).observe(
+            duration_seconds
+        )
+        _log.info(
+            "request",
+            method=request.method,
+            route=route,
+            status=response.status_code,
+            duration_ms=round(duration_seconds * 1000, 2),
+        )
     if "request_id" in g:
         response.headers[REQUEST_ID_HEADER] = g.request_id
     return response

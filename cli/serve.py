@@ -38,6 +38,8 @@ def web() -> None:
         "-m", "uvicorn", "api.asgi:app", "--host", s.host, "--port", str(s.port),
         "--workers", str(s.web_workers), "--timeout-keep-alive", str(s.web_keepalive_seconds),
         "--timeout-graceful-shutdown", "20", "--no-server-header",
+        # api/observe.py logs each request as a structured line instead.
+        "--no-access-log",
     )  # fmt: skip
 
 
