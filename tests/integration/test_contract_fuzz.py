@@ -16,11 +16,14 @@ examples for a longer random run. Every answer is checked:
   ``status`` is the answer's.
 
 A second test sends each operation's requests without a key: every ``/v1``
-call must answer 401.
+call must answer 401. ``TestContractWorkflows`` follows the document's links
+(a created wallet to its reads, a submitted transaction to its read) for a
+few steps per example, with the same checks.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -104,3 +107,34 @@ def test_every_v1_operation_needs_a_key(case: Any) -> None:
     if case.path.startswith("/v1"):
         assert response.status_code == 401, (case.method, case.path, response.status_code)
         assert response.json()["code"] == "unauthenticated"
+
+
+@functools.cache
+def _ops_headers() -> dict[str, str]:
+    """Return the Authorization header of an ops key made for the stateful run."""
+    from shared import db
+    from shared.services.api_keys import Role, create_api_key
+
+    with db.transaction() as session:
+        _, secret = create_api_key(session, role=Role.OPS, name="contract workflows")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+class ContractWorkflows(schema.as_state_machine()):  # type: ignore[misc]
+    """Follow the document's links: create a wallet, then read it, its entries and balance;
+    submit a transaction, then read it. Each step's answer passes ``CHECKS``."""
+
+    def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+        _keep_receivers_local(case)
+        return {"headers": _ops_headers()}
+
+    def validate_response(
+        self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
+    ) -> None:
+        case.validate_response(response, checks=CHECKS, headers=kwargs.get("headers"))
+
+
+TestContractWorkflows = ContractWorkflows.TestCase
+TestContractWorkflows.settings = settings(
+    FUZZ_SETTINGS, max_examples=max(5, EXAMPLES // 2), stateful_step_count=6
+)
