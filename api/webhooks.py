@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 import broker
-from api.auth import require_role
+from api.auth import current_actor, require_role
 from api.events import EventType
 from api.render import page_json, timestamp
 from api.requests import json_body, path_id, query
@@ -111,6 +111,7 @@ def create_endpoint() -> tuple[Response, int, dict[str, str]]:
             event_types=body.events,
             description=body.description,
             allow_private_networks=get_settings().webhook_allow_private_networks,
+            actor=current_actor(),
         )
     answer = endpoint_json(endpoint) | {"secret": secret}
     return jsonify(answer), 201, {"Location": f"/v1/webhook-endpoints/{endpoint.id}"}
@@ -151,6 +152,7 @@ def update_endpoint(endpoint_id: str) -> Response:
             event_types=body.events,
             url=body.url,
             allow_private_networks=get_settings().webhook_allow_private_networks,
+            actor=current_actor(),
         )
     return jsonify(endpoint_json(endpoint))
 
@@ -161,7 +163,7 @@ def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
     """Delete an endpoint and its deliveries: 204."""
     endpoint_uuid = _endpoint_id(endpoint_id)
     with db.transaction() as session:
-        webhook_endpoints.delete_endpoint(session, endpoint_uuid)
+        webhook_endpoints.delete_endpoint(session, endpoint_uuid, actor=current_actor())
     return "", 204
 
 
@@ -185,6 +187,6 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
     delivery_uuid = path_id(delivery_id, not_found_code="webhook_delivery_not_found")
     with db.transaction() as session:
         delivery, event_type = deliveries.retry_delivery(
-            session, delivery_uuid, publish=broker.send_delivery
+            session, delivery_uuid, publish=broker.send_delivery, actor=current_actor()
         )
     return jsonify(delivery_json(delivery, event_type)), 202

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +33,10 @@ class AuditAction(enum.StrEnum):
     API_KEY_CREATE = "api_key.create"
     API_KEY_REVOKE = "api_key.revoke"
     RECONCILIATION_START = "reconciliation.start"
+    WEBHOOK_ENDPOINT_CREATE = "webhook_endpoint.create"
+    WEBHOOK_ENDPOINT_UPDATE = "webhook_endpoint.update"
+    WEBHOOK_ENDPOINT_DELETE = "webhook_endpoint.delete"
+    WEBHOOK_DELIVERY_RETRY = "webhook_delivery.retry"
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,14 @@ def record(
     session.add(event)
     session.flush()
     return event
+
+
+def url_without_secrets(url: str) -> str:
+    """Return ``url`` without user info, query or fragment, where receivers put tokens."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def list_events(

@@ -36,7 +36,7 @@ from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS_DISABLED
 from shared.models import Event, WebhookDelivery, WebhookEndpoint
 from shared.pagination import created_before, created_cursor
 from shared.retry import backoff_seconds
-from shared.services import webhook_sender
+from shared.services import audit, webhook_sender
 from shared.services.events import event_public_id, render_events
 from shared.services.webhook_endpoints import endpoint_not_found
 
@@ -309,9 +309,15 @@ def delivery_not_found(delivery_id: uuid.UUID) -> NotFound:
 
 
 def retry_delivery(
-    session: Session, delivery_id: uuid.UUID, *, publish: Publish
+    session: Session,
+    delivery_id: uuid.UUID,
+    *,
+    publish: Publish,
+    actor: audit.Actor | None = None,
 ) -> tuple[WebhookDelivery, str]:
     """Make a delivery due now, whatever its status, and publish it after commit.
+
+    ``actor``, when given, appends ``webhook_delivery.retry`` to the audit log.
 
     Returns:
         ``(delivery, event_type)``.
@@ -341,6 +347,8 @@ def retry_delivery(
     delivery.updated_at = now
     session.flush()
     db.after_commit(session, lambda: publish(delivery_id))
+    if actor is not None:
+        audit.record(session, actor, audit.AuditAction.WEBHOOK_DELIVERY_RETRY, [delivery_id])
     return delivery, event_type
 
 

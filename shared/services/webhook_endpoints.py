@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from shared.ledger.errors import NotFound, ValidationFailed
 from shared.models import EVENT_TYPES, WebhookEndpoint
 from shared.pagination import created_before, created_cursor
+from shared.services import audit
 from shared.services.webhook_sender import DestinationNotAllowed, check_destination
 
 
@@ -71,11 +72,14 @@ def create_endpoint(
     event_types: Sequence[str] | None,
     description: str | None,
     allow_private_networks: bool,
+    actor: audit.Actor | None = None,
 ) -> tuple[WebhookEndpoint, str]:
     """Register an enabled endpoint; return it and its secret (the only time it is given out).
 
     Args:
         event_types: the event types to deliver (api.md's list); None: all of them.
+        actor: the operator; when given, ``webhook_endpoint.create`` is appended
+            to the audit log in the same transaction (never the secret).
 
     Raises:
         ValidationFailed: see :func:`check_url`.
@@ -92,6 +96,11 @@ def create_endpoint(
     session.add(endpoint)
     session.flush()
     session.refresh(endpoint)
+    if actor is not None:
+        details = {"url": audit.url_without_secrets(url), "events": endpoint.event_types}
+        audit.record(
+            session, actor, audit.AuditAction.WEBHOOK_ENDPOINT_CREATE, [endpoint.id], details
+        )
     return endpoint, secret
 
 
@@ -138,8 +147,12 @@ def update_endpoint(
     event_types: Sequence[str] | None,
     url: str | None,
     allow_private_networks: bool,
+    actor: audit.Actor | None = None,
 ) -> WebhookEndpoint:
     """Change an endpoint's status, event types or URL; return it.
+
+    ``actor``, when given, appends ``webhook_endpoint.update`` to the audit log
+    with the fields sent, in the same transaction.
 
     Enabling it forgets its failures (the disable clock starts again); its
     pending deliveries are then sent by the delivery sweep.
@@ -165,11 +178,22 @@ def update_endpoint(
         endpoint.status = status
     endpoint.updated_at = session.scalar(select(func.now())) or dt.datetime.now(dt.UTC)
     session.flush()
+    if actor is not None:
+        changes: dict[str, object] = {"status": status, "events": event_types}
+        changes["url"] = None if url is None else audit.url_without_secrets(url)
+        details = {name: value for name, value in changes.items() if value is not None}
+        audit.record(
+            session, actor, audit.AuditAction.WEBHOOK_ENDPOINT_UPDATE, [endpoint_id], details
+        )
     return endpoint
 
 
-def delete_endpoint(session: Session, endpoint_id: uuid.UUID) -> None:
+def delete_endpoint(
+    session: Session, endpoint_id: uuid.UUID, *, actor: audit.Actor | None = None
+) -> None:
     """Delete an endpoint and its deliveries (``ON DELETE CASCADE``).
+
+    ``actor``, when given, appends ``webhook_endpoint.delete`` to the audit log.
 
     Raises:
         NotFound: ``webhook_endpoint_not_found``.
@@ -179,3 +203,5 @@ def delete_endpoint(session: Session, endpoint_id: uuid.UUID) -> None:
         raise endpoint_not_found(endpoint_id)
     session.delete(endpoint)
     session.flush()
+    if actor is not None:
+        audit.record(session, actor, audit.AuditAction.WEBHOOK_ENDPOINT_DELETE, [endpoint_id])

@@ -125,3 +125,25 @@ def test_audit_events_are_append_only(
     client.post("/v1/reconciliations", headers=ops_headers)  # at least one row
     with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
         session.execute(text(statement))
+
+
+def test_webhook_endpoint_changes_are_audited_without_secrets(
+    client: Any, ops_headers: dict[str, str]
+) -> None:
+    created = client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/audit?token=s3cret", "events": ["transaction.failed"]},
+        headers=ops_headers,
+    )
+    assert created.status_code == 201, created.get_json()
+    endpoint_id, secret = created.get_json()["id"], created.get_json()["secret"]
+    path = f"/v1/webhook-endpoints/{endpoint_id}"
+    assert client.patch(path, json={"status": "disabled"}, headers=ops_headers).status_code == 200
+    assert client.delete(path, headers=ops_headers).status_code == 204
+    found = events(client, ops_headers, target_id=endpoint_id)
+    assert [e["action"] for e in found] == [
+        "webhook_endpoint.delete", "webhook_endpoint.update", "webhook_endpoint.create",
+    ]  # fmt: skip
+    assert found[1]["details"] == {"status": "disabled"}
+    assert found[2]["details"]["url"] == "http://127.0.0.1:9/audit"
+    assert "s3cret" not in str(found) and secret not in str(found)
