@@ -13,8 +13,8 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, tuple_
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.ledger.errors import ValidationFailed
 
@@ -70,3 +70,37 @@ def created_before(
 def created_cursor(created_at: dt.datetime, id_: uuid.UUID) -> str:
     """Return the cursor of a row in a ``(created_at, id)`` newest-first order."""
     return encode_cursor(created_at.isoformat(), id_)
+
+
+def newest_first_page(
+    session: Session,
+    query: Select[Any],
+    *,
+    created_at: InstrumentedAttribute[dt.datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """Return one page of ``query``'s entities, newest first by ``(created_at, id)``, and the next cursor.
+
+    Args:
+        query: a ``select`` of one entity, already filtered.
+        created_at, id_: the entity's sort columns.
+        limit: page size, 1..200.
+        cursor: a ``next_cursor`` from the previous page, or None for the first.
+
+    Returns:
+        ``(rows, next_cursor)``; ``next_cursor`` is None on the last page.
+
+    Raises:
+        ValidationFailed: ``invalid_cursor``.
+    """
+    query = query.order_by(created_at.desc(), id_.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(created_before(created_at, id_, cursor))
+    rows = list(session.scalars(query))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, created_cursor(getattr(last, created_at.key), getattr(last, id_.key))

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.models import AuditEvent
-from shared.pagination import created_before, created_cursor
+from shared.pagination import newest_first_page
 
 
 class AuditAction(enum.StrEnum):
@@ -127,20 +127,16 @@ def list_events(
     Raises:
         ValidationFailed: ``invalid_cursor``.
     """
-    query = (
-        select(AuditEvent)
-        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-        .limit(limit + 1)
-    )
+    query = select(AuditEvent)
     if action is not None:
         query = query.where(AuditEvent.action == action)
     if target_id is not None:
         query = query.where(AuditEvent.target_ids.contains([target_id]))  # GIN index
-    if cursor is not None:
-        query = query.where(created_before(AuditEvent.created_at, AuditEvent.id, cursor))
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return newest_first_page(
+        session,
+        query,
+        created_at=AuditEvent.created_at,
+        id_=AuditEvent.id,
+        limit=limit,
+        cursor=cursor,
+    )

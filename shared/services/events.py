@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from shared import db
 from shared.metrics import EVENTS_RECORDED
 from shared.models import Event, ReconciliationRun, Transaction, TransactionArchive
-from shared.pagination import created_before, created_cursor
+from shared.pagination import newest_first_page
 from shared.rendering import run_json, timestamp, transaction_json
 
 #: Called after the commit with the ids of the deliveries it created.
@@ -238,18 +238,14 @@ def list_events(
     Raises:
         ValidationFailed: ``invalid_cursor``.
     """
-    query = select(Event).order_by(Event.created_at.desc(), Event.id.desc()).limit(limit + 1)
+    query = select(Event)
     if api_key_id is not None:
         query = query.where(Event.api_key_id == api_key_id)
     if type_ is not None:
         query = query.where(Event.type == type_)
     if transaction_id is not None:
         query = query.where(Event.transaction_id == transaction_id)
-    if cursor is not None:
-        query = query.where(created_before(Event.created_at, Event.id, cursor))
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
+    rows, next_cursor = newest_first_page(
+        session, query, created_at=Event.created_at, id_=Event.id, limit=limit, cursor=cursor
+    )
     return render_events(session, rows), next_cursor

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from shared import db
 from shared.ledger.errors import NotFound
 from shared.models import ReconciliationRun
-from shared.pagination import created_before, created_cursor
+from shared.pagination import newest_first_page
 from shared.services import audit
 from shared.services.events import record_run_event
 from shared.services.snapshots import set_maintenance_timeouts
@@ -215,18 +215,12 @@ def list_runs(
     Raises:
         ValidationFailed: ``invalid_cursor``.
     """
-    query = (
-        select(ReconciliationRun)
-        .order_by(ReconciliationRun.started_at.desc(), ReconciliationRun.id.desc())
-        .limit(limit + 1)
+    query = select(ReconciliationRun)
+    return newest_first_page(
+        session,
+        query,
+        created_at=ReconciliationRun.started_at,
+        id_=ReconciliationRun.id,
+        limit=limit,
+        cursor=cursor,
     )
-    if cursor is not None:
-        query = query.where(
-            created_before(ReconciliationRun.started_at, ReconciliationRun.id, cursor)
-        )
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].started_at, rows[-1].id)
-    return rows, next_cursor

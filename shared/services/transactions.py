@@ -12,7 +12,7 @@ from shared import db
 from shared.ledger.errors import Conflict, NotFound
 from shared.ledger.states import TransactionStatus, TransactionType, check_transition
 from shared.models import Transaction, TransactionArchive, lane_sequence
-from shared.pagination import created_before, created_cursor
+from shared.pagination import newest_first_page
 from shared.services import audit, groups
 from shared.services.idempotency import Publish
 from shared.services.processor import shard_of
@@ -65,11 +65,7 @@ def list_transactions(
         limit: page size, 1..200.
         cursor: a ``next_cursor`` from the previous page.
     """
-    query = (
-        select(Transaction)
-        .order_by(Transaction.created_at.desc(), Transaction.id.desc())
-        .limit(limit + 1)
-    )
+    query = select(Transaction)
     if status is not None:
         query = query.where(Transaction.status == status)
     if type_ is not None:
@@ -84,14 +80,14 @@ def list_transactions(
                 Transaction.legs.contains([{"destination_wallet_id": str(wallet_id)}]),
             )
         )
-    if cursor is not None:
-        query = query.where(created_before(Transaction.created_at, Transaction.id, cursor))
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return newest_first_page(
+        session,
+        query,
+        created_at=Transaction.created_at,
+        id_=Transaction.id,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 def retry_transaction(

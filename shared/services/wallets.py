@@ -14,7 +14,7 @@ from shared.ledger.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger.money import exponent_of
 from shared.ledger.states import WalletStatus
 from shared.models import BalanceSnapshot, Currency, LedgerEntry, Wallet, ledger_entries_all
-from shared.pagination import created_before, created_cursor, decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, encode_cursor, newest_first_page
 from shared.services import audit
 
 
@@ -117,17 +117,12 @@ def list_wallets(
         limit: page size, 1..200.
         cursor: a ``next_cursor`` from the previous page.
     """
-    query = select(Wallet).order_by(Wallet.created_at.desc(), Wallet.id.desc()).limit(limit + 1)
+    query = select(Wallet)
     if owner_ref is not None:
         query = query.where(Wallet.owner_ref == owner_ref)
-    if cursor is not None:
-        query = query.where(created_before(Wallet.created_at, Wallet.id, cursor))
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return newest_first_page(
+        session, query, created_at=Wallet.created_at, id_=Wallet.id, limit=limit, cursor=cursor
+    )
 
 
 def set_wallet_status(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from shared.ledger.errors import NotFound, ValidationFailed
 from shared.models import EVENT_TYPES, WebhookEndpoint
-from shared.pagination import created_before, created_cursor
+from shared.pagination import newest_first_page
 from shared.services import audit
 from shared.services.webhook_sender import DestinationNotAllowed, check_destination
 
@@ -124,19 +124,15 @@ def list_endpoints(
     Raises:
         ValidationFailed: ``invalid_cursor``.
     """
-    query = (
-        select(WebhookEndpoint)
-        .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
-        .limit(limit + 1)
+    query = select(WebhookEndpoint)
+    return newest_first_page(
+        session,
+        query,
+        created_at=WebhookEndpoint.created_at,
+        id_=WebhookEndpoint.id,
+        limit=limit,
+        cursor=cursor,
     )
-    if cursor is not None:
-        query = query.where(created_before(WebhookEndpoint.created_at, WebhookEndpoint.id, cursor))
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = created_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
 
 
 def update_endpoint(
