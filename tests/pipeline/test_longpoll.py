@@ -10,6 +10,7 @@ the settled announcement, long before its own deadline.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -141,7 +142,12 @@ def test_parked_long_polls_hold_no_thread_and_wake_when_settled(
         submit(client, service_headers, deposit_body(wallets[i % 20], "1.00")).get_json()["id"]
         for i in range(WAITERS)
     ]
-    result = asyncio.run(_park_and_probe(url, service_headers, ids, worker_process.pid))
+    # A loop of its own in a thread of its own: an earlier test's loop may still be
+    # set on this thread (Playwright's sync API keeps one), and asyncio.run refuses that.
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        result = executor.submit(
+            asyncio.run, _park_and_probe(url, service_headers, ids, worker_process.pid)
+        ).result()
     assert result["statuses"] == {"completed"}
     # Parked waiters cost neither threads nor connections (a thread per request would need
     # 300 of each).

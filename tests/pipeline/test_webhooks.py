@@ -32,12 +32,14 @@ from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
 
-#: A schedule of seconds: retries after 0.2-0.5 s, failed after 4 s, disabled after 6 s.
+#: A schedule of seconds: retries after 0.2-0.5 s, failed after 12 s, disabled after 16 s.
+#: The window is counted from the event, so it must outlast a worker's start on a
+#: loaded machine, or a delivery whose first attempt comes late fails at once.
 WEBHOOK_ENV = {
     "TALLY_WEBHOOK_BACKOFF_BASE_SECONDS": "0.2",
     "TALLY_WEBHOOK_BACKOFF_MAX_SECONDS": "0.5",
-    "TALLY_WEBHOOK_RETRY_WINDOW_SECONDS": "4",
-    "TALLY_WEBHOOK_DISABLE_AFTER_SECONDS": "6",
+    "TALLY_WEBHOOK_RETRY_WINDOW_SECONDS": "12",
+    "TALLY_WEBHOOK_DISABLE_AFTER_SECONDS": "16",
     "TALLY_WEBHOOK_SWEEP_INTERVAL_SECONDS": "0.5",
     "TALLY_WEBHOOK_ATTEMPT_LEASE_SECONDS": "3",
     "TALLY_WEBHOOK_TIMEOUT_SECONDS": "2",
