@@ -25,7 +25,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 from celery import Celery
@@ -100,22 +101,40 @@ def signal_drains(shards: Iterable[int]) -> None:
     Raises:
         Exception: Redis or the broker could not be reached; the sweep recovers.
     """
-    shards = sorted(set(shards))
-    ttl_seconds = get_settings().shard_signal_ttl_seconds
+    _publish_unsignalled(
+        {shard_signal_key(shard): shard for shard in sorted(set(shards))},
+        publish_drain,
+        ttl_seconds=get_settings().shard_signal_ttl_seconds,
+    )
+
+
+def _publish_unsignalled(
+    keyed: dict[str, Any], publish: Callable[[Any], None], *, ttl_seconds: int
+) -> None:
+    """Publish each value of ``keyed`` whose signal key this call could ``SET NX``.
+
+    One pipelined Redis round trip sets every key (``ttl_seconds``); a key
+    already set means a message is queued and nothing is sent for it. A
+    publish that fails deletes its key again, so the next signal tries anew.
+
+    Raises:
+        Exception: Redis or the broker could not be reached; the sweep recovers.
+    """
+    keys = list(keyed)
     try:
         with get_redis().pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.set(shard_signal_key(shard), b"1", nx=True, ex=ttl_seconds)
+            for key in keys:
+                pipe.set(key, b"1", nx=True, ex=ttl_seconds)
             won = pipe.execute()
     except Exception:
         PUBLISH_FAILURES.inc()
         raise
-    for shard, set_now in zip(shards, won, strict=True):
+    for key, set_now in zip(keys, won, strict=True):
         if set_now:
             try:
-                publish_drain(shard)
+                publish(keyed[key])
             except Exception:
-                get_redis().delete(shard_signal_key(shard))
+                get_redis().delete(key)
                 raise
 
 
@@ -195,20 +214,8 @@ def signal_deliveries(delivery_ids: Iterable[uuid.UUID | str]) -> None:
     Raises:
         Exception: Redis or the broker could not be reached; the sweep recovers.
     """
-    ids = [str(d) for d in delivery_ids]
-    ttl_seconds = max(1, int(get_settings().webhook_attempt_lease_seconds))
-    try:
-        with get_redis().pipeline(transaction=False) as pipe:
-            for delivery_id in ids:
-                pipe.set(delivery_signal_key(delivery_id), b"1", nx=True, ex=ttl_seconds)
-            won = pipe.execute()
-    except Exception:
-        PUBLISH_FAILURES.inc()
-        raise
-    for delivery_id, set_now in zip(ids, won, strict=True):
-        if set_now:
-            try:
-                send_delivery(delivery_id)
-            except Exception:
-                get_redis().delete(delivery_signal_key(delivery_id))
-                raise
+    _publish_unsignalled(
+        {delivery_signal_key(str(d)): str(d) for d in delivery_ids},
+        send_delivery,
+        ttl_seconds=max(1, int(get_settings().webhook_attempt_lease_seconds)),
+    )
