@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import xmlrpc.client
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,44 @@ class TallyUp:
         while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert self.leftovers() == [], f"left behind:\n{self.leftovers()}"
+
+
+@contextlib.contextmanager
+def serve_web(log_dir: Path, *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run the API as production does (``tally serve web``) on a free port.
+
+    Yields ``(url, process)`` once ``/healthz`` answers; stops the server after.
+
+    Raises:
+        AssertionError: it exited, or did not answer within 60 s (the message carries its log).
+    """
+    from cli.devservers import free_port
+
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"web-{time.time_ns()}.log"
+    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": str(workers)}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tally"), "serve", "web"],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"no answer in 60 s:\n{log.read_text()[-4000:]}"
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

@@ -14,15 +14,10 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -33,8 +28,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from api.edge import BODY_BYTES_MAX, JSON_DEPTH_MAX, QUERY_VALUE_CHARS_MAX
-from cli.devservers import free_port
 from shared import db
+from tests.servers import serve_web
 
 # -- the routes -----------------------------------------------------------------------------
 
@@ -567,26 +562,8 @@ def test_chunked_body_at_the_limit_is_read(client: Any, json_headers: dict[str, 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve the API as production does (``tally serve web``), on a free port; yield its URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("web") / "web.log"
-    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "1"}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tally"), "serve", "web"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
-        try:
-            requests.get(f"{url}/healthz", timeout=1)
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline, "the server did not answer within 30 s"
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with serve_web(tmp_path_factory.mktemp("web")) as (url, _):
+        yield url
 
 
 def test_chunked_bodies_through_the_server(server_url: str, json_headers: dict[str, str]) -> None:

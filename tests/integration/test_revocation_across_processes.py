@@ -7,19 +7,15 @@ connections land on either.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from click.testing import CliRunner
 
-from cli.devservers import free_port
 from cli.main import main
+from tests.servers import serve_web
 
 #: Requests on fresh connections per check: with two processes, the chance that
 #: one process gets none of them is 2 * 2**-40.
@@ -28,26 +24,9 @@ PROBES = 40
 
 @pytest.fixture(scope="module")
 def two_process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("web2") / "web.log"
-    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "2"}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tally"), "serve", "web"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
-        try:
-            requests.get(f"{url}/healthz", timeout=1)
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline, "the server did not answer within 30 s"
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    """Serve the API in two processes (``tally serve web``); yield its URL."""
+    with serve_web(tmp_path_factory.mktemp("web2"), workers=2) as (url, _):
+        yield url
 
 
 def _statuses(url: str, secret: str) -> list[int]:

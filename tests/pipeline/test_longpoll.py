@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,9 @@ import psutil
 import pytest
 from sqlalchemy import make_url
 
-from cli.devservers import free_port
 from shared.config import get_settings
 from tests.helpers import deposit_body, submit
-from tests.servers import LOG_DIR, CeleryProcess
+from tests.servers import LOG_DIR, CeleryProcess, serve_web
 
 pytestmark = pytest.mark.pipeline
 
@@ -40,31 +37,10 @@ WAIT_SECONDS = 30
 @pytest.fixture
 def web() -> Iterator[tuple[str, psutil.Process]]:
     """Run ``tally serve web`` (one worker process) on a free port; yield its URL and worker."""
-    port = free_port()
-    env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": "1"}
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = (LOG_DIR / f"web-{time.time_ns()}.log").open("wb")
-    process = subprocess.Popen(
-        [TALLY, "serve", "web"], env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "web did not start"
-            time.sleep(0.2)
-    # One worker: uvicorn serves in the process itself; more: in its children.
-    server = psutil.Process(process.pid)
-    worker_process = next(iter(server.children()), server)
-    try:
-        yield url, worker_process
-    finally:
-        process.terminate()
-        process.wait(30)
+    with serve_web(LOG_DIR) as (url, process):
+        # One worker: uvicorn serves in the process itself; more: in its children.
+        server = psutil.Process(process.pid)
+        yield url, next(iter(server.children()), server)
 
 
 async def _park_and_probe(
