@@ -27,7 +27,7 @@ from bench.baseline import Pgbench, libpq_url
 from bench.funding import create_funded_wallets
 from bench.loadgen import LoadPlan, LoadResult, generate
 from bench.measure import read_outcomes, run_figures, summarise, wait_settled
-from bench.stack import Stack
+from bench.stack import Stack, cpu_seconds_by_component
 
 #: Connections pgbench leaves free on the server for the stack's own pools.
 PGBENCH_CONNECTIONS_SPARE = 60
@@ -172,13 +172,22 @@ def run_bench(
             waiters=waiters, wait_seconds=options.wait_seconds,
             timeout_seconds=options.timeout_seconds, seed=index + 1,
         )  # fmt: skip
+        cpu_before = cpu_seconds_by_component(stack.root) if stack.root else None
         load = _run_generator(plan, f"run {index + 1}/{options.runs}")
         log(f"  waiting for {len(load.accepted_ids):,} transactions to leave pending ...")
         wait_settled(
             stack.database_url, load.accepted_ids, timeout_seconds=options.settle_timeout_seconds
         )
+        cpu_seconds = None
+        if stack.root and cpu_before is not None:
+            cpu_after = cpu_seconds_by_component(stack.root)
+            cpu_seconds = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
         outcomes = read_outcomes(stack.database_url, load.accepted_ids)
-        runs.append(run_figures(load, outcomes, pgbench_tps=tps, waiters=bool(waiters)))
+        runs.append(
+            run_figures(
+                load, outcomes, pgbench_tps=tps, waiters=bool(waiters), cpu_seconds=cpu_seconds
+            )
+        )
     config = {
         **asdict(options),
         "waiters": waiters,

@@ -21,6 +21,10 @@ import psycopg
 
 from bench.baseline import libpq_url
 from bench.loadgen import LoadResult
+from bench.stack import COMPONENTS
+
+#: CPU per settled transaction by component (stack processes only); None for a stack at a URL.
+CPU_FIGURES = tuple(f"cpu_us_per_transaction_{name}" for name in (*COMPONENTS, "total"))
 
 #: Figures of the long-poll waiters; None in runs without waiters.
 WAITER_FIGURES = (
@@ -110,8 +114,21 @@ def _waiter_figures(load: LoadResult, outcomes: dict[str, Outcome]) -> dict[str,
     return dict(zip(WAITER_FIGURES, values, strict=True))
 
 
+def _cpu_figures(cpu_seconds: dict[str, float] | None, settled: int) -> dict[str, Any]:
+    if not cpu_seconds or not settled:
+        return dict.fromkeys(CPU_FIGURES, None)
+    values = [cpu_seconds[name] for name in COMPONENTS]
+    per_transaction = [seconds / settled * 1e6 for seconds in (*values, sum(values))]
+    return dict(zip(CPU_FIGURES, per_transaction, strict=True))
+
+
 def run_figures(
-    load: LoadResult, outcomes: dict[str, Outcome], *, pgbench_tps: float, waiters: bool
+    load: LoadResult,
+    outcomes: dict[str, Outcome],
+    *,
+    pgbench_tps: float,
+    waiters: bool,
+    cpu_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Return every figure of one run as a flat dict (see docs/benchmarks.md for each).
 
@@ -120,6 +137,10 @@ def run_figures(
         outcomes: ``read_outcomes`` of its accepted ids, after they settled.
         pgbench_tps: the run's baseline, transactions per second.
         waiters: whether the run had long-poll waiters (else their figures are None).
+        cpu_seconds: CPU seconds each stack component used from the start of the
+            load to the last settlement (``bench.stack.cpu_seconds_by_component``
+            differences); None when the stack's processes are not known. Reported
+            as microseconds per settled transaction.
     """
     accepted = len(load.accepted_ids)
     settled = [o for o in outcomes.values() if o.status != "pending"]
@@ -159,6 +180,7 @@ def run_figures(
     figures.update(
         _waiter_figures(load, outcomes) if waiters else dict.fromkeys(WAITER_FIGURES, None)
     )
+    figures.update(_cpu_figures(cpu_seconds, len(settled)))
     return {name: _rounded(name, value) for name, value in figures.items()}
 
 

@@ -35,6 +35,9 @@ class Stack:
 
     ``ops_key`` may be empty: no workload calls an ops-only endpoint today.
     ``description`` says, for the report, which stack this is and how it is sized.
+    ``root`` is the directory of a stack this benchmark started (its processes
+    can then be found and their CPU time read, :func:`cpu_seconds_by_component`);
+    None for a stack given by URL.
     """
 
     url: str
@@ -42,6 +45,65 @@ class Stack:
     ops_key: str
     database_url: str
     description: str = ""
+    root: Path | None = None
+
+
+#: The components CPU time is reported for, in the report's order.
+COMPONENTS = ("api", "worker", "webhooks", "postgres", "redis", "other")
+
+
+def _component(cmdline: list[str]) -> str:
+    """Name the component a stack process belongs to, from its command line."""
+    text = " ".join(cmdline)
+    program = os.path.basename(cmdline[0]) if cmdline else ""
+    if program == "postgres" or text.startswith("postgres:"):
+        return "postgres"
+    if "redis-server" in text or "valkey-server" in text:
+        return "redis"
+    if "uvicorn" in text or "serve web" in text:
+        return "api"
+    if "celery" in text and "worker" in cmdline:  # the subcommand, not ``-A worker.app``
+        queues = cmdline[cmdline.index("-Q") + 1].split(",") if "-Q" in cmdline else []
+        return "webhooks" if queues == ["tally.webhooks"] else "worker"
+    return "other"
+
+
+def cpu_seconds_by_component(root: Path) -> dict[str, float]:
+    """Return the CPU seconds (user + system) the stack under ``root`` has used so far, by component.
+
+    Every live process of the stack counts with the CPU time of its children
+    that have exited and been waited for (``psutil``'s ``children_user`` and
+    ``children_system``), so a PostgreSQL backend that ended counts in its
+    postmaster. Take it before and after a phase; the difference is the phase's.
+
+    Returns:
+        seconds per name of :data:`COMPONENTS`: ``api`` (uvicorn), ``worker``
+        (Celery on the apply queue), ``webhooks`` (Celery on the webhook queue
+        alone), ``postgres``, ``redis``, ``other`` (supervisord, beat, ``tally up``).
+    """
+    totals = dict.fromkeys(COMPONENTS, 0.0)
+    processes = {process.pid: process for process in _stack_processes(root)}
+    # PostgreSQL's backends and the embedded Redis name neither the directory nor
+    # carry the environment: they are found as descendants of what does.
+    for process in list(processes.values()):
+        with contextlib.suppress(psutil.Error):
+            processes |= {child.pid: child for child in process.children(recursive=True)}
+    names: dict[int, str] = {}
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            names[process.pid] = _component(process.cmdline())
+    for process in processes.values():
+        try:
+            times = process.cpu_times()
+            name = names.get(process.pid, "other")
+            # uvicorn's workers are spawned interpreters whose command line names
+            # nothing: they belong to the component of the parent that started them.
+            if name == "other" and (parent := process.parent()) is not None:
+                name = names.get(parent.pid, "other")
+        except psutil.Error:
+            continue
+        totals[name] += times.user + times.system + times.children_user + times.children_system
+    return totals
 
 
 def _free_port() -> int:
@@ -184,6 +246,7 @@ def started_stack(
             ops_key=keys.get("ops", ""),
             database_url=runtime["DATABASE_URL"],
             description=f"started by `tally up` ({sizes_text})",
+            root=root,
         )
     finally:
         _stop(process, root, log)  # raises, keeping the directory and its log, if unclean

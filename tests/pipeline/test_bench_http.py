@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.stack import Stack, started_stack
+from bench.measure import CPU_FIGURES
+from bench.stack import COMPONENTS, Stack, cpu_seconds_by_component, started_stack
 
 pytestmark = pytest.mark.pipeline
 
@@ -52,6 +54,8 @@ OPTIONAL_FIGURES = (
     "waits_measured",
     "waits_already_terminal",
     "waits_expired",
+    # Against --url the stack's processes are unknown: no CPU figures.
+    *CPU_FIGURES,
 )
 
 
@@ -95,3 +99,28 @@ def test_bench_http_reports_every_figure_and_no_errors(stack: Stack, args: tuple
         assert waits > 0
     else:
         assert run["waits_measured"] is None
+
+
+def test_cpu_time_is_read_for_every_component_of_a_started_stack(stack: Stack) -> None:
+    import urllib.request
+
+    assert stack.root is not None
+    before = cpu_seconds_by_component(stack.root)
+    for _ in range(50):
+        body = json.dumps({"owner_ref": f"cpu-{uuid.uuid4()}", "currency": "SGD"}).encode()
+        request = urllib.request.Request(
+            f"{stack.url}/v1/wallets", data=body, method="POST",
+            headers={"Authorization": f"Bearer {stack.service_key}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+    after = cpu_seconds_by_component(stack.root)
+
+    assert set(after) == set(COMPONENTS)
+    # The API served the requests and PostgreSQL stored the wallets; every process
+    # of a running stack has used some CPU since it started.
+    for name in ("api", "postgres"):
+        assert after[name] > before[name], name
+    for name in ("api", "worker", "webhooks", "postgres", "redis", "other"):
+        assert after[name] > 0, name
