@@ -45,17 +45,34 @@ def web() -> None:
 
 @serve.command("worker")
 def worker() -> None:
-    """Run a Celery worker on the ``tally`` and ``tally.webhooks`` queues (prefork pool, acks late).
+    """Run a Celery worker on the ``tally`` queue: drains, sweeps, maintenance (prefork, acks late).
 
-    Webhook attempts have a queue of their own so that drains never wait behind
-    them in one list; a worker with ``-Q tally.webhooks`` alone takes them off
-    the apply path's processes entirely (docs/webhooks.md).
+    Webhook attempts are not taken here: ``tally serve webhooks`` runs them in a
+    process of its own, so a slow receiver never holds a process that drains
+    (docs/webhooks.md).
     """
     s = get_settings()
     _exec(
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
-        "--concurrency", str(s.worker_concurrency), "-Q", "tally,tally.webhooks", "--without-gossip",
+        "--concurrency", str(s.worker_concurrency), "-Q", "tally", "--without-gossip",
         "--without-mingle",
+    )  # fmt: skip
+
+
+@serve.command("webhooks")
+def webhooks() -> None:
+    """Run a Celery worker on the ``tally.webhooks`` queue alone: webhook delivery attempts.
+
+    A thread pool of ``TALLY_WEBHOOK_CONCURRENCY`` threads (Celery's
+    ``--pool threads``): an attempt spends its time waiting on the receiver
+    (up to ``TALLY_WEBHOOK_TIMEOUT_SECONDS``), so threads, not processes, are
+    what many slow receivers need, and none of them is a process that drains.
+    """
+    s = get_settings()
+    _exec(
+        "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
+        "--pool", "threads", "--concurrency", str(s.webhook_concurrency),
+        "-Q", "tally.webhooks", "-n", "webhooks@%h", "--without-gossip", "--without-mingle",
     )  # fmt: skip
 
 

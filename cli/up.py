@@ -36,7 +36,10 @@ from shared.config import DATA_DIR, RUNTIME_ENV_FILE
 PORTS_FILE = DATA_DIR / "ports.json"
 KEYS_FILE = DATA_DIR / "api-keys.json"
 #: Used when ``tally up`` runs outside a checkout (no Procfile in the directory).
-DEFAULT_PROCFILE = "web: tally serve web\nworker: tally serve worker\nbeat: tally serve beat\n"
+DEFAULT_PROCFILE = (
+    "web: tally serve web\nworker: tally serve worker\nwebhooks: tally serve webhooks\n"
+    "beat: tally serve beat\n"
+)
 #: What ``tally up --flower`` adds to the Procfile's processes.
 FLOWER_PROCFILE = "flower: tally serve flower\n"
 

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     #: Allow receivers on private, loopback and link-local addresses (SSRF guard off).
     webhook_allow_private_networks: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Threads of ``tally serve webhooks``: attempts in flight at once, per process.
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     #: How long a delivery is retried before it ends ``failed`` (api.md: at least 24 h).

@@ -31,14 +31,26 @@ class CeleryProcess:
     Args:
         kind: ``"worker"`` or ``"beat"``.
         name: a label for the log file and the worker's node name.
-        concurrency: pool processes (worker only).
+        concurrency: pool processes, or threads (worker only).
         env: extra environment variables for the process.
+        queues: the queues a worker consumes; by default both, as one process
+            serves the tests (``tally serve worker`` and ``tally serve webhooks``
+            split them in production).
+        pool: a worker's Celery pool, ``prefork`` or ``threads``.
     """
 
     def __init__(
-        self, kind: str, name: str, *, concurrency: int = 2, env: dict[str, str] | None = None
+        self,
+        kind: str,
+        name: str,
+        *,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        queues: str = "tally,tally.webhooks",
+        pool: str = "prefork",
     ) -> None:
         self.kind, self.name, self.concurrency = kind, name, concurrency
+        self.queues, self.pool = queues, pool
         self.env = {**os.environ, **(env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}-{int(time.time() * 1000)}.log"
@@ -53,7 +65,7 @@ class CeleryProcess:
         args = [sys.executable, "-m", "celery", "-A", "worker.app", self.kind, "--loglevel", "INFO"]
         if self.kind == "worker":
             args += [
-                "--concurrency", str(self.concurrency), "--pool", "prefork", "-Q", "tally,tally.webhooks",
+                "--concurrency", str(self.concurrency), "--pool", self.pool, "-Q", self.queues,
                 "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
                 "--without-heartbeat",
             ]  # fmt: skip

@@ -49,16 +49,19 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_restarts(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
-    for name in ("postgres", "redis", "api", "worker", "beat", "flower"):
+    assert set(services) == {
+        "postgres", "redis", "migrate", "api", "worker", "webhooks", "beat", "flower"
+    }  # fmt: skip
+    for name in ("postgres", "redis", "api", "worker", "webhooks", "beat", "flower"):
         assert services[name]["restart"] == "unless-stopped", name
         assert services[name].get("healthcheck"), name
     assert services["migrate"]["restart"] == "no"
     assert services["api"]["command"] == ["tally", "serve", "web"]
     assert services["flower"]["command"] == ["tally", "serve", "flower"]
+    assert services["webhooks"]["command"] == ["tally", "serve", "webhooks"]
     redis_args = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_args and "--maxmemory-policy noeviction" in redis_args
-    for name in ("api", "worker", "beat", "flower"):
+    for name in ("api", "worker", "webhooks", "beat", "flower"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert depends["postgres"]["condition"] == "service_healthy", name
@@ -66,7 +69,7 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_restarts(
 
 def test_compose_gives_every_tally_service_the_same_environment(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    tally = ("migrate", "api", "worker", "beat", "flower")
+    tally = ("migrate", "api", "worker", "webhooks", "beat", "flower")
     environments = [services[name]["environment"] for name in tally]
     assert all(env == environments[0] for env in environments)
     assert environments[0]["PROMETHEUS_MULTIPROC_DIR"] == "/metrics"

@@ -53,10 +53,16 @@ class Receiver:
         fail_first: answer 500 to the first this many attempts of each ``webhook-id``.
         always_fail: answer 500 to everything.
         delay_seconds: wait this long before answering (deliveries stay in flight).
+        hold: when given, every request waits until it is set (at most 120 s).
     """
 
     def __init__(
-        self, *, fail_first: int = 0, always_fail: bool = False, delay_seconds: float = 0
+        self,
+        *,
+        fail_first: int = 0,
+        always_fail: bool = False,
+        delay_seconds: float = 0,
+        hold: threading.Event | None = None,
     ) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self._lock = threading.Lock()
@@ -72,6 +78,8 @@ class Receiver:
                         1 for h, _ in receiver.requests if h["webhook-id"] == headers["webhook-id"]
                     )
                 time.sleep(delay_seconds)
+                if hold is not None:
+                    hold.wait(120)
                 failing = always_fail or seen <= fail_first
                 self.send_response(500 if failing else 204)
                 self.end_headers()
@@ -340,3 +348,45 @@ def _event_ids(transaction_ids: list[str]) -> list[uuid.UUID]:
                 {"ids": [uuid.UUID(i) for i in transaction_ids]},
             )
         )
+
+
+def test_a_receiver_that_hangs_never_delays_applies_when_webhooks_run_apart(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any, endpoints: Any,
+) -> None:  # fmt: skip
+    # The two workers as `tally serve worker` and `tally serve webhooks` run them:
+    # drains on `tally` in processes, attempts on `tally.webhooks` in threads of their
+    # own. Attempts may wait 60 s for this receiver, far past the test's bound: were
+    # one process to serve both queues, its two pool processes would hang in
+    # attempts and the deposits below would wait behind them.
+    env = {**WEBHOOK_ENV, "TALLY_WEBHOOK_TIMEOUT_SECONDS": "60",
+           "TALLY_WEBHOOK_ATTEMPT_LEASE_SECONDS": "180",
+           "TALLY_WEBHOOK_RETRY_WINDOW_SECONDS": "300"}  # fmt: skip
+    release = threading.Event()
+    receiver = Receiver(hold=release)
+    drains = CeleryProcess("worker", "apart-drains", queues="tally", env=env).start()
+    attempts = CeleryProcess(
+        "worker", "apart-hooks", queues="tally.webhooks", pool="threads", concurrency=2, env=env
+    ).start()
+    try:
+        endpoints(receiver.url, ["transaction.completed"])
+        wallet = wallet_factory()
+        first = [submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
+                 for _ in range(2)]  # fmt: skip
+        wait_terminal(first, context=drains.log())
+        wait_for(lambda: len(receiver.requests) >= 2, timeout_seconds=60,
+                 what="both webhook threads hanging in the receiver", log=attempts.log())  # fmt: skip
+
+        later = [submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
+                 for _ in range(10)]  # fmt: skip
+        statuses = wait_terminal(later, timeout_seconds=40, context=drains.log())
+
+        assert {s["status"] for s in statuses.values()} == {"completed"}
+        assert not release.is_set() and len(receiver.requests) == 2  # still hanging
+        release.set()
+        wait_for(lambda: len(receiver.by_id()) == 12, timeout_seconds=60,
+                 what="every event delivered once released", log=attempts.log())  # fmt: skip
+    finally:
+        release.set()
+        attempts.stop()
+        drains.stop()
+        receiver.stop()
