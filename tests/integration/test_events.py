@@ -207,3 +207,17 @@ def test_a_hold_captured_in_its_own_batch_still_reports_held_first(
     events = events_of(client, service_headers, hold)
     assert [e["type"] for e in events] == ["transaction.completed", "transaction.held"]
     assert [e["data"]["status"] for e in events] == ["completed", "held"]
+
+
+def test_event_ids_are_time_ordered_so_their_inserts_append_to_the_index(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    # UUIDv7 (RFC 9562, PostgreSQL 18's uuidv7()): version 7, and later events sort after.
+    wallet = wallet_factory()
+    ids = []
+    for _ in range(3):
+        ids.append(accepted(client, service_headers, deposit_body(wallet, "1.00")))
+        drain_all_shards()
+    event_ids = [uuid.UUID(events_of(client, service_headers, t)[0]["id"][4:]) for t in ids]
+    assert {e.version for e in event_ids} == {7}
+    assert event_ids == sorted(event_ids)
