@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     #: An endpoint whose every delivery failed for this long is disabled.
     webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)
     webhook_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    #: Events older than this many days are deleted once none of their deliveries is
+    #: pending (beat's prune job, every TALLY_ARCHIVE_INTERVAL_SECONDS); Stripe keeps 30.
+    event_retention_days: int = Field(default=30, ge=1)
     #: How long an attempt owns its delivery; past it, a dead worker's attempt is re-sent.
     webhook_attempt_lease_seconds: float = Field(default=60.0, gt=0)
 

@@ -17,7 +17,7 @@ from celery import shared_task
 from shared import db
 from shared.config import get_settings
 from shared.metrics import RECONCILIATION_MISMATCHES, RECONCILIATION_RUNS
-from shared.services import archive, reconciliation, snapshots
+from shared.services import archive, events, reconciliation, snapshots
 
 _log = structlog.get_logger(__name__)
 
@@ -46,6 +46,19 @@ def archive_entries() -> int:
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.archive_after_days)
     summary = archive.archive_before(cutoff=cutoff, chunk_size=settings.archive_chunk_size)
     return summary.entries_archived
+
+
+@shared_task(acks_late=True, ignore_result=True, name="tally.prune_events")
+def prune_events() -> int:
+    """Delete events older than ``TALLY_EVENT_RETENTION_DAYS`` whose deliveries have ended.
+
+    Returns how many events went; chunks of ``TALLY_ARCHIVE_CHUNK_SIZE``.
+    """
+    settings = get_settings()
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.event_retention_days)
+    pruned = events.prune_events(cutoff=cutoff, chunk_size=settings.archive_chunk_size)
+    _log.info("events_pruned", events=pruned, cutoff=cutoff.isoformat())
+    return pruned
 
 
 @shared_task(acks_late=True, ignore_result=True, name="tally.reconcile")

@@ -39,6 +39,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "tally.archive_entries",
             "schedule": settings.archive_interval_seconds,
         },
+        # Deletes events past their retention, once their deliveries have ended.
+        "prune-events": {
+            "task": "tally.prune_events",
+            "schedule": settings.archive_interval_seconds,
+        },
         "reconcile": {
             "task": "tally.reconcile",
             "schedule": settings.reconcile_interval_seconds,

@@ -21,17 +21,24 @@ right edge of the primary key's index instead of dirtying a random leaf page
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.metrics import EVENTS_RECORDED
-from shared.models import Event, ReconciliationRun, Transaction, TransactionArchive
+from shared.models import (
+    Event,
+    ReconciliationRun,
+    Transaction,
+    TransactionArchive,
+    WebhookDelivery,
+)
 from shared.pagination import newest_first_page
 from shared.rendering import run_json, timestamp, transaction_json
 
@@ -252,3 +259,44 @@ def list_events(
         session, query, created_at=Event.created_at, id_=Event.id, limit=limit, cursor=cursor
     )
     return render_events(session, rows), next_cursor
+
+
+#: Events past the retention with no delivery still pending, oldest first.
+_EXPIRED_EVENTS_SQL = text(
+    """
+SELECT e.id FROM events e
+WHERE e.created_at < :cutoff
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+ORDER BY e.created_at
+LIMIT :chunk
+"""
+)
+
+
+def prune_events(*, cutoff: dt.datetime, chunk_size: int) -> int:
+    """Delete the events created before ``cutoff``, with their ended deliveries; return how many.
+
+    An event with a delivery still ``pending`` is kept until that delivery
+    ends (the retry window is far shorter than any retention). Each chunk of
+    ``chunk_size`` events is its own short transaction, so the apply path never
+    waits behind a long delete; running it twice, or on two beats at once, is
+    harmless. Stripe keeps events for 30 days; ``TALLY_EVENT_RETENTION_DAYS``
+    sets it here (docs/webhooks.md, "Retention").
+
+    Args:
+        cutoff: an aware datetime; events strictly older go.
+        chunk_size: events per transaction (at least 1).
+    """
+    pruned = 0
+    while True:
+        with db.transaction() as session:
+            ids = list(
+                session.scalars(_EXPIRED_EVENTS_SQL, {"cutoff": cutoff, "chunk": chunk_size})
+            )
+            if ids:
+                session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids)))
+                session.execute(delete(Event).where(Event.id.in_(ids)))
+        pruned += len(ids)
+        if len(ids) < chunk_size:
+            return pruned

@@ -209,6 +209,54 @@ def test_a_hold_captured_in_its_own_batch_still_reports_held_first(
     assert [e["data"]["status"] for e in events] == ["completed", "held"]
 
 
+def test_prune_deletes_old_events_and_their_ended_deliveries_but_waits_for_pending_ones(
+    client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    import datetime as dt
+
+    from shared.services.events import prune_events
+    from worker import maintenance_tasks
+
+    response = client.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/x"},
+                           headers=ops_headers)  # fmt: skip
+    endpoint = response.get_json()["id"]
+    try:
+        wallet = wallet_factory()
+        ids = [accepted(client, service_headers, deposit_body(wallet, "1.00")) for _ in range(5)]
+        drain_all_shards()
+        events = {t: events_of(client, service_headers, t)[0]["id"][4:] for t in ids}
+        old, ended, pending, recent = ids[:2], ids[2], ids[3], ids[4]
+        with db.transaction() as session:
+            # Four events 31 days old: two without deliveries left pending, one whose
+            # delivery has ended, one whose delivery is still pending.
+            backdate = [uuid.UUID(events[t]) for t in (*old, ended, pending)]
+            session.execute(
+                text("UPDATE events SET created_at = now() - interval '31 days' "
+                     "WHERE id = ANY(:ids)"), {"ids": backdate})  # fmt: skip
+            session.execute(
+                text("UPDATE webhook_deliveries SET status = CASE WHEN event_id = :pending "
+                     "THEN 'pending' ELSE 'succeeded' END WHERE event_id = ANY(:ids)"),
+                {"ids": backdate, "pending": uuid.UUID(events[pending])},
+            )  # fmt: skip
+
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+        assert prune_events(cutoff=cutoff, chunk_size=2) == 3  # chunks of 2: 2 + 1
+        assert maintenance_tasks.prune_events() == 0  # the beat task, again: nothing left
+
+        for transaction_id in (*old, ended):
+            assert events_of(client, service_headers, transaction_id) == []
+        for transaction_id in (pending, recent):
+            assert len(events_of(client, service_headers, transaction_id)) == 1
+        with db.transaction() as session:
+            left = session.scalars(
+                text("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = :e"),
+                {"e": uuid.UUID(endpoint)},
+            ).all()
+        assert {str(e).replace("-", "") for e in left} == {events[pending], events[recent]}
+    finally:
+        client.delete(f"/v1/webhook-endpoints/{endpoint}", headers=ops_headers)
+
+
 def test_event_ids_are_time_ordered_so_their_inserts_append_to_the_index(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
