@@ -23,15 +23,15 @@ most one per ``_WARNING_INTERVAL_SECONDS`` per process.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from flask import Flask, Response, g
-from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
+from limits.storage import RedisStorage
 
 from api.errors import problem
 from shared.config import get_settings
@@ -104,9 +104,7 @@ def _add_headers(limiter: Limiter, response: Response) -> Response:
     if current is None:
         return response
     try:
-        # window: (the window's reset time in Unix seconds, requests remaining)
-        reset_seconds = max(0, math.ceil(current.window[0] - time.time()))
-        remaining = max(0, current.remaining)
+        remaining, reset_seconds = _window(limiter, current)
     except Exception as error:  # Redis gone since the check: no headers, the answer stands
         _storage_error(error)
         return response
@@ -116,6 +114,25 @@ def _add_headers(limiter: Limiter, response: Response) -> Response:
     if response.status_code == 429:
         response.headers["Retry-After"] = str(max(1, reset_seconds))
     return response
+
+
+def _window(limiter: Limiter, current: RequestLimit) -> tuple[int, int]:
+    """Return the key's requests remaining and the seconds until its window resets.
+
+    flask-limiter's ``RequestLimit.window`` asks Redis twice in a row (the
+    count, then the key's TTL: limits' ``FixedWindowRateLimiter.get_window_stats``);
+    this sends both in one pipeline, through the same storage and key, so a
+    request costs two round trips to Redis (the hit, then this) instead of three.
+
+    Raises:
+        redis.RedisError: Redis did not answer.
+    """
+    storage = cast(RedisStorage, limiter.storage)
+    key = storage.prefixed_key(current.key)
+    pipeline = storage.get_connection(True).pipeline(transaction=False)
+    count, ttl = pipeline.get(key).ttl(key).execute()
+    # A TTL of -2 (key gone: the window just ended) or -1 reads as a fresh window.
+    return max(0, current.limit.amount - int(count or 0)), max(0, int(ttl))
 
 
 _last_warning = [0.0]
