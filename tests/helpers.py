@@ -218,3 +218,31 @@ def transfer_body(source: Any, destination: Any, amount: str) -> dict[str, Any]:
         "source_wallet_id": str(source),
         "destination_wallet_id": str(destination),
     }
+
+
+def database_sessions() -> str:
+    """Return every other session of the test database, one line each, for a failure's message.
+
+    Each line: pid, state, what it waits on, its transaction's age, the
+    advisory locks it holds (shard drains hold one), and its last statement.
+    """
+    with db.transaction() as session:
+        rows = session.execute(
+            text(
+                """
+                SELECT a.pid, a.state, a.wait_event_type, a.wait_event,
+                       round(extract(epoch FROM now() - a.xact_start)::numeric, 1) AS xact_age,
+                       (SELECT count(*) FROM pg_locks l
+                        WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS advisory,
+                       left(a.query, 120) AS query
+                FROM pg_stat_activity a
+                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                ORDER BY a.xact_start NULLS LAST
+                """
+            )
+        ).all()
+    return "database sessions:\n" + "\n".join(
+        f"  {r.pid} {r.state} wait={r.wait_event_type}/{r.wait_event} xact={r.xact_age}s "
+        f"advisory={r.advisory} {r.query!r}"
+        for r in rows
+    )

@@ -31,7 +31,13 @@ import requests
 
 from cli.devservers import free_port
 from shared import db
-from tests.helpers import assert_ledger_consistent, deposit_body, transfer_body, wait_terminal
+from tests.helpers import (
+    assert_ledger_consistent,
+    database_sessions,
+    deposit_body,
+    transfer_body,
+    wait_terminal,
+)
 from tests.pipeline.test_faults import assert_applied_once
 from tests.servers import TallyUp
 
@@ -156,7 +162,13 @@ def test_bank_under_redis_loss_with_the_supervised_stack(
         ids = customers.accepted
         assert len(ids) > 50, customers.answers
         db.reset_engine()  # this process's pooled connections died with PostgreSQL
-        wait_terminal(ids, timeout_seconds=120, context=stack.output()[-3000:])
+        try:
+            wait_terminal(ids, timeout_seconds=120)
+        except AssertionError as error:
+            # What held the work: the stack's last words and every database session.
+            raise AssertionError(
+                f"{error}\n{database_sessions()}\n{stack.output()[-6000:]}"
+            ) from None
         terminal_seconds = time.monotonic() - faults_over
         assert_applied_once(ids)
         assert_ledger_consistent()
