@@ -19,6 +19,7 @@ Medians are printed as one line of JSON, last; docs/webhooks.md keeps the figure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,8 @@ from typing import Any
 
 import psutil
 
+from bench.stack import cpu_seconds
+
 MODES = ("off", "events", "events+endpoint")
 
 
@@ -42,11 +45,8 @@ def _server_cpu_seconds(data_dir: Path | None) -> float:
     parent = psutil.Process(pid)
     total = 0.0
     for proc in [parent, *parent.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:
-            pass
+        with contextlib.suppress(psutil.Error):
+            total += cpu_seconds(proc)
     return total
 
 

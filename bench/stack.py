@@ -60,7 +60,7 @@ def _component(cmdline: list[str]) -> str:
         return "postgres"
     if "redis-server" in text or "valkey-server" in text:
         return "redis"
-    if "uvicorn" in text or "serve web" in text:
+    if "uvicorn" in text:  # `tally serve web` execs it
         return "api"
     if "celery" in text and "worker" in cmdline:  # the subcommand, not ``-A worker.app``
         queues = cmdline[cmdline.index("-Q") + 1].split(",") if "-Q" in cmdline else []
@@ -68,13 +68,26 @@ def _component(cmdline: list[str]) -> str:
     return "other"
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """Return ``process``'s CPU seconds so far, user + system, with its children that ended.
+
+    A child counts once it has exited and been waited for (``psutil``'s
+    ``children_user``/``children_system``): a PostgreSQL backend that ended
+    counts in its postmaster.
+
+    Raises:
+        psutil.Error: the process is gone or not readable.
+    """
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def cpu_seconds_by_component(root: Path) -> dict[str, float]:
     """Return the CPU seconds (user + system) the stack under ``root`` has used so far, by component.
 
-    Every live process of the stack counts with the CPU time of its children
-    that have exited and been waited for (``psutil``'s ``children_user`` and
-    ``children_system``), so a PostgreSQL backend that ended counts in its
-    postmaster. Take it before and after a phase; the difference is the phase's.
+    Every live process of the stack counts, with its children that ended
+    (:func:`cpu_seconds`). Take it before and after a phase; the difference is
+    the phase's.
 
     Returns:
         seconds per name of :data:`COMPONENTS`: ``api`` (uvicorn), ``worker``
@@ -94,7 +107,7 @@ def cpu_seconds_by_component(root: Path) -> dict[str, float]:
             names[process.pid] = _component(process.cmdline())
     for process in processes.values():
         try:
-            times = process.cpu_times()
+            seconds = cpu_seconds(process)
             name = names.get(process.pid, "other")
             # uvicorn's workers are spawned interpreters whose command line names
             # nothing: they belong to the component of the parent that started them.
@@ -102,7 +115,7 @@ def cpu_seconds_by_component(root: Path) -> dict[str, float]:
                 name = names.get(parent.pid, "other")
         except psutil.Error:
             continue
-        totals[name] += times.user + times.system + times.children_user + times.children_system
+        totals[name] += seconds
     return totals
 
 
