@@ -105,14 +105,25 @@ class Receiver:
         self.server.server_close()
 
 
-def wait_for(check: Callable[[], Any], *, timeout_seconds: float, what: str, log: str = "") -> Any:
-    """Return ``check()``'s first truthy value; fail naming ``what`` after ``timeout_seconds``."""
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout_seconds: float,
+    what: str,
+    log: str | Callable[[], str] = "",
+) -> Any:
+    """Return ``check()``'s first truthy value; fail naming ``what`` after ``timeout_seconds``.
+
+    ``log`` (or what it returns, read at the timeout) ends the failure's message.
+    """
     deadline = time.monotonic() + timeout_seconds
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"{what} not within {timeout_seconds}s\n{log[-3000:]}"
+        if time.monotonic() >= deadline:
+            text = log() if callable(log) else log
+            raise AssertionError(f"{what} not within {timeout_seconds}s\n{text[-3000:]}")
         time.sleep(0.1)
 
 
@@ -172,6 +183,25 @@ def delivery_of(client: Any, ops_headers: dict[str, str], endpoint_id: str, even
     return next((d for d in page.get_json()["data"] if d["event_id"] == event_id), None)
 
 
+def wait_delivery(
+    client: Any, ops_headers: dict[str, str], endpoint_id: str, event_id: str, status: str,
+    *, timeout_seconds: float, worker: CeleryProcess,
+) -> dict[str, Any]:  # fmt: skip
+    """Wait until an endpoint's delivery of ``event_id`` is ``status``; return it."""
+    return dict(
+        wait_for(
+            lambda: (
+                (d := delivery_of(client, ops_headers, endpoint_id, event_id))
+                and d["status"] == status
+                and d
+            ),
+            timeout_seconds=timeout_seconds,
+            what=f"{status} delivery",
+            log=worker.log,
+        )  # fmt: skip
+    )
+
+
 def test_a_receiver_gets_signed_completed_and_failed_events(
     client: Any, service_headers: dict[str, str], ops_headers: dict[str, str],
     wallet_factory: Any, webhook_worker: Any, webhook_beat: Any, endpoints: Any,
@@ -189,7 +219,7 @@ def test_a_receiver_gets_signed_completed_and_failed_events(
         events = {t: event_of(client, ops_headers, t) for t in (deposit, withdrawal)}
         received = wait_for(
             lambda: all(e["id"] in receiver.by_id() for e in events.values()) and receiver.by_id(),
-            timeout_seconds=30, what="both events at the receiver", log=worker.log(),
+            timeout_seconds=30, what="both events at the receiver", log=worker.log,
         )  # fmt: skip
         payloads = {}
         for transaction_id, event in events.items():
@@ -203,10 +233,9 @@ def test_a_receiver_gets_signed_completed_and_failed_events(
         assert payloads[withdrawal]["type"] == "transaction.failed"
         assert payloads[withdrawal]["data"]["failure_code"] == "insufficient_funds"
         assert payloads[withdrawal] == events[withdrawal]  # the same object GET /v1/events shows
-        delivery = wait_for(
-            lambda: (d := delivery_of(client, ops_headers, endpoint["id"], events[deposit]["id"]))
-            and d["status"] == "succeeded" and d,
-            timeout_seconds=10, what="succeeded delivery",
+        delivery = wait_delivery(
+            client, ops_headers, endpoint["id"], events[deposit]["id"], "succeeded",
+            timeout_seconds=30, worker=worker,
         )  # fmt: skip
         assert delivery["attempts"] == 1 and delivery["last_status_code"] == 204
         assert endpoint["secret"] not in worker.log_path.read_text(errors="replace")
@@ -227,10 +256,9 @@ def test_500_twice_then_200_is_delivered_three_times_with_one_webhook_id(
         ).get_json()["id"]
         wait_terminal([deposit], context=worker.log())
         event = event_of(client, ops_headers, deposit)
-        delivery = wait_for(
-            lambda: (d := delivery_of(client, ops_headers, endpoint["id"], event["id"]))
-            and d["status"] == "succeeded" and d,
-            timeout_seconds=30, what="succeeded delivery", log=worker.log(),
+        delivery = wait_delivery(
+            client, ops_headers, endpoint["id"], event["id"], "succeeded",
+            timeout_seconds=30, worker=worker,
         )  # fmt: skip
         assert delivery["attempts"] == 3 and delivery["last_status_code"] == 204
         attempts = receiver.by_id()[event["id"]]
@@ -253,10 +281,9 @@ def test_a_receiver_that_always_fails_ends_failed_then_its_endpoint_disabled(
         first = submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
         wait_terminal([first], context=worker.log())
         event = event_of(client, ops_headers, first)
-        delivery = wait_for(
-            lambda: (d := delivery_of(client, ops_headers, endpoint["id"], event["id"]))
-            and d["status"] == "failed" and d,
-            timeout_seconds=40, what="failed delivery", log=worker.log(),
+        delivery = wait_delivery(
+            client, ops_headers, endpoint["id"], event["id"], "failed",
+            timeout_seconds=40, worker=worker,
         )  # fmt: skip
         assert delivery["attempts"] >= 3 and delivery["last_status_code"] == 500
         # At ERROR: it reaches tally up's output. The whole log: its tail may have moved on.
@@ -266,7 +293,7 @@ def test_a_receiver_that_always_fails_ends_failed_then_its_endpoint_disabled(
         url = f"/v1/webhook-endpoints/{endpoint['id']}"
         wait_for(
             lambda: client.get(url, headers=ops_headers).get_json()["status"] == "disabled",
-            timeout_seconds=40, what="disabled endpoint", log=worker.log(),
+            timeout_seconds=40, what="disabled endpoint", log=worker.log,
         )  # fmt: skip
         assert "webhook_endpoint_disabled" in worker.log_path.read_text(errors="replace")
         assert endpoint["secret"] not in worker.log_path.read_text(errors="replace")
@@ -297,7 +324,7 @@ def test_sigkill_and_emptied_redis_lose_no_event_and_no_delivery(
         first = webhook_worker(TALLY_BATCH_SIZE="1")
         wait_for(
             lambda: len(receiver.by_id()) >= 10, timeout_seconds=60,
-            what="deliveries under way", log=first.log(),
+            what="deliveries under way", log=first.log,
         )  # fmt: skip
         first.kill()  # mid-apply and mid-delivery
         with db.transaction() as session:
@@ -327,7 +354,7 @@ def test_sigkill_and_emptied_redis_lose_no_event_and_no_delivery(
         event_ids = {f"evt_{e.hex}" for e in _event_ids(ids)}
         wait_for(
             lambda: event_ids <= receiver.by_id().keys(), timeout_seconds=120,
-            what=f"all {len(event_ids)} events at the receiver", log=second.log(),
+            what=f"all {len(event_ids)} events at the receiver", log=second.log,
         )  # fmt: skip
         signer = Webhook(endpoint["secret"])
         for event_id in event_ids:
@@ -374,7 +401,7 @@ def test_a_receiver_that_hangs_never_delays_applies_when_webhooks_run_apart(
                  for _ in range(2)]  # fmt: skip
         wait_terminal(first, context=drains.log())
         wait_for(lambda: len(receiver.requests) >= 2, timeout_seconds=60,
-                 what="both webhook threads hanging in the receiver", log=attempts.log())  # fmt: skip
+                 what="both webhook threads hanging in the receiver", log=attempts.log)  # fmt: skip
 
         later = [submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
                  for _ in range(10)]  # fmt: skip
@@ -384,7 +411,7 @@ def test_a_receiver_that_hangs_never_delays_applies_when_webhooks_run_apart(
         assert not release.is_set() and len(receiver.requests) == 2  # still hanging
         release.set()
         wait_for(lambda: len(receiver.by_id()) == 12, timeout_seconds=60,
-                 what="every event delivered once released", log=attempts.log())  # fmt: skip
+                 what="every event delivered once released", log=attempts.log)  # fmt: skip
     finally:
         release.set()
         attempts.stop()
