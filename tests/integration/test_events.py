@@ -7,6 +7,7 @@ service key lists the events of its own transactions, an ops key all of them.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,13 @@ def accepted(client: Any, headers: dict[str, str], body: dict[str, Any]) -> str:
     return str(response.get_json()["id"])
 
 
+def funded_hold(client: Any, headers: dict[str, str], wallet: Any) -> str:
+    """Submit a 30.00 SGD deposit into ``wallet`` and a 20.00 hold on it; return the hold's id."""
+    accepted(client, headers, deposit_body(wallet, "30.00"))
+    return accepted(client, headers, {"type": "hold", "amount": "20.00", "currency": "SGD",
+                                      "source_wallet_id": str(wallet)})  # fmt: skip
+
+
 def test_completed_and_failed_transactions_each_have_one_event(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
@@ -58,10 +66,7 @@ def test_completed_and_failed_transactions_each_have_one_event(
 def test_a_hold_and_its_capture_each_have_their_events(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
-    wallet = wallet_factory()
-    accepted(client, service_headers, deposit_body(wallet, "30.00"))
-    hold = accepted(client, service_headers, {"type": "hold", "amount": "20.00",
-                                             "currency": "SGD", "source_wallet_id": str(wallet)})  # fmt: skip
+    hold = funded_hold(client, service_headers, wallet_factory())
     drain_all_shards()
     assert [e["type"] for e in events_of(client, service_headers, hold)] == ["transaction.held"]
     response = client.post(
@@ -195,10 +200,7 @@ def test_a_reconciliation_mismatch_has_its_event(
 def test_a_hold_captured_in_its_own_batch_still_reports_held_first(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
-    wallet = wallet_factory()
-    accepted(client, service_headers, deposit_body(wallet, "30.00"))
-    hold = accepted(client, service_headers, {"type": "hold", "amount": "20.00",
-                                             "currency": "SGD", "source_wallet_id": str(wallet)})  # fmt: skip
+    hold = funded_hold(client, service_headers, wallet_factory())
     client.post(
         f"/v1/transactions/{hold}/capture",
         headers={**service_headers, "Idempotency-Key": str(uuid.uuid4())},
@@ -207,13 +209,17 @@ def test_a_hold_captured_in_its_own_batch_still_reports_held_first(
     events = events_of(client, service_headers, hold)
     assert [e["type"] for e in events] == ["transaction.completed", "transaction.held"]
     assert [e["data"]["status"] for e in events] == ["completed", "held"]
+    with db.transaction() as session:  # one batch indeed: held is dated just before its end
+        gap = session.scalar(
+            text("SELECT max(created_at) - min(created_at) FROM events WHERE transaction_id = :id"),
+            {"id": uuid.UUID(hold)},
+        )
+    assert gap == dt.timedelta(microseconds=1)
 
 
 def test_prune_deletes_old_events_and_their_ended_deliveries_but_waits_for_pending_ones(
     client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
 ) -> None:
-    import datetime as dt
-
     from shared.services.events import prune_events
     from worker import maintenance_tasks
 
