@@ -9,11 +9,14 @@ API's, the sweep's and ``tally retry``'s messages all still reach the worker.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from cli.main import main
 from shared import db
@@ -97,3 +100,73 @@ def test_worker_consumes_again_after_redis_restarts_and_readyz_says_broker_down(
     result = wait_terminal([during_id, after], timeout_seconds=90, context=worker.log())
     assert {result[t]["status"] for t in (during_id, after)} == {"completed"}
     assert client.get("/readyz").status_code == 200
+
+
+def test_worker_keeps_running_when_redis_goes_down_under_a_drain_in_flight(
+    client: Any,
+    service_headers: dict[str, str],
+    wallet_factory: Any,
+    worker: Any,
+    redis_server: Any,
+) -> None:
+    """Celery 5.7.0 exits here (docs/operations.md, "Celery version"); 5.6 reconnects.
+
+    The drain waits on a wallet row this test holds, so its message is delivered
+    and not yet acknowledged when Redis stops: the consumer must close that
+    channel and reconnect, not die on the unacknowledged message.
+    """
+    wallet_id = wallet_factory()
+    with db.get_engine().connect() as holder:
+        holder.execute(
+            text("SELECT 1 FROM wallets WHERE id = :id FOR NO KEY UPDATE"), {"id": wallet_id}
+        )
+        first = submit(client, service_headers, deposit_body(wallet_id, "1.00"))
+        assert first.status_code == 202
+        _wait(lambda: _sessions_waiting_on_a_lock() > 0, "the drain to wait on the wallet row")
+        logged_before = len(worker.log_path.read_text(errors="replace"))
+        redis_server.stop()
+        try:
+            _wait(
+                lambda: (
+                    "Connection to broker lost"
+                    in worker.log_path.read_text(errors="replace")[logged_before:]
+                ),
+                "the worker to see Redis go",
+            )
+        finally:
+            holder.rollback()
+            redis_server.start()
+    _wait(
+        lambda: (
+            worker.process.poll() is not None
+            or "Connected to" in worker.log_path.read_text(errors="replace")[logged_before:]
+        ),
+        "the worker to reconnect or exit",
+        timeout_seconds=60,
+    )
+    assert worker.process.poll() is None, worker.log()
+    # The first drain's retry could not be published; a later message for the same
+    # lane drains both (no beat runs in this module).
+    second = submit(client, service_headers, deposit_body(wallet_id, "2.00")).get_json()["id"]
+    first_id = first.get_json()["id"]
+    result = wait_terminal([first_id, second], timeout_seconds=90, context=worker.log())
+    assert {result[t]["status"] for t in (first_id, second)} == {"completed"}
+
+
+def _sessions_waiting_on_a_lock() -> int:
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_seconds: float = 30) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
