@@ -112,6 +112,7 @@ class CeleryProcess:
 
 
 TALLY = str(Path(sys.executable).parent / "tally")
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 
 
 class TallyUp:
@@ -194,6 +195,27 @@ class TallyUp:
                 f"{program} not running in {timeout_seconds}s:\n{self.output()[-4000:]}"
             )
             time.sleep(0.05)
+
+    def python_stacks(self, program: str) -> str:
+        """Return ``py-spy dump`` of ``program``'s process and its children, for a failure's message.
+
+        Shows where each process of a stuck program waits (a pool process
+        holding a shard lock, say); an error in place of a dump if py-spy
+        cannot read a process.
+        """
+        pid = self.supervised_pid(program)
+        if pid is None:
+            return f"{program}: not running"
+        dumps = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                result = subprocess.run(
+                    [PY_SPY, "dump", "--pid", str(process.pid)],
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                dumps.append(f"{program} {process.pid}:\n{result.stdout}{result.stderr}")
+        return "\n".join(dumps)
 
     def leftovers(self) -> list[str]:
         """Return the command lines of processes that belong to this stack.

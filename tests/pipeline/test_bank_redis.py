@@ -165,9 +165,11 @@ def test_bank_under_redis_loss_with_the_supervised_stack(
         try:
             wait_terminal(ids, timeout_seconds=120)
         except AssertionError as error:
-            # What held the work: the stack's last words and every database session.
+            # What held the work: every database session, where each worker process
+            # waits, and the stack's last words.
             raise AssertionError(
-                f"{error}\n{database_sessions()}\n{stack.output()[-6000:]}"
+                f"{error}\n{database_sessions()}\n{stack.python_stacks('worker')}\n"
+                f"{stack.output()[-6000:]}"
             ) from None
         terminal_seconds = time.monotonic() - faults_over
         assert_applied_once(ids)
