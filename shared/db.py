@@ -112,6 +112,9 @@ def reset_engine() -> None:
 
 _log = logging.getLogger(__name__)
 
+#: ``Connection.info`` key of the after-commit callbacks that wait for an advisory lock's release.
+_AFTER_RELEASE = "tally_after_release"
+
 
 @contextlib.contextmanager
 def transaction(connection: Connection | None = None) -> Iterator[Session]:
@@ -123,7 +126,8 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
 
     On any exception the transaction is rolled back and the exception re-raised.
     After a successful commit, the callbacks registered with :func:`after_commit`
-    run in order; one that raises is logged and does not stop the others (a
+    run in order (on a connection from :func:`advisory_lock`, once the lock is
+    released); one that raises is logged and does not stop the others (a
     broker that is down must not turn a committed request into an error:
     design.md, "Never publish before commit"). This is the only place in Tally
     that commits.
@@ -134,6 +138,15 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
         with session.begin():
             yield session
         callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
+    deferred = connection.info.get(_AFTER_RELEASE) if connection is not None else None
+    if deferred is not None:  # a connection holding an advisory lock: run them once it is free
+        deferred.extend(callbacks)
+    else:
+        _run_callbacks(callbacks)
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    """Run after-commit callbacks in order; log one that raises and go on: the commit stands."""
     for callback in callbacks:
         try:
             callback()
@@ -156,24 +169,37 @@ def advisory_lock(key: str) -> Iterator[Connection]:
     cannot be released cleanly the connection is discarded, never returned to
     the pool still holding it.
 
+    The lock covers database work only. The :func:`after_commit` callbacks of
+    transactions on this connection (broker publishes, Redis wake-ups,
+    metrics) run after the lock is released and the connection is back in
+    the pool, and they also run when the block raises after a commit. So a
+    slow or unreachable broker never holds ``key``: while a drain publishes a
+    batch's webhook deliveries, the next drain of its shard can already apply.
+
     Raises:
         LockBusy: another session holds the lock.
     """
-    with get_engine().connect() as connection:
-        raw = connection.connection.dbapi_connection
-        acquired = _outside_transaction(
-            raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-        )
-        if not acquired:
-            raise LockBusy(f"advisory lock {key!r} is held by another session")
-        try:
-            yield connection
-        finally:
+    deferred: list[Callable[[], None]] = []
+    try:
+        with get_engine().connect() as connection:
+            raw = connection.connection.dbapi_connection
+            acquired = _outside_transaction(
+                raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+            )
+            if not acquired:
+                raise LockBusy(f"advisory lock {key!r} is held by another session")
+            connection.info[_AFTER_RELEASE] = deferred
             try:
-                connection.rollback()
-                _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
-            except Exception:
-                connection.invalidate()
+                yield connection
+            finally:
+                del connection.info[_AFTER_RELEASE]
+                try:
+                    connection.rollback()
+                    _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
+                except Exception:
+                    connection.invalidate()
+    finally:
+        _run_callbacks(deferred)
 
 
 def _outside_transaction(raw: Any, sql: str, params: tuple[object, ...] = ()) -> Any:

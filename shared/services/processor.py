@@ -28,6 +28,10 @@ transactions:
    acceptance order, and write entries, balances and statuses together in one
    commit (invariant 4).
 
+What follows a commit, the webhook deliveries' messages, the long-poll
+wake-ups and the signals to other shards, runs after the lock is released:
+the lock covers database work only, so a slow broker never holds a shard.
+
 Row locks are ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: intake's foreign-key
 checks take ``FOR KEY SHARE`` on the same wallet rows in column order, and
 ``FOR UPDATE`` would make the two deadlock (PostgreSQL docs, "Row-Level Locks").
@@ -135,10 +139,13 @@ def drain_shard(
         attempts_max: apply attempts before a transaction fails ``retries_exhausted``.
         batches_max: stop after this many batches (``more`` is then True) so one
             busy shard cannot hold a worker forever.
-        settled: called after each commit with the ids it settled (long-poll wake-ups).
-        signal: called after a commit with other shards to drain again: the lanes
-            of a group that left ``pending``, where later debits waited for it.
-        An exception either callback raises is logged, never propagated: the commit stands.
+        settled: called with the ids the drain settled (long-poll wake-ups).
+        signal: called with other shards to drain again: the lanes of a group
+            that left ``pending``, where later debits waited for it.
+        Both run once the shard's lock is released (as do the commits' own
+        callbacks, :func:`shared.db.advisory_lock`), also when a later batch
+        raised. An exception either raises is logged, never propagated: the
+        commit stands.
         locked: called once the shard's lock is held, before the first read of
             the shard (the worker clears the shard's signal there).
 
@@ -148,21 +155,27 @@ def drain_shard(
             tells whether re-running the drain may succeed. Nothing is half-applied.
     """
     report = DrainReport()
-    # One drain per shard at a time, across its claim and apply transactions: a
-    # second drain (a duplicate message, the sweep) backs off instead of claiming
-    # the same transactions between the first one's claim and apply.
-    with db.advisory_lock(f"shard:{shard}") as connection:
-        if locked is not None:
-            locked()
-        while report.batches < batches_max:
-            result = _drain_batch(connection, shard, report, batch_size, attempts_max)
-            if result is None:
-                report.more = False
-                return report
-            if settled is not None and result.settled_ids:
-                _after_apply(settled, result.settled_ids)
-            if signal is not None and result.shards:
-                _after_apply(signal, result.shards)
+    settled_ids: list[uuid.UUID] = []
+    shards: list[int] = []
+    try:
+        # One drain per shard at a time, across its claim and apply transactions: a
+        # second drain (a duplicate message, the sweep) backs off instead of claiming
+        # the same transactions between the first one's claim and apply.
+        with db.advisory_lock(f"shard:{shard}") as connection:
+            if locked is not None:
+                locked()
+            while report.batches < batches_max:
+                result = _drain_batch(connection, shard, report, batch_size, attempts_max)
+                if result is None:
+                    report.more = False
+                    break
+                settled_ids += result.settled_ids
+                shards += result.shards
+    finally:
+        if settled is not None and settled_ids:
+            _after_apply(settled, settled_ids)
+        if signal is not None and shards:
+            _after_apply(signal, sorted(set(shards)))
     return report  # ``more`` is the last claim's ``rest``
 
 

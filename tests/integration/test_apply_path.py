@@ -183,6 +183,39 @@ def test_a_drain_of_a_shard_being_drained_backs_off_at_once(wallet_factory: Any)
     assert drain(a).settled == 1  # the lock went with its holder
 
 
+def test_commits_under_an_advisory_lock_run_their_callbacks_once_it_is_released() -> None:
+    released: list[str] = []
+
+    def probe(label: str) -> None:
+        with db.advisory_lock("test:after-release"):  # LockBusy while the holder keeps it
+            released.append(label)
+
+    with db.advisory_lock("test:after-release") as connection:
+        with db.transaction(connection) as session:
+            db.after_commit(session, lambda: probe("first"))
+        assert released == []  # committed, and the lock is still held
+    assert released == ["first"]
+
+    with pytest.raises(RuntimeError), db.advisory_lock("test:after-release") as connection:
+        with db.transaction(connection) as session:
+            db.after_commit(session, lambda: probe("committed, then the block raised"))
+        raise RuntimeError
+    assert released == ["first", "committed, then the block raised"]
+
+
+def test_a_drain_announces_what_it_settled_once_the_shard_is_free(wallet_factory: Any) -> None:
+    a = wallet_factory()
+    deposit = record("deposit", 10, destination=a)
+    announced: list[list[str]] = []
+
+    def settled(ids: Any) -> None:
+        with db.advisory_lock(f"shard:{shard_of_wallet(a)}"):  # LockBusy if the drain holds it
+            announced.append([str(i) for i in ids])
+
+    assert drain(a, settled=settled).settled == 1
+    assert announced == [[deposit]]
+
+
 def test_one_batch_applies_many_lanes_of_a_shard_each_in_its_order(wallet_factory: Any) -> None:
     by_shard: dict[int, list[Any]] = {}
     while not any(len(lanes) >= 3 for lanes in by_shard.values()):
