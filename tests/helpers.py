@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import text
@@ -246,3 +246,25 @@ def database_sessions() -> str:
         f"advisory={r.advisory} {r.query!r}"
         for r in rows
     )
+
+
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout_seconds: float,
+    what: str,
+    log: str | Callable[[], str] = "",
+) -> Any:
+    """Return ``check()``'s first truthy value; fail naming ``what`` after ``timeout_seconds``.
+
+    ``log`` (or what it returns, read at the timeout) ends the failure's message.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = log() if callable(log) else log
+            raise AssertionError(f"{what} not within {timeout_seconds}s\n{text[-3000:]}")
+        time.sleep(0.1)

@@ -9,9 +9,7 @@ API's, the sweep's and ``tally retry``'s messages all still reach the worker.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +22,7 @@ from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.api_keys import Role, create_api_key
 from shared.services.intake import TransactionRequest, submit_transaction
-from tests.helpers import deposit_body, submit, wait_terminal
+from tests.helpers import deposit_body, submit, wait_for, wait_terminal
 from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
@@ -122,27 +120,35 @@ def test_worker_keeps_running_when_redis_goes_down_under_a_drain_in_flight(
         )
         first = submit(client, service_headers, deposit_body(wallet_id, "1.00"))
         assert first.status_code == 202
-        _wait(lambda: _sessions_waiting_on_a_lock() > 0, "the drain to wait on the wallet row")
+        wait_for(
+            lambda: _sessions_waiting_on_a_lock() > 0,
+            timeout_seconds=30,
+            what="the drain waiting on the wallet row",
+            log=worker.log,
+        )
         logged_before = len(worker.log_path.read_text(errors="replace"))
         redis_server.stop()
         try:
-            _wait(
+            wait_for(
                 lambda: (
                     "Connection to broker lost"
                     in worker.log_path.read_text(errors="replace")[logged_before:]
                 ),
-                "the worker to see Redis go",
+                timeout_seconds=30,
+                what="the worker noticing that Redis is gone",
+                log=worker.log,
             )
         finally:
             holder.rollback()
             redis_server.start()
-    _wait(
+    wait_for(
         lambda: (
             worker.process.poll() is not None
             or "Connected to" in worker.log_path.read_text(errors="replace")[logged_before:]
         ),
-        "the worker to reconnect or exit",
         timeout_seconds=60,
+        what="the worker reconnecting or exiting",
+        log=worker.log,
     )
     assert worker.process.poll() is None, worker.log()
     # The first drain's retry could not be published; a later message for the same
@@ -163,10 +169,3 @@ def _sessions_waiting_on_a_lock() -> int:
                 )
             ).scalar_one()
         )
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout_seconds: float = 30) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

@@ -26,6 +26,7 @@ from tests.helpers import (
     deposit_body,
     submit,
     transfer_body,
+    wait_for,
     wait_terminal,
 )
 from tests.servers import CeleryProcess
@@ -103,28 +104,6 @@ class Receiver:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
-
-
-def wait_for(
-    check: Callable[[], Any],
-    *,
-    timeout_seconds: float,
-    what: str,
-    log: str | Callable[[], str] = "",
-) -> Any:
-    """Return ``check()``'s first truthy value; fail naming ``what`` after ``timeout_seconds``.
-
-    ``log`` (or what it returns, read at the timeout) ends the failure's message.
-    """
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            text = log() if callable(log) else log
-            raise AssertionError(f"{what} not within {timeout_seconds}s\n{text[-3000:]}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
