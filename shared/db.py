@@ -188,11 +188,14 @@ def advisory_lock(key: str) -> Iterator[Connection]:
             )
             if not acquired:
                 raise LockBusy(f"advisory lock {key!r} is held by another session")
-            connection.info[_AFTER_RELEASE] = deferred
+            # Read once: reading it again from a connection invalidated by a
+            # lost session would try to reconnect and raise.
+            info = connection.info
+            info[_AFTER_RELEASE] = deferred
             try:
                 yield connection
             finally:
-                del connection.info[_AFTER_RELEASE]
+                info.pop(_AFTER_RELEASE, None)
                 try:
                     connection.rollback()
                     _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
