@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # Beat schedule (seconds unless named otherwise).
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     sweep_pending_age_seconds: float = Field(default=30.0, ge=0)
+    shard_lock_idle_seconds: float = Field(default=60.0, gt=0)
     hold_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     snapshot_hour_utc: int = Field(default=0, ge=0, le=23)
     snapshot_minute_utc: int = Field(default=10, ge=0, le=59)

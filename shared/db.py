@@ -16,15 +16,16 @@ a round trip on every checkout: a fifth of the API's time per request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import select as select_module
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, event, exc, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, exc, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, get_settings
@@ -203,6 +204,77 @@ def advisory_lock(key: str) -> Iterator[Connection]:
                     connection.invalidate()
     finally:
         _run_callbacks(deferred)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdleLockHolder:
+    """A session that held an advisory lock while idle, and was ended for it.
+
+    Attributes:
+        key: the lock's key, as given to :func:`advisory_lock`.
+        pid: the server process of the session.
+        idle_seconds: how long it had been idle, outside any transaction.
+        client: its client's address and port (``host:port``), to find the process.
+    """
+
+    key: str
+    pid: int
+    idle_seconds: float
+    client: str
+
+
+#: Sessions holding one of the keys' locks, idle outside a transaction for too long,
+#: each ended by ``pg_terminate_backend``, which waits up to 5 s for the session to
+#: exit, and so for its locks to be released. A bigint advisory key shows in pg_locks as
+#: its high half in ``classid``, its low half in ``objid``, with ``objsubid`` 1
+#: (PostgreSQL docs, "pg_locks").
+_END_IDLE_LOCK_HOLDERS_SQL = text(
+    """
+    SELECT k.key, a.pid,
+           extract(epoch FROM now() - a.state_change)::float8 AS idle_seconds,
+           coalesce(host(a.client_addr), 'local') || ':' || coalesce(a.client_port, -1) AS client,
+           pg_terminate_backend(a.pid, 5000) AS ended
+    FROM unnest(CAST(:keys AS text[])) AS k(key)
+    JOIN pg_locks l
+      ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.classid = ((hashtextextended(k.key, 0) >> 32) & 4294967295)::oid
+     AND l.objid = (hashtextextended(k.key, 0) & 4294967295)::oid
+    JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE a.state = 'idle' AND a.pid <> pg_backend_pid() AND a.usename = current_user
+      AND a.state_change < now() - make_interval(secs => :idle_seconds)
+    """
+)
+
+
+def end_idle_lock_holders(
+    session: Session, keys: Sequence[str], *, idle_seconds: float
+) -> list[IdleLockHolder]:
+    """End every session that holds one of ``keys``' advisory locks while idle for over ``idle_seconds``.
+
+    A holder of :func:`advisory_lock` works while it holds the lock. A session
+    that stays idle, outside any transaction, with the lock held belongs to a
+    process that is stuck (or stopped) between two statements, and every
+    other taker of the key gets :class:`LockBusy` for as long as it stays so.
+    Ending that session (``pg_terminate_backend``, PostgreSQL docs, "Server
+    Signaling Functions") releases the lock. Whatever the stuck process
+    committed stands. Its next statement fails, so it writes nothing more.
+    A session idle *inside* a transaction is ended by the server already
+    (``idle_in_transaction_session_timeout``, :func:`create_db_engine`).
+    Only sessions of the current role are looked at: Tally's processes share
+    one, and a role may always signal its own sessions.
+
+    Args:
+        keys: the advisory lock keys to look at (the strings given to :func:`advisory_lock`).
+        idle_seconds: how long a holder may stay idle before it is ended, in seconds.
+
+    Returns:
+        The sessions ended (their locks released), one per key held.
+    """
+    rows = session.execute(
+        _END_IDLE_LOCK_HOLDERS_SQL, {"keys": list(keys), "idle_seconds": idle_seconds}
+    ).all()
+    return [IdleLockHolder(r.key, r.pid, r.idle_seconds, r.client) for r in rows if r.ended]
 
 
 def _outside_transaction(raw: Any, sql: str, params: tuple[object, ...] = ()) -> Any:

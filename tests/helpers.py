@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import text
@@ -268,3 +270,35 @@ def wait_for(
             text = log() if callable(log) else log
             raise AssertionError(f"{what} not within {timeout_seconds}s\n{text[-3000:]}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def stuck_lock_holder(key: str) -> Iterator[list[BaseException]]:
+    """Take advisory lock ``key`` in another thread whose session then sits idle, like a stuck drain's.
+
+    Yields a list that, once the block has ended, holds what the holder's
+    next statement raised (empty if it ran): a holder whose session was ended
+    writes nothing more.
+    """
+    held, release = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with db.advisory_lock(key) as connection:
+                held.set()
+                release.wait(60)
+                connection.execute(text("SELECT 1"))
+        except Exception as error:
+            raised.append(error)
+        finally:
+            held.set()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(30) and not raised, raised
+    try:
+        yield raised
+    finally:
+        release.set()
+        thread.join(30)

@@ -14,7 +14,13 @@ from celery import Task, shared_task
 import broker
 from shared import db
 from shared.config import get_settings
-from shared.metrics import DEPENDENCY_UP, DRAIN_RETRIES, PENDING_OLDEST_AGE, PENDING_TRANSACTIONS
+from shared.metrics import (
+    DEPENDENCY_UP,
+    DRAIN_RETRIES,
+    PENDING_OLDEST_AGE,
+    PENDING_TRANSACTIONS,
+    SHARD_LOCKS_RELEASED,
+)
 from shared.redis_client import get_redis
 from shared.retry import backoff_seconds
 from shared.services import holds, overview, processor, sweeper
@@ -92,12 +98,19 @@ def drain_shard(self: Task, shard: int) -> None:
 def sweep_stalled_transactions() -> int:
     """Publish every shard with a transaction pending too long; return how many.
 
-    Also refreshes the ``tally_pending_transactions`` and
+    First frees any shard whose lock a stuck session holds
+    (:func:`shared.services.sweeper.release_stuck_shard_locks`). Also
+    refreshes the ``tally_pending_transactions`` and
     ``tally_pending_oldest_age_seconds`` gauges, and ``tally_dependency_up`` for PostgreSQL.
     """
     settings = get_settings()
     try:
         with db.transaction() as session:
+            freed = sweeper.release_stuck_shard_locks(
+                session,
+                shard_count=settings.shard_count,
+                idle_seconds=settings.shard_lock_idle_seconds,
+            )
             shards = sweeper.stalled_shards(session, age_seconds=settings.sweep_pending_age_seconds)
             backlog = overview.pending_backlog(session)
     except Exception as error:
@@ -107,6 +120,16 @@ def sweep_stalled_transactions() -> int:
         _log.warning("sweep_skipped_database_unavailable", error=str(error))
         return 0  # beat runs the sweep again in a few seconds
     DEPENDENCY_UP.labels("postgresql").set(1)
+    for shard, holder in freed.items():
+        SHARD_LOCKS_RELEASED.inc()
+        _log.error(
+            "shard_lock_released",
+            shard=shard,
+            pid=holder.pid,
+            client=holder.client,
+            idle_seconds=round(holder.idle_seconds, 1),
+            detail="its holder sat idle with the lock held; its session was ended",
+        )
     PENDING_TRANSACTIONS.set(backlog.count)
     PENDING_OLDEST_AGE.set(backlog.oldest_age_seconds)
     published = 0

@@ -84,6 +84,11 @@ def shard_of(lane_wallet_id: uuid.UUID, shard_count: int) -> int:
     return lane_wallet_id.int % shard_count
 
 
+def shard_lock_key(shard: int) -> str:
+    """Return the advisory lock key (:func:`shared.db.advisory_lock`) a drain of ``shard`` holds."""
+    return f"shard:{shard}"
+
+
 def shard_signal_key(shard: int | str) -> str:
     """Return the Redis key that marks "this shard has work a drain has not read yet".
 
@@ -161,7 +166,7 @@ def drain_shard(
         # One drain per shard at a time, across its claim and apply transactions: a
         # second drain (a duplicate message, the sweep) backs off instead of claiming
         # the same transactions between the first one's claim and apply.
-        with db.advisory_lock(f"shard:{shard}") as connection:
+        with db.advisory_lock(shard_lock_key(shard)) as connection:
             if locked is not None:
                 locked()
             while report.batches < batches_max:

@@ -7,6 +7,11 @@ flushed). The sweep finds every shard with a transaction still ``pending``
 after ``age_seconds`` and the caller publishes the shard again; draining is
 idempotent, so a shard published twice costs one empty drain.
 This is what bounds the time to a terminal status (design.md invariant 4).
+
+The sweep also frees a shard whose lock is held by a stuck process: a
+session holding a shard's lock while idle outside a transaction for over
+``TALLY_SHARD_LOCK_IDLE_SECONDS`` is ended, so that the shard's drains, which
+would otherwise end ``LockBusy`` for as long as it stays, apply again.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import db
 from shared.ledger.states import TransactionStatus
 from shared.models import Transaction
+from shared.services.processor import shard_lock_key
 
 
 def stalled_shards(session: Session, *, age_seconds: float) -> list[int]:
@@ -41,3 +48,24 @@ def stalled_shards(session: Session, *, age_seconds: float) -> list[int]:
             .order_by(Transaction.shard)
         )
     )
+
+
+def release_stuck_shard_locks(
+    session: Session, *, shard_count: int, idle_seconds: float
+) -> dict[int, db.IdleLockHolder]:
+    """End the sessions that hold a shard's lock while idle for over ``idle_seconds``.
+
+    A drain holds its shard's lock only while it claims and applies; a holder
+    idle outside a transaction that long is a stuck process
+    (:func:`shared.db.end_idle_lock_holders`).
+
+    Args:
+        shard_count: ``TALLY_SHARD_COUNT``; shards ``0 .. shard_count - 1`` are looked at.
+        idle_seconds: ``TALLY_SHARD_LOCK_IDLE_SECONDS``.
+
+    Returns:
+        The shards freed, each with the session that held it.
+    """
+    shards = {shard_lock_key(shard): shard for shard in range(shard_count)}
+    holders = db.end_idle_lock_holders(session, list(shards), idle_seconds=idle_seconds)
+    return {shards[holder.key]: holder for holder in holders}

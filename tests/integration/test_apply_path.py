@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from shared import db
 from shared.config import get_settings
@@ -23,6 +25,7 @@ from tests.helpers import (
     drain_wallet,
     shard_of_wallet,
     statuses,
+    stuck_lock_holder,
 )
 
 API_KEY_ID: uuid.UUID | None = None
@@ -214,6 +217,44 @@ def test_a_drain_announces_what_it_settled_once_the_shard_is_free(wallet_factory
 
     assert drain(a, settled=settled).settled == 1
     assert announced == [[deposit]]
+
+
+def test_the_sweep_frees_a_shard_whose_lock_holder_sits_idle(wallet_factory: Any) -> None:
+    from shared.services.processor import shard_lock_key
+    from shared.services.sweeper import release_stuck_shard_locks
+
+    shard_count = get_settings().shard_count
+    a = wallet_factory()
+    deposit = record("deposit", 10, destination=a)
+    shard = shard_of_wallet(a)
+    with stuck_lock_holder(shard_lock_key(shard)) as raised:
+        with pytest.raises(db.LockBusy):
+            drain(a)
+        time.sleep(0.5)
+        with db.transaction() as session:  # idle, but not yet for an hour
+            assert (
+                release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=3600) == {}
+            )
+        with db.transaction() as session:
+            freed = release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=0.2)
+        assert list(freed) == [shard]
+        assert freed[shard].idle_seconds >= 0.2
+        assert drain(a).settled == 1  # the shard drains again at once
+    assert statuses([deposit])[deposit]["status"] == "completed"
+    assert len(raised) == 1 and isinstance(raised[0], DBAPIError)  # the holder writes no more
+
+
+def test_the_sweep_leaves_other_advisory_locks_alone() -> None:
+    from shared.services.sweeper import release_stuck_shard_locks
+
+    with stuck_lock_holder("test:not-a-shard") as raised:
+        time.sleep(0.5)
+        with db.transaction() as session:
+            shard_count = get_settings().shard_count
+            assert (
+                release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=0.2) == {}
+            )
+    assert raised == []
 
 
 def test_one_batch_applies_many_lanes_of_a_shard_each_in_its_order(wallet_factory: Any) -> None:

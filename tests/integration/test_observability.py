@@ -3,6 +3,7 @@ log lines, the sweep's gauges, the ops overview and the dashboard page."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from shared import db
-from tests.helpers import deposit_body, drain_wallet, submit
+from tests.helpers import deposit_body, drain_wallet, stuck_lock_holder, submit
 
 
 def scrape(client: Any) -> dict[str, list[Any]]:
@@ -144,6 +145,31 @@ def test_sweep_refreshes_the_pending_gauges(
     assert value(families, "tally_pending_oldest_age_seconds") >= 0
     assert value(families, "tally_dependency_up", dependency="postgresql") == 1
     drain_wallet(wallet)
+
+
+def test_sweep_frees_a_stuck_shard_lock_with_an_error_line_and_a_count(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.config import get_settings
+    from shared.services.processor import shard_lock_key
+    from worker import tasks
+
+    monkeypatch.setenv("TALLY_SHARD_LOCK_IDLE_SECONDS", "0.2")
+    get_settings.cache_clear()
+    recorder = Recorder()
+    monkeypatch.setattr(tasks, "_log", recorder)
+    before = value(scrape(client), "tally_shard_locks_released_total")
+    try:
+        with stuck_lock_holder(shard_lock_key(3)):
+            time.sleep(0.5)
+            tasks.sweep_stalled_transactions()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    freed = [line for line in recorder.lines if line["event"] == "shard_lock_released"]
+    assert [(line["level"], line["shard"]) for line in freed] == [("error", 3)]
+    assert freed[0]["idle_seconds"] >= 0.2
+    assert value(scrape(client), "tally_shard_locks_released_total") == before + 1
 
 
 def test_readyz_sets_the_dependency_gauges(client: Any) -> None:
