@@ -40,10 +40,10 @@ checks take ``FOR KEY SHARE`` on the same wallet rows in column order, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -144,13 +144,13 @@ def drain_shard(
         attempts_max: apply attempts before a transaction fails ``retries_exhausted``.
         batches_max: stop after this many batches (``more`` is then True) so one
             busy shard cannot hold a worker forever.
-        settled: called with the ids the drain settled (long-poll wake-ups).
+        settled: called with the ids each committed batch settled (long-poll wake-ups).
         signal: called with other shards to drain again: the lanes of a group
             that left ``pending``, where later debits waited for it.
-        Both run once the shard's lock is released (as do the commits' own
-        callbacks, :func:`shared.db.advisory_lock`), also when a later batch
-        raised. An exception either raises is logged, never propagated: the
-        commit stands.
+        Both are after-commit callbacks of the batch (:func:`shared.db.after_commit`),
+        so they run once the shard's lock is released
+        (:func:`shared.db.advisory_lock`), also when a later batch raised. An
+        exception either raises is logged, never propagated: the commit stands.
         locked: called once the shard's lock is held, before the first read of
             the shard (the worker clears the shard's signal there).
 
@@ -160,50 +160,58 @@ def drain_shard(
             tells whether re-running the drain may succeed. Nothing is half-applied.
     """
     report = DrainReport()
-    settled_ids: list[uuid.UUID] = []
-    shards: list[int] = []
-    try:
-        # One drain per shard at a time, across its claim and apply transactions: a
-        # second drain (a duplicate message, the sweep) backs off instead of claiming
-        # the same transactions between the first one's claim and apply.
-        with db.advisory_lock(shard_lock_key(shard)) as connection:
-            if locked is not None:
-                locked()
-            while report.batches < batches_max:
-                result = _drain_batch(connection, shard, report, batch_size, attempts_max)
-                if result is None:
-                    report.more = False
-                    break
-                settled_ids += result.settled_ids
-                shards += result.shards
-    finally:
-        if settled is not None and settled_ids:
-            _after_apply(settled, settled_ids)
-        if signal is not None and shards:
-            _after_apply(signal, sorted(set(shards)))
+    announce = functools.partial(_announce, settled=settled, signal=signal)
+    # One drain per shard at a time, across its claim and apply transactions: a
+    # second drain (a duplicate message, the sweep) backs off instead of claiming
+    # the same transactions between the first one's claim and apply.
+    with db.advisory_lock(shard_lock_key(shard)) as connection:
+        if locked is not None:
+            locked()
+        while report.batches < batches_max:
+            if not _drain_batch(connection, shard, report, batch_size, attempts_max, announce):
+                report.more = False
+                break
     return report  # ``more`` is the last claim's ``rest``
 
 
-def _after_apply(callback: Callable[[Any], None], values: Sequence[Any]) -> None:
-    """Run an after-commit callback; log, never raise: the commit stands."""
-    try:
-        callback(values)
-    except Exception:
-        _log.warning("after_apply_callback_failed", exc_info=True)
+def _announce(
+    session: Session,
+    settled_ids: Sequence[uuid.UUID],
+    shards: Sequence[int],
+    *,
+    settled: Settled | None,
+    signal: Signal | None,
+) -> None:
+    """Register ``settled`` and ``signal`` to run after the commit of ``session``'s transaction."""
+    if settled is not None and settled_ids:
+        db.after_commit(session, functools.partial(settled, tuple(settled_ids)))
+    if signal is not None and shards:
+        db.after_commit(session, functools.partial(signal, tuple(shards)))
 
 
 def _drain_batch(
-    connection: Connection, shard: int, report: DrainReport, batch_size: int, attempts_max: int
-) -> ApplyResult | None:
-    """Claim and apply one batch of the shard; return what it did, None when nothing is claimable."""
+    connection: Connection,
+    shard: int,
+    report: DrainReport,
+    batch_size: int,
+    attempts_max: int,
+    announce: Callable[[Session, Sequence[uuid.UUID], Sequence[int]], None],
+) -> bool:
+    """Claim and apply one batch of the shard; return False when nothing was claimable.
+
+    ``announce(session, settled_ids, shards)`` registers, in the transaction
+    that settles them, the drain's callbacks for what it settled.
+    """
     with db.transaction(connection) as session:
         # The attempt count need not survive a crash of PostgreSQL itself (it
         # guards against a worker that dies, which this commit does survive), so
         # this commit does not wait for its WAL flush: one fsync less per batch.
         db.set_local(session, synchronous_commit="off")
         claimed = claim_batch(session, shard, batch_size=batch_size, attempts_max=attempts_max)
+        if claimed is not None and claimed.exhausted:
+            announce(session, claimed.ids, claimed.shards)
     if claimed is None:
-        return None
+        return False
     report.more = claimed.rest
     if claimed.exhausted:  # counted only now that the failure is committed
         RETRIES_EXHAUSTED.inc()
@@ -212,15 +220,16 @@ def _drain_batch(
         ).inc()
         report.settled += 1
         report.failed += 1
-        return ApplyResult(Counter({"failed": 1}), tuple(claimed.ids), tuple(claimed.shards))
+        return True
     started = time.perf_counter()
     with db.transaction(connection) as session:
         result = apply_batch(session, claimed.ids)
+        announce(session, result.settled_ids, result.shards)
     _observe_batch(shard, result, time.perf_counter() - started)
     report.settled += sum(result.statuses.values())
     report.failed += result.statuses.get(TransactionStatus.FAILED, 0)
     report.batches += 1
-    return result
+    return True
 
 
 def _observe_batch(shard: int, result: ApplyResult, duration_seconds: float) -> None:
