@@ -267,8 +267,8 @@ def wait_for(
         if value:
             return value
         if time.monotonic() >= deadline:
-            text = log() if callable(log) else log
-            raise AssertionError(f"{what} not within {timeout_seconds}s\n{text[-3000:]}")
+            tail = (log() if callable(log) else log)[-3000:]
+            raise AssertionError(f"{what} not within {timeout_seconds}s\n{tail}")
         time.sleep(0.1)
 
 
@@ -287,7 +287,8 @@ def stuck_lock_holder(key: str) -> Iterator[list[BaseException]]:
         try:
             with db.advisory_lock(key) as connection:
                 held.set()
-                release.wait(60)
+                # Held until the block ends, however slow the test is.
+                release.wait(600)
                 connection.execute(text("SELECT 1"))
         except Exception as error:
             raised.append(error)
