@@ -35,10 +35,26 @@ from shared.config import get_settings
 from shared.metrics import PUBLISH_FAILURES
 from shared.redis_client import get_redis
 from shared.services.deliveries import DELIVER_WEBHOOK_TASK, delivery_signal_key
-from shared.services.processor import DRAIN_SHARD_TASK, shard_signal_key
 
 #: The queue every Tally task is sent to and every worker consumes.
 QUEUE = "tally"
+
+#: The task that drains the apply stream (``worker.tasks.drain``).
+DRAIN_TASK = "tally.drain"
+
+#: The Redis key that marks "the stream has work no drain has read yet".
+#:
+#: :func:`signal_drain` publishes a drain only when it can ``SET NX`` this key.
+#: A drain deletes it once it holds the stream's lock, *before* it reads the
+#: stream, and takes it again (``GETDEL``) each time the stream looks empty; a
+#: drain that finds the lock held leaves the key alone and ends, and the
+#: holder, once it has let the lock go, publishes again if the key is set. So a
+#: transaction committed before a failed ``SET NX`` is read by a drain that has
+#: not yet taken the key, and one committed later sets the key and publishes:
+#: no wake-up is lost, and no message waits for a busy stream. The key
+#: expires, so a lost message or a crashed holder only delays the stream until
+#: the sweep.
+STREAM_SIGNAL_KEY = "tally:stream"
 
 #: How long the API's signal thread gathers signals before a flush, in seconds.
 _GATHER_SECONDS = 0.001
@@ -80,32 +96,54 @@ def send(task_name: str, *args: str | int) -> None:
         raise
 
 
-def publish_drain(shard: int) -> None:
-    """Publish "shard ``shard`` has pending work" whatever its signal says.
+def publish_drain() -> None:
+    """Publish "the stream has pending work" whatever its signal says.
 
-    The sweep and a drain that yields use this: a stale signal must not stop them.
+    The sweep and a drain that stops at its budget use this: a stale signal must not stop them.
 
     Raises:
         Exception: the broker could not be reached (see :func:`send`).
     """
-    send(DRAIN_SHARD_TASK, shard)
+    send(DRAIN_TASK)
 
 
-def signal_drains(shards: Iterable[int]) -> None:
-    """Publish a drain for each of ``shards`` that has none queued; one Redis round trip.
+def signal_drain() -> None:
+    """Publish a drain unless one is queued already (:data:`STREAM_SIGNAL_KEY`); one round trip.
 
-    Coalesces: one queued ``tally.drain_shard`` message per shard is enough,
-    because the drain applies everything pending in the shard
-    (``shared.services.processor.shard_signal_key`` explains why no wakeup is lost).
+    Coalesces: one queued drain is enough, because a drain applies everything
+    pending in acceptance order.
 
     Raises:
         Exception: Redis or the broker could not be reached; the sweep recovers.
     """
     _publish_unsignalled(
-        {shard_signal_key(shard): shard for shard in sorted(set(shards))},
-        publish_drain,
-        ttl_seconds=get_settings().shard_signal_ttl_seconds,
+        {STREAM_SIGNAL_KEY: None},
+        lambda _: publish_drain(),
+        ttl_seconds=get_settings().stream_signal_ttl_seconds,
     )
+
+
+def signal_drains(_shards: Iterable[int] = ()) -> None:
+    """Call :func:`signal_drain`: every lane now drains in the one stream."""
+    signal_drain()
+
+
+def clear_drain_signal() -> None:
+    """Delete the stream's signal; a drain calls it once it holds the lock, before it reads.
+
+    Raises:
+        Exception: Redis could not be reached (the signal then expires by itself).
+    """
+    get_redis().delete(STREAM_SIGNAL_KEY)
+
+
+def take_drain_signal() -> bool:
+    """Tell whether work was signalled since the last take or clear, and clear the signal.
+
+    Raises:
+        Exception: Redis could not be reached.
+    """
+    return get_redis().getdel(STREAM_SIGNAL_KEY) is not None
 
 
 def _publish_unsignalled(
@@ -142,41 +180,41 @@ class DrainSignaller:
     """Coalesce the API's drain signals in a background thread: no broker round trip per request.
 
     A request calls :meth:`signal` after its commit and returns; the thread
-    sends every shard signalled since its last flush with one
-    :func:`signal_drains`. Under load many requests share one flush; when idle,
-    a flush starts at once. If the process dies between a commit and the
-    flush, the sweep publishes the shard (design.md invariant 4), as it does
-    when the broker is down.
+    sends one :func:`signal_drain` for every signal since its last flush.
+    Under load many requests share one flush; when idle, a flush starts at
+    once. If the process dies between a commit and the flush, the sweep
+    publishes a drain (docs/architecture.md, invariant 4), as it does when
+    the broker is down.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._shards: set[int] = set()
+        self._pending = False
         self._pid: int | None = None
 
-    def signal(self, shard: int) -> None:
-        """Mark ``shard`` as having new pending work; never blocks on the network."""
+    def signal(self, _shard: int = 0) -> None:
+        """Mark the stream as having new pending work; never blocks on the network."""
         with self._condition:
             if self._pid != os.getpid():  # the first call, or a forked child: start its thread
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="drain-signaller", daemon=True).start()
-            self._shards.add(shard)
+            self._pending = True
             self._condition.notify()
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._shards:
+                while not self._pending:
                     self._condition.wait()
             # Let the requests arriving together share this flush: a millisecond
             # is little next to a drain, and under load it saves a round trip each.
             time.sleep(_GATHER_SECONDS)
             with self._condition:
-                shards, self._shards = self._shards, set()
+                self._pending = False
             try:
-                signal_drains(shards)
+                signal_drain()
             except Exception as error:  # the rows are durable; the sweep publishes them
-                _log.warning("drain_signal_failed", shards=sorted(shards), error=str(error))
+                _log.warning("drain_signal_failed", error=str(error))
 
 
 #: The API process's signaller (one thread per process).

@@ -22,15 +22,11 @@ def main() -> None:
 
 
 def migrate_database() -> None:
-    """Apply the migrations, enable the configured currencies with their system wallets,
-    and move pending transactions to the shards of ``TALLY_SHARD_COUNT``."""
-    from shared.services.processor import reshard_pending
-
+    """Apply the migrations and enable the configured currencies with their system wallets."""
     settings = get_settings()
     upgrade_to_head(settings.database_url)
     with db.transaction() as session:
         wallets.ensure_currencies(session, settings.currencies)
-        reshard_pending(session, shard_count=settings.shard_count)
 
 
 @main.command("migrate")

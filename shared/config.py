@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     currencies: Annotated[tuple[str, ...], NoDecode] = ("SGD", "JPY", "USD", "EUR")
 
     # Apply path.
-    batch_size: int = Field(default=200, ge=1, le=5000)
+    batch_size: int = Field(default=1000, ge=1, le=10000)
+    #: How long one drain message keeps applying new work before it hands the
+    #: stream back to the queue (docs/architecture.md, "The apply stream").
+    drain_budget_seconds: float = Field(default=2.0, ge=0, le=60)
     apply_attempts_max: int = Field(default=5, ge=1, le=100)
     retry_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=600)
@@ -65,12 +68,12 @@ class Settings(BaseSettings):
     broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
     broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     shard_count: int = Field(default=16, ge=1, le=1024)
-    shard_signal_ttl_seconds: int = Field(default=30, ge=1, le=3600)
+    stream_signal_ttl_seconds: int = Field(default=30, ge=1, le=3600)
 
     # Beat schedule (seconds unless named otherwise).
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     sweep_pending_age_seconds: float = Field(default=30.0, ge=0)
-    shard_lock_idle_seconds: float = Field(default=60.0, gt=0)
+    stream_lock_idle_seconds: float = Field(default=60.0, gt=0)
     hold_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     snapshot_hour_utc: int = Field(default=0, ge=0, le=23)
     snapshot_minute_utc: int = Field(default=10, ge=0, le=59)

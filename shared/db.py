@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import queue
 import select as select_module
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -113,8 +114,8 @@ def reset_engine() -> None:
 
 _log = logging.getLogger(__name__)
 
-#: ``Connection.info`` key of the after-commit callbacks that wait for an advisory lock's release.
-_AFTER_RELEASE = "tally_after_release"
+#: ``Connection.info`` key set while the connection holds an :func:`advisory_lock`.
+_LOCK_HELD = "tally_lock_held"
 
 
 @contextlib.contextmanager
@@ -127,11 +128,11 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
 
     On any exception the transaction is rolled back and the exception re-raised.
     After a successful commit, the callbacks registered with :func:`after_commit`
-    run in order (on a connection from :func:`advisory_lock`, once the lock is
-    released); one that raises is logged and does not stop the others (a
-    broker that is down must not turn a committed request into an error:
-    design.md, "Never publish before commit"). This is the only place in Tally
-    that commits.
+    run in order (on a connection from :func:`advisory_lock`, on the process's
+    after-commit thread, so the lock holder goes on at once); one that raises
+    is logged and does not stop the others (a broker that is down must not
+    turn a committed request into an error: docs/architecture.md, "The flow").
+    This is the only place in Tally that commits.
     """
     get_engine()
     assert _sessionmaker is not None
@@ -139,9 +140,9 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
         with session.begin():
             yield session
         callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
-    deferred = connection.info.get(_AFTER_RELEASE) if connection is not None else None
-    if deferred is not None:  # a connection holding an advisory lock: run them once it is free
-        deferred.extend(callbacks)
+    if connection is not None and connection.info.get(_LOCK_HELD) and callbacks:
+        # A lock holder never waits on the broker: its callbacks run on a thread of their own.
+        _after_commit_thread.submit(callbacks)
     else:
         _run_callbacks(callbacks)
 
@@ -153,6 +154,64 @@ def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
             callback()
         except Exception:
             _log.warning("after-commit callback %r failed", callback, exc_info=True)
+
+
+class _AfterCommitThread:
+    """Run lists of after-commit callbacks in order on one daemon thread of this process.
+
+    Started on first use in each process (a forked Celery pool process gets its
+    own). Callbacks are hints and messages whose loss the sweeps repair, so
+    a process that dies with some still queued loses nothing durable.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._pid: int | None = None
+        self._queue: queue.SimpleQueue[list[Callable[[], None]] | threading.Event] = (
+            queue.SimpleQueue()
+        )
+
+    def submit(self, callbacks: list[Callable[[], None]]) -> None:
+        """Queue ``callbacks`` to run after everything queued before them."""
+        with self._guard:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._run, args=(self._queue,), name="after-commit", daemon=True
+                ).start()
+            self._queue.put(callbacks)
+
+    def wait_idle(self, timeout_seconds: float = 10.0) -> bool:
+        """Wait until everything queued so far has run; return False on timeout."""
+        with self._guard:
+            if self._pid != os.getpid():
+                return True  # nothing was queued in this process
+            done = threading.Event()
+            self._queue.put(done)
+        return done.wait(timeout_seconds)
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue[list[Callable[[], None]] | threading.Event]) -> None:
+        while True:
+            job = jobs.get()
+            if isinstance(job, threading.Event):
+                job.set()
+            else:
+                _run_callbacks(job)
+
+
+_after_commit_thread = _AfterCommitThread()
+
+
+def wait_for_after_commit(timeout_seconds: float = 10.0) -> bool:
+    """Wait until the after-commit callbacks of lock holders queued so far have run.
+
+    A drain's callbacks run on a thread of their own (:func:`transaction`);
+    a caller that must see their effect (the worker before it acknowledges,
+    a test) waits here. Returns False if they did not finish in ``timeout_seconds``.
+    """
+    return _after_commit_thread.wait_idle(timeout_seconds)
 
 
 class LockBusy(Exception):
@@ -172,38 +231,33 @@ def advisory_lock(key: str) -> Iterator[Connection]:
 
     The lock covers database work only. The :func:`after_commit` callbacks of
     transactions on this connection (broker publishes, Redis wake-ups,
-    metrics) run after the lock is released and the connection is back in
-    the pool, and they also run when the block raises after a commit. So a
-    slow or unreachable broker never holds ``key``: while a drain publishes a
-    batch's webhook deliveries, the next drain of its shard can already apply.
+    metrics) run on the process's after-commit thread, in commit order, so a
+    slow or unreachable broker never holds ``key``: while a batch's webhook
+    deliveries are published, the holder already applies the next batch.
 
     Raises:
         LockBusy: another session holds the lock.
     """
-    deferred: list[Callable[[], None]] = []
-    try:
-        with get_engine().connect() as connection:
-            raw = connection.connection.dbapi_connection
-            acquired = _outside_transaction(
-                raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-            )
-            if not acquired:
-                raise LockBusy(f"advisory lock {key!r} is held by another session")
-            # Read once: reading it again from a connection invalidated by a
-            # lost session would try to reconnect and raise.
-            info = connection.info
-            info[_AFTER_RELEASE] = deferred
+    with get_engine().connect() as connection:
+        raw = connection.connection.dbapi_connection
+        acquired = _outside_transaction(
+            raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        )
+        if not acquired:
+            raise LockBusy(f"advisory lock {key!r} is held by another session")
+        # Read once: reading it again from a connection invalidated by a
+        # lost session would try to reconnect and raise.
+        info = connection.info
+        info[_LOCK_HELD] = True
+        try:
+            yield connection
+        finally:
+            info.pop(_LOCK_HELD, None)
             try:
-                yield connection
-            finally:
-                info.pop(_AFTER_RELEASE, None)
-                try:
-                    connection.rollback()
-                    _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
-                except Exception:
-                    connection.invalidate()
-    finally:
-        _run_callbacks(deferred)
+                connection.rollback()
+                _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
+            except Exception:
+                connection.invalidate()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -89,10 +89,10 @@ SETTLE_DURATION = Histogram(
     "Time from a transaction's submission (created_at) to its terminal status (completed_at).",
     buckets=_SETTLE_BUCKETS_SECONDS,
 )
-SHARD_LOCKS_RELEASED = Counter(
-    "tally_shard_locks_released_total",
-    "Shard locks freed by the sweep because their holder sat idle for "
-    "TALLY_SHARD_LOCK_IDLE_SECONDS (each also logged at ERROR).",
+STREAM_LOCKS_RELEASED = Counter(
+    "tally_stream_locks_released_total",
+    "Apply stream locks freed by the sweep because their holder sat idle for "
+    "TALLY_STREAM_LOCK_IDLE_SECONDS (each also logged at ERROR).",
 )
 DRAIN_RETRIES = Counter(
     "tally_drain_retries_total",

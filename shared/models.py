@@ -152,6 +152,11 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index(
+            "transactions_pending_sequence",
+            "lane_sequence",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
             "transactions_pending_lane",
             "lane_wallet_id",
             "lane_sequence",

@@ -27,21 +27,14 @@ def submit(
     )
 
 
-def shard_of_wallet(wallet_id: uuid.UUID | str) -> int:
-    """Return the shard of the lane of ``wallet_id`` under the configured shard count."""
-    from shared.config import get_settings
-    from shared.services.processor import shard_of
+def drain_stream(**options: Any) -> Any:
+    """Apply everything pending, in acceptance order, in this process, as the worker's task does.
 
-    return shard_of(uuid.UUID(str(wallet_id)), get_settings().shard_count)
-
-
-def drain_wallet(wallet_id: uuid.UUID | str, **options: Any) -> Any:
-    """Drain the shard of ``wallet_id``'s lane in this process, as the worker's task does.
-
-    Returns the :class:`shared.services.processor.DrainReport`.
+    Returns the :class:`shared.services.processor.DrainReport`. Waits for the
+    drain's after-commit callbacks, so their effects are visible on return.
     """
     from shared.config import get_settings
-    from shared.services.processor import drain_shard
+    from shared.services.processor import drain
 
     settings = get_settings()
     options = {
@@ -49,17 +42,9 @@ def drain_wallet(wallet_id: uuid.UUID | str, **options: Any) -> Any:
         "attempts_max": settings.apply_attempts_max,
         **options,
     }
-    return drain_shard(shard_of_wallet(wallet_id), **options)
-
-
-def drain_all_shards() -> None:
-    """Apply everything pending in every shard (in-process tests start from an empty backlog)."""
-    from shared.config import get_settings
-    from shared.services.processor import drain_shard
-
-    settings = get_settings()
-    for shard in range(settings.shard_count):
-        drain_shard(shard, batch_size=settings.batch_size, attempts_max=settings.apply_attempts_max)
+    report = drain(**options)
+    db.wait_for_after_commit()
+    return report
 
 
 def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

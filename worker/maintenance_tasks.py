@@ -22,7 +22,7 @@ from shared.services import archive, events, reconciliation, snapshots
 _log = structlog.get_logger(__name__)
 
 
-@shared_task(acks_late=True, ignore_result=True, name="tally.take_snapshots")
+@shared_task(name="tally.take_snapshots")
 def take_snapshots() -> int:
     """Snapshot every closed UTC day not yet snapshotted; return how many rows were created."""
     with db.transaction() as session:
@@ -36,7 +36,7 @@ def take_snapshots() -> int:
     return summary.snapshots_created
 
 
-@shared_task(acks_late=True, ignore_result=True, name="tally.archive_entries")
+@shared_task(name="tally.archive_entries")
 def archive_entries() -> int:
     """Archive entries and terminal transactions older than ``TALLY_ARCHIVE_AFTER_DAYS``.
 
@@ -48,7 +48,7 @@ def archive_entries() -> int:
     return summary.entries_archived
 
 
-@shared_task(acks_late=True, ignore_result=True, name="tally.prune_events")
+@shared_task(name="tally.prune_events")
 def prune_events() -> int:
     """Delete events older than ``TALLY_EVENT_RETENTION_DAYS`` whose deliveries have ended.
 
@@ -61,7 +61,7 @@ def prune_events() -> int:
     return pruned
 
 
-@shared_task(acks_late=True, ignore_result=True, name="tally.reconcile")
+@shared_task(name="tally.reconcile")
 def reconcile(run_id: str | None = None) -> str:
     """Run reconciliation ``run_id`` (a UUID string from the ops API), or a new run; return its status.
 

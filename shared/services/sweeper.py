@@ -1,71 +1,66 @@
-"""The stuck-transaction sweep: find shards whose pending work has waited too long.
+"""The stuck-transaction sweep: tell whether pending work has waited too long.
 
 A broker message can be lost (Redis emptied or restarted without persistence,
 a worker's main process killed with prefetched messages) or never sent (the
 broker was down at intake, the API process died before its signal thread
-flushed). The sweep finds every shard with a transaction still ``pending``
-after ``age_seconds`` and the caller publishes the shard again; draining is
-idempotent, so a shard published twice costs one empty drain.
-This is what bounds the time to a terminal status (design.md invariant 4).
+flushed). The sweep looks for a transaction still ``pending`` after
+``age_seconds`` and the caller publishes a drain again; draining is
+idempotent, so a drain published twice costs one empty drain. This is what
+bounds the time to a terminal status (invariant 4, docs/architecture.md).
 
-The sweep also frees a shard whose lock is held by a stuck process: a
-session holding a shard's lock while idle outside a transaction for over
-``TALLY_SHARD_LOCK_IDLE_SECONDS`` is ended, so that the shard's drains, which
-would otherwise end ``LockBusy`` for as long as it stays, apply again.
+The sweep also frees the stream whose lock is held by a stuck process: a
+session holding the stream's lock while idle outside a transaction for over
+``TALLY_STREAM_LOCK_IDLE_SECONDS`` is ended, so that drains, which would
+otherwise end ``LockBusy`` for as long as it stays, apply again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.ledger.states import TransactionStatus
 from shared.models import Transaction
-from shared.services.processor import shard_lock_key
+from shared.services.processor import STREAM_LOCK_KEY
 
 
-def stalled_shards(session: Session, *, age_seconds: float) -> list[int]:
-    """Return the shards holding a transaction pending for over ``age_seconds``.
+def stream_stalled(session: Session, *, age_seconds: float) -> bool:
+    """Tell whether a transaction has been pending for over ``age_seconds``.
 
     Args:
         age_seconds: how long a transaction may wait since it was accepted (or
-            reopened by an ops retry) before its shard is published again. A
-            shard being drained right now may be published too: its drain
-            finds the shard locked and ends at once.
+            reopened by an ops retry) before a drain is published again. A
+            stream being drained right now may be published too: that drain
+            finds the stream locked and ends at once.
     """
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_seconds)
-    return list(
-        session.scalars(
-            select(Transaction.shard)
-            .where(
-                Transaction.status == TransactionStatus.PENDING,
-                Transaction.updated_at < cutoff,
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Transaction.status == TransactionStatus.PENDING,
+                    Transaction.updated_at < cutoff,
+                )
             )
-            .group_by(Transaction.shard)
-            .order_by(Transaction.shard)
         )
     )
 
 
-def release_stuck_shard_locks(
-    session: Session, *, shard_count: int, idle_seconds: float
-) -> dict[int, db.IdleLockHolder]:
-    """End the sessions that hold a shard's lock while idle for over ``idle_seconds``.
+def release_stuck_stream_lock(session: Session, *, idle_seconds: float) -> db.IdleLockHolder | None:
+    """End the session that holds the stream's lock while idle for over ``idle_seconds``.
 
-    A drain holds its shard's lock only while it claims and applies; a holder
-    idle outside a transaction that long is a stuck process
+    A drain holds the lock only while it claims and applies; a holder idle
+    outside a transaction that long is a stuck process
     (:func:`shared.db.end_idle_lock_holders`).
 
     Args:
-        shard_count: ``TALLY_SHARD_COUNT``; shards ``0 .. shard_count - 1`` are looked at.
-        idle_seconds: ``TALLY_SHARD_LOCK_IDLE_SECONDS``.
+        idle_seconds: ``TALLY_STREAM_LOCK_IDLE_SECONDS``.
 
     Returns:
-        The shards freed, each with the session that held it.
+        The session ended, or None if none was.
     """
-    shards = {shard_lock_key(shard): shard for shard in range(shard_count)}
-    holders = db.end_idle_lock_holders(session, list(shards), idle_seconds=idle_seconds)
-    return {shards[holder.key]: holder for holder in holders}
+    holders = db.end_idle_lock_holders(session, [STREAM_LOCK_KEY], idle_seconds=idle_seconds)
+    return holders[0] if holders else None

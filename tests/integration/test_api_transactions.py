@@ -1,6 +1,6 @@
 """``/v1/transactions`` intake and reads over HTTP; applied in-process with the real apply path.
 
-These tests need no worker: where an outcome matters they drain the shard by
+These tests need no worker: where an outcome matters they drain the stream by
 calling the same service the worker task calls.
 """
 
@@ -11,11 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import deposit_body, drain_wallet, submit, transfer_body
-
-
-def drain(wallet_id: Any) -> None:
-    drain_wallet(wallet_id)
+from tests.helpers import deposit_body, drain_stream, submit, transfer_body
 
 
 def test_submit_deposit_is_202_pending_with_headers(
@@ -48,14 +44,14 @@ def test_submitted_transactions_settle_when_drained(
 ) -> None:
     a, b = wallet_factory(), wallet_factory()
     dep = submit(client, service_headers, deposit_body(a)).get_json()
-    drain(a)
+    drain_stream()
     tr = submit(client, service_headers, transfer_body(a, b, "15.5")).get_json()
     wd = submit(
         client,
         service_headers,
         {"type": "withdrawal", "amount": "500.00", "currency": "SGD", "source_wallet_id": str(a)},
     ).get_json()
-    drain(a)
+    drain_stream()
     get = lambda t: client.get(f"/v1/transactions/{t['id']}", headers=service_headers).get_json()  # noqa: E731
     assert get(dep)["status"] == "completed" and get(dep)["completed_at"]
     assert get(tr)["status"] == "completed" and get(tr)["amount"] == "15.50"
@@ -194,7 +190,7 @@ def test_list_transactions_filters_and_pages(
         f"/v1/transactions?wallet_id={a}&cursor={page['next_cursor']}", headers=service_headers
     ).get_json()
     assert [t["id"] for t in rest["data"]] == ids[:1]
-    drain(a)
+    drain_stream()
     done = client.get(
         f"/v1/transactions?wallet_id={a}&status=completed&type=deposit", headers=service_headers
     ).get_json()
@@ -217,7 +213,7 @@ def test_retry_is_ops_only_and_only_for_failed(
     ).get_json()
     not_yet = client.post(f"/v1/transactions/{wd['id']}/retry", headers=ops_headers)
     assert not_yet.status_code == 409 and not_yet.get_json()["code"] == "not_retryable"
-    drain(a)
+    drain_stream()
     assert (
         client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"]
         == "failed"
@@ -231,7 +227,7 @@ def test_retry_is_ops_only_and_only_for_failed(
     assert retried.status_code == 202
     body = retried.get_json()
     assert (body["status"], body["failure_code"], body["attempts"]) == ("pending", None, 0)
-    drain(a)  # the retry went to the back of the lane: the deposit applies first
+    drain_stream()  # the retry went to the back of the lane: the deposit applies first
     assert (
         client.get(f"/v1/transactions/{wd['id']}", headers=service_headers).get_json()["status"]
         == "completed"

@@ -1,4 +1,4 @@
-"""The apply path in-process: lane order, duplicate delivery, attempt counting, poison isolation."""
+"""The apply path in-process: acceptance order, duplicate delivery, attempt counting, poison isolation."""
 
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.apply import apply_batch
 from shared.services.intake import TransactionRequest, submit_transaction
-from shared.services.processor import claim_batch
+from shared.services.processor import STREAM_LOCK_KEY, claim_batch
 from tests.helpers import (
     assert_ledger_consistent,
     balance_minor,
-    drain_all_shards,
-    drain_wallet,
-    shard_of_wallet,
+    drain_stream,
     statuses,
     stuck_lock_holder,
 )
@@ -53,26 +51,26 @@ def record(type_: str, amount_minor: int, *, source: Any = None, destination: An
 
 @pytest.fixture(autouse=True)
 def empty_backlog() -> Iterator[None]:
-    """Start each test with nothing pending, so a shard holds only the test's own work."""
-    drain_all_shards()
+    """Start each test with nothing pending, so the stream holds only the test's own work."""
+    drain_stream()
     yield
 
 
-def drain(lane: Any, **kwargs: Any) -> Any:
+def drain(**kwargs: Any) -> Any:
     options = {"batch_size": 50, "attempts_max": 3, **kwargs}
-    return drain_wallet(lane, **options)
+    return drain_stream(**options)
 
 
-def claim(lane: Any, *, batch_size: int) -> Any:
+def claim(*, batch_size: int) -> Any:
     with db.transaction() as session:
-        return claim_batch(session, shard_of_wallet(lane), batch_size=batch_size, attempts_max=3)
+        return claim_batch(session, batch_size=batch_size, attempts_max=3)
 
 
 def test_drain_applies_debits_in_acceptance_order(wallet_factory: Any) -> None:
     a = wallet_factory()
     record("deposit", 10_000, destination=a)
     withdrawals = [record("withdrawal", 1_500, source=a) for _ in range(10)]
-    report = drain(a, batch_size=4)
+    report = drain(batch_size=4)
     assert report.settled == 11 and report.failed == 4 and report.batches == 3
     result = statuses(withdrawals)
     assert [result[w]["status"] for w in withdrawals] == ["completed"] * 6 + ["failed"] * 4
@@ -84,8 +82,8 @@ def test_drain_applies_debits_in_acceptance_order(wallet_factory: Any) -> None:
 def test_second_drain_finds_nothing(wallet_factory: Any) -> None:
     a = wallet_factory()
     deposit = record("deposit", 500, destination=a)
-    assert drain(a).settled == 1
-    report = drain(a)
+    assert drain().settled == 1
+    report = drain()
     assert (report.settled, report.batches) == (0, 0)
     assert statuses([deposit])[deposit]["attempts"] == 1
 
@@ -93,7 +91,7 @@ def test_second_drain_finds_nothing(wallet_factory: Any) -> None:
 def test_duplicate_apply_of_a_claimed_batch_is_a_no_op(wallet_factory: Any) -> None:
     a = wallet_factory()
     deposit = record("deposit", 500, destination=a)
-    claimed = claim(a, batch_size=10)
+    claimed = claim(batch_size=10)
     assert claimed is not None
     for expected in (1, 0):  # a redelivered message re-runs the apply: it must change nothing
         with db.transaction() as session:
@@ -107,12 +105,12 @@ def test_unfinished_attempt_is_counted_and_its_transaction_applied_alone(
     a = wallet_factory()
     first = record("deposit", 100, destination=a)
     others = [record("deposit", 100, destination=a) for _ in range(3)]
-    claimed = claim(a, batch_size=10)  # a worker claims all four, then dies before applying
+    claimed = claim(batch_size=10)  # a worker claims all four, then dies before applying
     assert claimed is not None and len(claimed.ids) == 4
-    suspect = claim(a, batch_size=10)
+    suspect = claim(batch_size=10)
     assert suspect is not None and list(map(str, suspect.ids)) == [first]
     assert statuses([first])[first]["attempts"] == 2
-    report = drain(a)
+    report = drain()
     assert report.settled == 4 and all(
         s["status"] == "completed" for s in statuses(others).values()
     )
@@ -123,8 +121,8 @@ def test_transaction_past_its_attempts_fails_retries_exhausted(wallet_factory: A
     poison = record("deposit", 100, destination=a)
     after = record("deposit", 200, destination=a)
     for _ in range(3):  # three attempts that never finished
-        claim(a, batch_size=1)
-    report = drain(a)
+        claim(batch_size=1)
+    report = drain()
     result = statuses([poison, after])
     assert (result[poison]["status"], result[poison]["failure_code"]) == (
         "failed",
@@ -137,11 +135,11 @@ def test_transaction_past_its_attempts_fails_retries_exhausted(wallet_factory: A
 def test_frozen_wallet_fails_wallet_frozen(wallet_factory: Any) -> None:
     a, b = wallet_factory(), wallet_factory()
     record("deposit", 1_000, destination=a)
-    drain(a)
+    drain()
     with db.transaction() as session:
         session.execute(text("UPDATE wallets SET status = 'frozen' WHERE id = :id"), {"id": b})
     transfer = record("transfer", 100, source=a, destination=b)
-    drain(a)
+    drain()
     assert statuses([transfer])[transfer]["failure_code"] == "wallet_frozen"
     assert balance_minor(a) == 1_000
 
@@ -150,12 +148,12 @@ def test_drain_yields_after_batches_max(wallet_factory: Any) -> None:
     a = wallet_factory()
     for _ in range(5):
         record("deposit", 1, destination=a)
-    report = drain(a, batch_size=2, batches_max=2)
+    report = drain(batch_size=2, batches_max=2)
     assert report.more and report.settled == 4
-    assert drain(a).settled == 1
+    assert drain().settled == 1
 
 
-def test_concurrent_drains_of_one_shard_count_one_attempt_each(wallet_factory: Any) -> None:
+def test_concurrent_drains_count_one_attempt_each(wallet_factory: Any) -> None:
     import threading
 
     a = wallet_factory()
@@ -164,113 +162,124 @@ def test_concurrent_drains_of_one_shard_count_one_attempt_each(wallet_factory: A
 
     def one_drain() -> None:
         barrier.wait()
-        with contextlib.suppress(db.LockBusy):  # another drain has the shard: it does the work
-            drain(a, batch_size=20)
+        with contextlib.suppress(db.LockBusy):  # another drain has the stream: it does the work
+            drain(batch_size=20)
 
     threads = [threading.Thread(target=one_drain) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    drain()  # whatever a drain that found the lock held left, as its requeued message would
     result = statuses(ids)
     assert {r["status"] for r in result.values()} == {"completed"}
     assert {r["attempts"] for r in result.values()} == {1}
     assert balance_minor(a) == 3_000
 
 
-def test_a_drain_of_a_shard_being_drained_backs_off_at_once(wallet_factory: Any) -> None:
+def test_a_drain_of_the_stream_being_drained_backs_off_at_once(wallet_factory: Any) -> None:
     a = wallet_factory()
     record("deposit", 10, destination=a)
-    with db.advisory_lock(f"shard:{shard_of_wallet(a)}"), pytest.raises(db.LockBusy):
-        drain(a)
-    assert drain(a).settled == 1  # the lock went with its holder
+    with db.advisory_lock(STREAM_LOCK_KEY), pytest.raises(db.LockBusy):
+        drain()
+    assert drain().settled == 1  # the lock went with its holder
 
 
-def test_commits_under_an_advisory_lock_run_their_callbacks_once_it_is_released() -> None:
-    released: list[str] = []
+def test_commits_under_an_advisory_lock_run_their_callbacks_without_holding_it_up() -> None:
+    import threading
 
-    def probe(label: str) -> None:
-        with db.advisory_lock("test:after-release"):  # LockBusy while the holder keeps it
-            released.append(label)
+    release = threading.Event()
+    ran: list[str] = []
 
-    with db.advisory_lock("test:after-release") as connection:
+    def slow_callback() -> None:
+        release.wait(30)  # a broker that does not answer
+        ran.append("slow")
+
+    with db.advisory_lock("test:after-commit") as connection:
         with db.transaction(connection) as session:
-            db.after_commit(session, lambda: probe("first"))
-        assert released == []  # committed, and the lock is still held
-    assert released == ["first"]
-
-    with pytest.raises(RuntimeError), db.advisory_lock("test:after-release") as connection:
-        with db.transaction(connection) as session:
-            db.after_commit(session, lambda: probe("committed, then the block raised"))
-        raise RuntimeError
-    assert released == ["first", "committed, then the block raised"]
+            db.after_commit(session, slow_callback)
+        with db.transaction(connection) as session:  # the holder goes on while it waits
+            db.after_commit(session, lambda: ran.append("next"))
+        assert ran == []
+    release.set()
+    assert db.wait_for_after_commit()
+    assert ran == ["slow", "next"]  # in commit order
 
 
-def test_a_drain_announces_what_it_settled_once_the_shard_is_free(wallet_factory: Any) -> None:
+def test_a_drain_announces_what_it_settled(wallet_factory: Any) -> None:
     a = wallet_factory()
     deposit = record("deposit", 10, destination=a)
     announced: list[list[str]] = []
-
-    def settled(ids: Any) -> None:
-        with db.advisory_lock(f"shard:{shard_of_wallet(a)}"):  # LockBusy if the drain holds it
-            announced.append([str(i) for i in ids])
-
-    assert drain(a, settled=settled).settled == 1
+    assert drain(settled=lambda ids: announced.append([str(i) for i in ids])).settled == 1
     assert announced == [[deposit]]
 
 
-def test_the_sweep_frees_a_shard_whose_lock_holder_sits_idle(wallet_factory: Any) -> None:
-    from shared.services.processor import shard_lock_key
-    from shared.services.sweeper import release_stuck_shard_locks
+def test_a_drain_takes_work_signalled_while_it_ran_without_a_new_message(
+    wallet_factory: Any,
+) -> None:
+    a = wallet_factory()
+    first = record("deposit", 10, destination=a)
+    later: list[str] = []
 
-    shard_count = get_settings().shard_count
+    def signalled() -> bool:
+        if later:
+            return False
+        later.append(record("deposit", 20, destination=a))  # committed while the drain ran
+        return True
+
+    report = drain(budget_seconds=60, signalled=signalled)
+    assert report.settled == 2 and report.batches == 2
+    assert {s["status"] for s in statuses([first, *later]).values()} == {"completed"}
+
+
+def test_a_drain_stops_at_its_budget_and_says_more(wallet_factory: Any) -> None:
+    a = wallet_factory()
+    for _ in range(5):
+        record("deposit", 1, destination=a)
+    report = drain(batch_size=2, budget_seconds=0)
+    assert report.more and (report.settled, report.batches) == (2, 1)
+    assert drain().settled == 3
+
+
+def test_the_sweep_frees_the_stream_whose_lock_holder_sits_idle(wallet_factory: Any) -> None:
+    from shared.services.sweeper import release_stuck_stream_lock
+
     a = wallet_factory()
     deposit = record("deposit", 10, destination=a)
-    shard = shard_of_wallet(a)
-    with stuck_lock_holder(shard_lock_key(shard)) as raised:
+    with stuck_lock_holder(STREAM_LOCK_KEY) as raised:
         with pytest.raises(db.LockBusy):
-            drain(a)
+            drain()
         time.sleep(0.5)
         with db.transaction() as session:  # idle, but not yet for an hour
-            assert (
-                release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=3600) == {}
-            )
+            assert release_stuck_stream_lock(session, idle_seconds=3600) is None
         with db.transaction() as session:
-            freed = release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=0.2)
-        assert list(freed) == [shard]
-        assert freed[shard].idle_seconds >= 0.2
-        assert drain(a).settled == 1  # the shard drains again at once
+            freed = release_stuck_stream_lock(session, idle_seconds=0.2)
+        assert freed is not None and freed.idle_seconds >= 0.2
+        assert drain().settled == 1  # the stream drains again at once
     assert statuses([deposit])[deposit]["status"] == "completed"
     assert len(raised) == 1 and isinstance(raised[0], DBAPIError)  # the holder writes no more
 
 
 def test_the_sweep_leaves_other_advisory_locks_alone() -> None:
-    from shared.services.sweeper import release_stuck_shard_locks
+    from shared.services.sweeper import release_stuck_stream_lock
 
-    with stuck_lock_holder("test:not-a-shard") as raised:
+    with stuck_lock_holder("test:not-the-stream") as raised:
         time.sleep(0.5)
         with db.transaction() as session:
-            shard_count = get_settings().shard_count
-            assert (
-                release_stuck_shard_locks(session, shard_count=shard_count, idle_seconds=0.2) == {}
-            )
+            assert release_stuck_stream_lock(session, idle_seconds=0.2) is None
     assert raised == []
 
 
-def test_one_batch_applies_many_lanes_of_a_shard_each_in_its_order(wallet_factory: Any) -> None:
-    by_shard: dict[int, list[Any]] = {}
-    while not any(len(lanes) >= 3 for lanes in by_shard.values()):
-        wallet = wallet_factory()
-        by_shard.setdefault(shard_of_wallet(wallet), []).append(wallet)
-    lanes = next(lanes for lanes in by_shard.values() if len(lanes) >= 3)[:3]
+def test_one_batch_applies_many_wallets_each_in_its_order(wallet_factory: Any) -> None:
+    lanes = [wallet_factory() for _ in range(3)]
     withdrawals: dict[Any, list[str]] = {lane: [] for lane in lanes}
     for lane in lanes:
         record("deposit", 10_000, destination=lane)
-    for _ in range(10):  # interleaved across lanes, as concurrent clients submit
+    for _ in range(10):  # interleaved across wallets, as concurrent clients submit
         for lane in lanes:
             withdrawals[lane].append(record("withdrawal", 1_500, source=lane))
-    report = drain(lanes[0], batch_size=500)
-    assert (report.settled, report.batches) == (33, 1)  # three lanes, one database transaction
+    report = drain(batch_size=500)
+    assert (report.settled, report.batches) == (33, 1)  # three wallets, one database transaction
     for lane in lanes:
         result = statuses(withdrawals[lane])
         assert [result[w]["status"] for w in withdrawals[lane]] == ["completed"] * 6 + [
@@ -280,19 +289,18 @@ def test_one_batch_applies_many_lanes_of_a_shard_each_in_its_order(wallet_factor
     assert_ledger_consistent()
 
 
-def test_reshard_moves_pending_transactions_to_their_lanes_new_shard(wallet_factory: Any) -> None:
-    from shared.services.processor import reshard_pending, shard_of
-
-    shard_count = get_settings().shard_count
-    a = wallet_factory()
-    while shard_of(uuid.UUID(str(a)), 7) == shard_of(uuid.UUID(str(a)), shard_count):
-        a = wallet_factory()  # a lane that stays in its shard would not move
-    deposit = record("deposit", 100, destination=a)
-    with db.transaction() as session:
-        assert reshard_pending(session, shard_count=7) >= 1
-    assert statuses([deposit])[deposit]["shard"] == shard_of(uuid.UUID(str(a)), 7)
-    with db.transaction() as session:
-        reshard_pending(session, shard_count=shard_count)
-        assert reshard_pending(session, shard_count=shard_count) == 0
-    drain(a)
-    assert statuses([deposit])[deposit]["status"] == "completed"
+@pytest.mark.parametrize("batch_size", [1, 2, 500])
+def test_money_received_is_spent_along_a_chain_whatever_the_batches(
+    wallet_factory: Any, batch_size: int
+) -> None:
+    """Each hop is accepted after the one before it, so it sees the money that hop brought."""
+    chain = [wallet_factory() for _ in range(6)]
+    record("deposit", 1_000, destination=chain[0])
+    hops = [
+        record("transfer", 1_000, source=source, destination=destination)
+        for source, destination in zip(chain, chain[1:], strict=False)
+    ]
+    drain(batch_size=batch_size)
+    assert {s["status"] for s in statuses(hops).values()} == {"completed"}
+    assert [balance_minor(w) for w in chain] == [0, 0, 0, 0, 0, 1_000]
+    assert_ledger_consistent()

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from shared import db
 from shared.services.archive import archive_before
-from tests.helpers import assert_ledger_consistent, deposit_body, drain_all_shards
+from tests.helpers import assert_ledger_consistent, deposit_body, drain_stream
 from tests.integration.test_archive import observe
 from tests.integration.test_reconciliation import reconcile
 
@@ -55,16 +55,16 @@ def _age(wallets: list[uuid.UUID], transactions: list[str]) -> None:
 def test_archive_changes_no_read_with_holds_and_groups_in_the_history(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
-    drain_all_shards()
+    drain_stream()
     a, b, c = wallet_factory(), wallet_factory(), wallet_factory()
     ids = [_post(client, service_headers, "/v1/transactions", deposit_body(w, "100.00"))
            for w in (a, b)]  # fmt: skip
-    drain_all_shards()
+    drain_stream()
     hold = {"type": "hold", "currency": "SGD", "source_wallet_id": str(a)}
     captured = _post(client, service_headers, "/v1/transactions", {**hold, "amount": "30.00"})
     voided = _post(client, service_headers, "/v1/transactions", {**hold, "amount": "10.00"})
     still_held = _post(client, service_headers, "/v1/transactions", {**hold, "amount": "5.00"})
-    drain_all_shards()
+    drain_stream()
     ids += [captured, voided, still_held]
     ids.append(_post(client, service_headers, f"/v1/transactions/{captured}/capture",
                      {"amount": "12.34", "destination_wallet_id": str(c)}))  # fmt: skip
@@ -72,7 +72,7 @@ def test_archive_changes_no_read_with_holds_and_groups_in_the_history(
     legs = [{"source_wallet_id": str(src), "destination_wallet_id": str(c), "amount": "7.00",
              "currency": "SGD"} for src in (a, b)]  # fmt: skip
     ids.append(_post(client, service_headers, "/v1/transactions", {"type": "group", "legs": legs}))
-    drain_all_shards()
+    drain_stream()
     _age([a, b, c], ids)
 
     wallets = [a, b, c]

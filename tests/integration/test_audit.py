@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cli.main import main
 from shared import db
-from tests.helpers import drain_all_shards, submit
+from tests.helpers import drain_stream, submit
 
 
 def events(client: Any, headers: dict[str, str], **filters: str) -> list[dict[str, Any]]:
@@ -52,7 +52,7 @@ def test_a_refused_action_records_nothing(
     assert client.post(f"/v1/transactions/{transaction_id}/retry", headers=ops_headers).status_code == 409  # fmt: skip
     assert events(client, ops_headers, target_id=wallet_id) == []
     assert events(client, ops_headers, target_id=transaction_id) == []
-    drain_all_shards()
+    drain_stream()
 
 
 def test_retry_and_reconciliation_are_audited(
@@ -61,9 +61,9 @@ def test_retry_and_reconciliation_are_audited(
     wallet_id = str(wallet_factory())
     body = {"type": "withdrawal", "amount": "1.00", "currency": "SGD", "source_wallet_id": wallet_id}  # fmt: skip
     transaction_id = submit(client, service_headers, body).get_json()["id"]
-    drain_all_shards()
+    drain_stream()
     assert client.post(f"/v1/transactions/{transaction_id}/retry", headers=ops_headers).status_code == 202  # fmt: skip
-    drain_all_shards()
+    drain_stream()
     [event] = events(client, ops_headers, target_id=transaction_id)
     assert event["action"] == "transaction.retry" and event["target_ids"] == [transaction_id]
     run_id = client.post("/v1/reconciliations", headers=ops_headers).get_json()["id"]

@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.helpers import deposit_body, drain_all_shards, statuses, submit
+from tests.helpers import deposit_body, drain_stream, statuses, submit
 
 
 def _withdrawal(wallet_id: Any, amount: str = "1.00") -> dict[str, Any]:
@@ -19,14 +19,14 @@ def _withdrawal(wallet_id: Any, amount: str = "1.00") -> dict[str, Any]:
 def _failed(client: Any, headers: dict[str, str], wallet_id: Any, count: int) -> list[str]:
     """Submit ``count`` withdrawals from an empty wallet and apply them: all fail."""
     ids = [submit(client, headers, _withdrawal(wallet_id)).get_json()["id"] for _ in range(count)]
-    drain_all_shards()
+    drain_stream()
     assert {s["failure_code"] for s in statuses(ids).values()} == {"insufficient_funds"}
     return ids
 
 
 def _fund(client: Any, headers: dict[str, str], wallet_id: Any) -> None:
     submit(client, headers, deposit_body(wallet_id, "10.00"))
-    drain_all_shards()
+    drain_stream()
 
 
 def test_bulk_retry_moves_exactly_the_selected_failed_transactions(
@@ -47,7 +47,7 @@ def test_bulk_retry_moves_exactly_the_selected_failed_transactions(
     assert body["transaction_ids"] == selected  # in acceptance order
     assert {s["status"] for s in statuses(selected).values()} == {"pending"}
     assert statuses(other)[other[0]]["status"] == "failed"
-    drain_all_shards()
+    drain_stream()
     assert {s["status"] for s in statuses(selected).values()} == {"completed"}
     events = client.get(
         f"/v1/audit-events?action=transaction.bulk_retry&target_id={selected[0]}",
@@ -121,7 +121,7 @@ def test_cli_bulk_retry_counts_asks_and_retries(
     _fund(client, service_headers, a)
     done = run("retry", "--failed", "--wallet", str(a), "--yes")
     assert done.exit_code == 0 and "2 transaction(s) are pending again" in done.output, done.output
-    drain_all_shards()
+    drain_stream()
     assert {s["status"] for s in statuses(failed).values()} == {"completed"}
     event = client.get(
         f"/v1/audit-events?action=transaction.bulk_retry&target_id={failed[0]}", headers=ops_headers

@@ -7,10 +7,9 @@ from typing import Any
 
 from click.testing import CliRunner
 
+import broker
 from cli.main import main
-from shared.services.processor import shard_signal_key
-from tests.helpers import shard_of_wallet, submit
-from tests.integration.test_api_transactions import drain
+from tests.helpers import drain_stream, submit
 
 
 def run(*args: str) -> Any:
@@ -39,14 +38,12 @@ def test_retry_reopens_a_failed_transaction_and_publishes_it(
         "source_wallet_id": str(wallet_id),
     }
     transaction_id = submit(client, service_headers, body).get_json()["id"]
-    drain(wallet_id)
-    redis_client.delete(shard_signal_key(shard_of_wallet(wallet_id)))
+    drain_stream()
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
     result = run("retry", transaction_id)
     assert result.exit_code == 0, result.output
     assert "pending" in result.output
-    assert redis_client.exists(
-        shard_signal_key(shard_of_wallet(wallet_id))
-    )  # published through the broker
+    assert redis_client.exists(broker.STREAM_SIGNAL_KEY)  # published through the broker
     again = run("retry", transaction_id)
     assert again.exit_code != 0 and "not_retryable" in again.output
     assert run("retry", str(uuid.uuid4())).exit_code != 0

@@ -17,12 +17,12 @@ from sqlalchemy import text
 
 from shared import db
 from shared.config import get_settings
-from tests.helpers import deposit_body, drain_all_shards, submit
+from tests.helpers import deposit_body, drain_stream, submit
 
 
 @pytest.fixture(autouse=True)
 def empty_backlog() -> Iterator[None]:
-    drain_all_shards()
+    drain_stream()
     yield
 
 
@@ -53,7 +53,7 @@ def test_completed_and_failed_transactions_each_have_one_event(
     withdrawal = accepted(client, service_headers, {
         "type": "withdrawal", "amount": "50.00", "currency": "SGD",
         "source_wallet_id": str(wallet)})  # fmt: skip
-    drain_all_shards()
+    drain_stream()
     [completed] = events_of(client, service_headers, deposit)
     assert completed["id"].startswith("evt_") and completed["type"] == "transaction.completed"
     assert completed["data"]["id"] == deposit and completed["data"]["status"] == "completed"
@@ -67,7 +67,7 @@ def test_a_hold_and_its_capture_each_have_their_events(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     hold = funded_hold(client, service_headers, wallet_factory())
-    drain_all_shards()
+    drain_stream()
     assert [e["type"] for e in events_of(client, service_headers, hold)] == ["transaction.held"]
     response = client.post(
         f"/v1/transactions/{hold}/capture",
@@ -75,7 +75,7 @@ def test_a_hold_and_its_capture_each_have_their_events(
         headers={**service_headers, "Idempotency-Key": str(uuid.uuid4())},
     )
     capture = response.get_json()["id"]
-    drain_all_shards()
+    drain_stream()
     hold_events = events_of(client, service_headers, hold)
     assert [e["type"] for e in hold_events] == ["transaction.completed", "transaction.held"]
     assert hold_events[1]["data"]["status"] == "held"  # as it was then
@@ -94,7 +94,7 @@ def test_retries_exhausted_has_its_failed_event(
             text("UPDATE transactions SET attempts = :n WHERE id = :id"),
             {"n": get_settings().apply_attempts_max, "id": poison},
         )
-    drain_all_shards()
+    drain_stream()
     [failed] = events_of(client, service_headers, poison)
     assert failed["type"] == "transaction.failed"
     assert failed["data"]["failure_code"] == "retries_exhausted"
@@ -109,7 +109,7 @@ def test_a_service_key_sees_only_its_own_events(
         _, other_secret = create_api_key(session, role=Role.SERVICE, name="other service")
     other = {"Authorization": f"Bearer {other_secret}"}
     deposit = accepted(client, service_headers, deposit_body(wallet_factory(), "1.00"))
-    drain_all_shards()
+    drain_stream()
     assert events_of(client, other, deposit) == []
     assert len(events_of(client, ops_headers, deposit)) == 1
     page = client.get("/v1/events?type=transaction.completed&limit=1", headers=other).get_json()
@@ -121,7 +121,7 @@ def test_events_page_newest_first_with_a_cursor(
 ) -> None:
     wallet = wallet_factory()
     ids = [accepted(client, service_headers, deposit_body(wallet, "1.00")) for _ in range(3)]
-    drain_all_shards()
+    drain_stream()
     seen: list[str] = []
     cursor = None
     while True:
@@ -154,7 +154,7 @@ def test_events_get_deliveries_for_enabled_subscribed_endpoints_only(
                  headers=ops_headers)  # fmt: skip
     try:
         deposit = accepted(client, service_headers, deposit_body(wallet_factory(), "1.00"))
-        drain_all_shards()
+        drain_stream()
         [event] = events_of(client, service_headers, deposit)
         for endpoint, expected in ((everything, 1), (failures, 0), (disabled, 0)):
             page = client.get(f"/v1/webhook-endpoints/{endpoint}/deliveries",
@@ -205,7 +205,7 @@ def test_a_hold_captured_in_its_own_batch_still_reports_held_first(
         f"/v1/transactions/{hold}/capture",
         headers={**service_headers, "Idempotency-Key": str(uuid.uuid4())},
     )
-    drain_all_shards()  # the deposit, the hold and its capture in one batch
+    drain_stream()  # the deposit, the hold and its capture in one batch
     events = events_of(client, service_headers, hold)
     assert [e["type"] for e in events] == ["transaction.completed", "transaction.held"]
     assert [e["data"]["status"] for e in events] == ["completed", "held"]
@@ -229,7 +229,7 @@ def test_prune_deletes_old_events_and_their_ended_deliveries_but_waits_for_pendi
     try:
         wallet = wallet_factory()
         ids = [accepted(client, service_headers, deposit_body(wallet, "1.00")) for _ in range(5)]
-        drain_all_shards()
+        drain_stream()
         events = {t: events_of(client, service_headers, t)[0]["id"][4:] for t in ids}
         old, ended, pending, recent = ids[:2], ids[2], ids[3], ids[4]
         with db.transaction() as session:
@@ -271,7 +271,7 @@ def test_event_ids_are_time_ordered_so_their_inserts_append_to_the_index(
     ids = []
     for _ in range(3):
         ids.append(accepted(client, service_headers, deposit_body(wallet, "1.00")))
-        drain_all_shards()
+        drain_stream()
     event_ids = [uuid.UUID(events_of(client, service_headers, t)[0]["id"][4:]) for t in ids]
     assert {e.version for e in event_ids} == {7}
     assert event_ids == sorted(event_ids)

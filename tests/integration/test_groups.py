@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 
-from shared.config import get_settings
-from shared.services.processor import drain_shard
 from tests.helpers import (
     assert_ledger_consistent,
     balance_minor,
     deposit_body,
-    drain_all_shards,
-    shard_of_wallet,
+    drain_stream,
     statuses,
     submit,
 )
@@ -23,7 +20,7 @@ from tests.helpers import (
 
 @pytest.fixture(autouse=True)
 def empty_backlog() -> Iterator[None]:
-    drain_all_shards()
+    drain_stream()
     yield
 
 
@@ -41,14 +38,8 @@ def funded(
 ) -> Any:
     wallet_id = make(currency)
     submit(client, headers, deposit_body(wallet_id, amount, currency))
-    drain_all_shards()
+    drain_stream()
     return wallet_id
-
-
-def drain(wallet_id: Any) -> None:
-    settings = get_settings()
-    drain_shard(shard_of_wallet(wallet_id), batch_size=settings.batch_size,
-                attempts_max=settings.apply_attempts_max)  # fmt: skip
 
 
 def test_a_split_payment_applies_every_leg_in_one_transaction(
@@ -63,7 +54,7 @@ def test_a_split_payment_applies_every_leg_in_one_transaction(
     body = response.get_json()
     assert body["type"] == "group" and len(body["legs"]) == 2 and "source_wallet_id" not in body
     assert body["legs"][0] == leg(payer, merchant, "47.50")
-    drain_all_shards()
+    drain_stream()
     assert statuses([body["id"]])[body["id"]]["status"] == "completed"
     assert (balance_minor(payer), balance_minor(merchant), balance_minor(fees)) == (5000, 4750, 250)
     assert_ledger_consistent()
@@ -76,7 +67,7 @@ def test_a_failing_leg_fails_the_group_and_leaves_every_wallet_untouched(
     b = funded(client, service_headers, wallet_factory, "1.00")
     c = wallet_factory()
     body = group(client, service_headers, leg(a, c, "5.00"), leg(b, c, "2.00")).get_json()
-    drain_all_shards()
+    drain_stream()
     result = statuses([body["id"]])[body["id"]]
     assert (result["status"], result["failure_code"]) == ("failed", "insufficient_funds")
     transaction = client.get(f"/v1/transactions/{body['id']}", headers=service_headers).get_json()
@@ -103,19 +94,17 @@ def test_a_currency_exchange_through_system_wallets_conserves_each_currency(
         )
     body = group(client, service_headers, leg(sgd, system["SGD"], "13.50"),
                  leg(system["USD"], usd, "10.00", "USD")).get_json()  # fmt: skip
-    drain_all_shards()
+    drain_stream()
     assert statuses([body["id"]])[body["id"]]["status"] == "completed"
     assert (balance_minor(sgd), balance_minor(usd)) == (8650, 1000)
     assert_ledger_consistent()
 
 
-def test_a_group_waits_behind_earlier_debits_and_later_debits_wait_behind_it(
+def test_a_group_applies_after_earlier_debits_and_before_later_ones(
     client: Any, service_headers: dict[str, str], wallet_factory: Any
 ) -> None:
     a = funded(client, service_headers, wallet_factory, "100.00")
     b = funded(client, service_headers, wallet_factory, "100.00")
-    while shard_of_wallet(b) == shard_of_wallet(a):  # the interesting case: two shards
-        b = funded(client, service_headers, wallet_factory, "100.00")
     sink = wallet_factory()
     withdraw = {"type": "withdrawal", "currency": "SGD", "amount": "100.00"}
     earlier = submit(client, service_headers, {**withdraw, "source_wallet_id": str(b)})
@@ -123,10 +112,7 @@ def test_a_group_waits_behind_earlier_debits_and_later_debits_wait_behind_it(
     later = submit(client, service_headers, {**withdraw, "source_wallet_id": str(a)})
     ids = [r.get_json()["id"] for r in (earlier, both, later)]
 
-    drain(a)  # the group must wait for b's earlier withdrawal; a's later one waits behind it
-    assert [statuses(ids)[i]["status"] for i in ids] == ["pending", "pending", "pending"]
-    drain(b)  # b's withdrawal, then the group (b is one of its lanes)
-    drain(a)
+    drain_stream()  # b's withdrawal, then the group, then a's withdrawal: acceptance order
     result = statuses(ids)
     assert result[ids[0]]["status"] == "completed"
     assert (result[ids[1]]["status"], result[ids[1]]["failure_code"]) == (
@@ -176,10 +162,10 @@ def test_an_ops_retry_puts_a_failed_group_back_in_all_its_lanes(
     b = wallet_factory()
     sink = wallet_factory()
     body = group(client, service_headers, leg(a, sink, "5.00"), leg(b, sink, "5.00")).get_json()
-    drain_all_shards()
+    drain_stream()
     assert statuses([body["id"]])[body["id"]]["failure_code"] == "insufficient_funds"
     submit(client, service_headers, deposit_body(b, "5.00"))
-    drain_all_shards()
+    drain_stream()
     assert (
         client.post(f"/v1/transactions/{body['id']}/retry", headers=ops_headers).status_code == 202
     )
@@ -193,7 +179,7 @@ def test_an_ops_retry_puts_a_failed_group_back_in_all_its_lanes(
             .all()
         )
     assert lanes == [b]
-    drain_all_shards()
+    drain_stream()
     assert statuses([body["id"]])[body["id"]]["status"] == "completed"
     assert (balance_minor(a), balance_minor(b), balance_minor(sink)) == (500, 0, 1000)
     assert_ledger_consistent()

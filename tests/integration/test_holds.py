@@ -21,7 +21,7 @@ from shared.services.holds import expire_holds
 from tests.helpers import (
     assert_ledger_consistent,
     deposit_body,
-    drain_all_shards,
+    drain_stream,
     statuses,
     submit,
 )
@@ -29,7 +29,7 @@ from tests.helpers import (
 
 @pytest.fixture(autouse=True)
 def empty_backlog() -> Iterator[None]:
-    drain_all_shards()
+    drain_stream()
     yield
 
 
@@ -56,14 +56,14 @@ def wallet(client: Any, headers: dict[str, str], wallet_id: Any) -> dict[str, An
 def funded(client: Any, headers: dict[str, str], wallet_factory: Any, amount: str) -> Any:
     wallet_id = wallet_factory()
     assert submit(client, headers, deposit_body(wallet_id, amount)).status_code == 202
-    drain_all_shards()
+    drain_stream()
     return wallet_id
 
 
 def held(client: Any, headers: dict[str, str], wallet_id: Any, amount: str, **extra: Any) -> str:
     response = submit(client, headers, hold_body(wallet_id, amount, **extra))
     assert response.status_code == 202, response.get_json()
-    drain_all_shards()
+    drain_stream()
     return str(response.get_json()["id"])
 
 
@@ -88,7 +88,7 @@ def test_hold_reserves_then_partial_capture_moves_part_and_releases_the_rest(
         "pending",
         hold_id,
     )
-    drain_all_shards()
+    drain_stream()
     result = statuses([hold_id, capture["id"]])
     assert result[hold_id]["status"] == "completed"
     assert result[capture["id"]]["status"] == "completed"
@@ -107,7 +107,7 @@ def test_capture_defaults_to_the_whole_hold_into_the_system_wallet(
     hold_id = held(client, service_headers, a, "20.00")
     capture = operate(client, service_headers, hold_id, "capture").get_json()
     assert capture["amount"] == "20.00"
-    drain_all_shards()
+    drain_stream()
     assert wallet(client, service_headers, a)["balance"] == "30.00"
     assert_ledger_consistent()
 
@@ -119,7 +119,7 @@ def test_void_releases_the_hold(
     hold_id = held(client, service_headers, a, "40.00")
     void = operate(client, service_headers, hold_id, "void")
     assert void.status_code == 202 and void.get_json()["type"] == "void"
-    drain_all_shards()
+    drain_stream()
     assert statuses([hold_id])[hold_id]["status"] == "voided"
     after = wallet(client, service_headers, a)
     assert (after["balance"], after["available_balance"], after["held_balance"]) == (
@@ -133,12 +133,12 @@ def test_capture_after_void_and_void_after_capture_are_hold_not_open(
     a = funded(client, service_headers, wallet_factory, "100.00")
     voided = held(client, service_headers, a, "10.00")
     operate(client, service_headers, voided, "void")
-    drain_all_shards()
+    drain_stream()
     response = operate(client, service_headers, voided, "capture")
     assert (response.status_code, response.get_json()["code"]) == (409, "hold_not_open")
     captured = held(client, service_headers, a, "10.00")
     operate(client, service_headers, captured, "capture")
-    drain_all_shards()
+    drain_stream()
     response = operate(client, service_headers, captured, "void")
     assert (response.status_code, response.get_json()["code"]) == (409, "hold_not_open")
 
@@ -150,7 +150,7 @@ def test_operations_queued_together_resolve_the_hold_once(
     hold_id = held(client, service_headers, a, "25.00")
     ops = [operate(client, service_headers, hold_id, verb).get_json()["id"]
            for verb in ("capture", "void", "capture", "void")]  # fmt: skip
-    drain_all_shards()
+    drain_stream()
     result = statuses(ops)
     assert [result[o]["status"] for o in ops] == ["completed", "failed", "failed", "failed"]
     assert {result[o]["failure_code"] for o in ops[1:]} == {"hold_not_open"}
@@ -193,7 +193,7 @@ def test_a_withdrawal_cannot_spend_held_funds(
     body = {"type": "withdrawal", "amount": "30.00", "currency": "SGD",
             "source_wallet_id": str(a)}  # fmt: skip
     withdrawal = submit(client, service_headers, body).get_json()["id"]
-    drain_all_shards()
+    drain_stream()
     assert statuses([withdrawal])[withdrawal]["failure_code"] == "insufficient_funds"
 
 
@@ -212,7 +212,7 @@ def test_expiry_job_expires_and_releases_a_held_hold_once(
             {"h": hold_id},
         ).all()
     assert len(expiries) == 1
-    drain_all_shards()
+    drain_stream()
     assert statuses([hold_id])[hold_id]["status"] == "expired"
     assert wallet(client, service_headers, a)["held_balance"] == "0.00"
 
@@ -225,7 +225,7 @@ def test_an_expiry_racing_a_queued_capture_resolves_the_hold_once(
     capture = operate(client, service_headers, hold_id, "capture").get_json()["id"]
     with db.transaction() as session:  # the hold is still held: its capture is only queued
         expire_holds(session, now=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2))
-    drain_all_shards()
+    drain_stream()
     with db.transaction() as session:
         expiry = session.execute(
             text("SELECT id FROM transactions WHERE hold_id = :h AND type = 'expiry'"),
@@ -248,7 +248,7 @@ def test_frozen_wallet_hold_can_be_voided_not_captured(
     frozen_hold = submit(client, service_headers, hold_body(a, "1.00")).get_json()["id"]
     capture = operate(client, service_headers, hold_id, "capture").get_json()["id"]
     void = operate(client, service_headers, hold_id, "void").get_json()["id"]
-    drain_all_shards()
+    drain_stream()
     result = statuses([frozen_hold, capture, void, hold_id])
     assert result[frozen_hold]["failure_code"] == "wallet_frozen"
     assert result[capture]["failure_code"] == "wallet_frozen"
@@ -268,7 +268,7 @@ def test_capture_honours_its_idempotency_key(
     assert again.get_json()["id"] == first.get_json()["id"]
     other = operate(client, service_headers, hold_id, "capture", {"amount": "6.00"}, key="cap-1")
     assert (other.status_code, other.get_json()["code"]) == (422, "idempotency_key_reused")
-    drain_all_shards()  # and after the hold ended, the same request still replays
+    drain_stream()  # and after the hold ended, the same request still replays
     assert operate(client, service_headers, hold_id, "capture", {"amount": "5.00"},
                    key="cap-1").status_code == 200  # fmt: skip
 

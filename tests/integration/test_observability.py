@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from shared import db
-from tests.helpers import deposit_body, drain_wallet, stuck_lock_holder, submit
+from tests.helpers import deposit_body, drain_stream, stuck_lock_holder, submit
 
 
 def scrape(client: Any) -> dict[str, list[Any]]:
@@ -48,7 +48,7 @@ def test_metrics_parse_and_count_requests_submissions_and_settlements(
     before = scrape(client)
     assert submit(client, service_headers, deposit_body(wallet, "10.00")).status_code == 202
     assert submit(client, service_headers, withdrawal_body(wallet, "99.00")).status_code == 202
-    drain_wallet(wallet)
+    drain_stream()
     after = scrape(client)
 
     def grew(name: str, **labels: str) -> float:
@@ -58,7 +58,7 @@ def test_metrics_parse_and_count_requests_submissions_and_settlements(
     assert grew("tally_transactions_submitted_total", type="withdrawal") == 1
     completed = {"type": "deposit", "status": "completed", "failure_code": "none"}
     failed = {"type": "withdrawal", "status": "failed", "failure_code": "insufficient_funds"}
-    # At least: the drain also settles whatever else was pending in the wallet's shard.
+    # At least: the drain also settles whatever else was pending.
     assert grew("tally_transactions_settled_total", **completed) >= 1
     assert grew("tally_transactions_settled_total", **failed) >= 1
     assert grew("tally_transaction_settle_duration_seconds_count") >= 2
@@ -127,7 +127,7 @@ def test_request_id_flows_into_the_row_and_the_workers_log_line(
     # The session logs at WARNING; record what the apply path logs at INFO.
     recorder = Recorder()
     monkeypatch.setattr(processor, "_log", recorder)
-    drain_wallet(wallet)
+    drain_stream()
     settled = [line for line in recorder.lines if line["event"] == "transactions_settled"]
     assert any(line["transactions"].get(transaction_id) == request_id for line in settled), settled
 
@@ -144,32 +144,32 @@ def test_sweep_refreshes_the_pending_gauges(
     assert value(families, "tally_pending_transactions") >= 1
     assert value(families, "tally_pending_oldest_age_seconds") >= 0
     assert value(families, "tally_dependency_up", dependency="postgresql") == 1
-    drain_wallet(wallet)
+    drain_stream()
 
 
-def test_sweep_frees_a_stuck_shard_lock_with_an_error_line_and_a_count(
+def test_sweep_frees_a_stuck_stream_lock_with_an_error_line_and_a_count(
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared.config import get_settings
-    from shared.services.processor import shard_lock_key
+    from shared.services.processor import STREAM_LOCK_KEY
     from worker import tasks
 
-    monkeypatch.setenv("TALLY_SHARD_LOCK_IDLE_SECONDS", "0.2")
+    monkeypatch.setenv("TALLY_STREAM_LOCK_IDLE_SECONDS", "0.2")
     get_settings.cache_clear()
     recorder = Recorder()
     monkeypatch.setattr(tasks, "_log", recorder)
-    before = value(scrape(client), "tally_shard_locks_released_total")
+    before = value(scrape(client), "tally_stream_locks_released_total")
     try:
-        with stuck_lock_holder(shard_lock_key(3)):
+        with stuck_lock_holder(STREAM_LOCK_KEY):
             time.sleep(0.5)
             tasks.sweep_stalled_transactions()
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-    freed = [line for line in recorder.lines if line["event"] == "shard_lock_released"]
-    assert [(line["level"], line["shard"]) for line in freed] == [("error", 3)]
+    freed = [line for line in recorder.lines if line["event"] == "stream_lock_released"]
+    assert [line["level"] for line in freed] == ["error"]
     assert freed[0]["idle_seconds"] >= 0.2
-    assert value(scrape(client), "tally_shard_locks_released_total") == before + 1
+    assert value(scrape(client), "tally_stream_locks_released_total") == before + 1
 
 
 def test_readyz_sets_the_dependency_gauges(client: Any) -> None:
@@ -190,7 +190,7 @@ def test_ops_overview_shows_backlog_and_throughput(
     assert submit(client, service_headers, deposit_body(wallet, "1.00")).status_code == 202
     pending = client.get("/v1/ops/overview", headers=ops_headers).get_json()["pending"]
     assert pending["count"] >= 1 and pending["oldest_age_seconds"] >= 0
-    drain_wallet(wallet)
+    drain_stream()
     body = client.get("/v1/ops/overview", headers=ops_headers).get_json()
     minutes = body["throughput"]
     # The current minute, or the one before if a minute began since the drain.

@@ -199,13 +199,13 @@ def test_a_reconciliation_that_fails_ends_error(monkeypatch: Any) -> None:
 def test_reconciliation_finds_a_held_amount_changed_behind_the_ledgers_back(
     client: Any, service_headers: dict[str, str], wallet_factory: WalletFactory
 ) -> None:
-    from tests.helpers import deposit_body, drain_all_shards, submit
+    from tests.helpers import deposit_body, drain_stream, submit
 
     a = wallet_factory()
     submit(client, service_headers, deposit_body(a, "50.00"))
     hold = {"type": "hold", "amount": "20.00", "currency": "SGD", "source_wallet_id": str(a)}
     submit(client, service_headers, hold)
-    drain_all_shards()
+    drain_stream()
     assert reconcile().status == "ok"
     with db.transaction() as session:
         session.execute(

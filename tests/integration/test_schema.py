@@ -34,7 +34,7 @@ def _seed_entry(wallet_factory: Any) -> None:
 
     a = wallet_factory()
     record("deposit", 100, destination=a)
-    drain(a)
+    drain()
 
 
 @pytest.mark.parametrize(

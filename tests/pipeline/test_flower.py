@@ -78,4 +78,4 @@ def test_flower_lists_the_running_worker(worker: Any, flower: str) -> None:
         assert time.monotonic() < deadline, f"flower never listed {node}: {list(workers)}"
         time.sleep(0.5)
     assert set(workers[node]) >= {"stats", "registered"}
-    assert "tally.drain_shard" in workers[node]["registered"]
+    assert "tally.drain" in workers[node]["registered"]

@@ -10,10 +10,9 @@ from shared import db
 from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
-from shared.services.processor import shard_lock_key
+from shared.services.processor import STREAM_LOCK_KEY
 from tests.helpers import (
     deposit_body,
-    shard_of_wallet,
     stuck_lock_holder,
     submit,
     wait_terminal,
@@ -57,21 +56,21 @@ def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
     assert result[response.get_json()["id"]]["status"] == "completed"
 
 
-def test_a_shard_whose_lock_a_stuck_session_holds_drains_once_the_sweep_ends_it(
+def test_the_stream_whose_lock_a_stuck_session_holds_drains_once_the_sweep_ends_it(
     client: Any, service_headers: dict[str, str], wallet_factory: Any, beat: Any
 ) -> None:
     """The holder here is the test's own idle session, as a drain stopped mid-way would leave."""
     wallet_id = wallet_factory()
     worker = CeleryProcess(
-        "worker", "stuck-lock-worker", env={"TALLY_SHARD_LOCK_IDLE_SECONDS": "1"}
+        "worker", "stuck-lock-worker", env={"TALLY_STREAM_LOCK_IDLE_SECONDS": "1"}
     ).start()
     try:
-        with stuck_lock_holder(shard_lock_key(shard_of_wallet(wallet_id))) as raised:
+        with stuck_lock_holder(STREAM_LOCK_KEY) as raised:
             response = submit(client, service_headers, deposit_body(wallet_id, "3.00"))
             transaction_id = response.get_json()["id"]
             result = wait_terminal([transaction_id], timeout_seconds=90, context=worker.log())
         assert result[transaction_id]["status"] == "completed"
         assert len(raised) == 1  # the stuck holder's next statement failed
-        assert "shard_lock_released" in worker.log_path.read_text(errors="replace")
+        assert "stream_lock_released" in worker.log_path.read_text(errors="replace")
     finally:
         worker.stop()
