@@ -3,8 +3,8 @@
 ``python -m bench.outbox_cost --transactions 20000 --wallets 2000 --runs 3``
 starts a private PostgreSQL (durable: fsync on), or uses the scratch database
 ``DATABASE_URL``, and migrates it. Each run inserts a backlog of pending
-transfers between random funded wallets (not measured), then drains every
-shard in this process, as a worker's drain does, and measures the drain: the
+transfers between random funded wallets (not measured), then drains the
+stream in this process, as a worker's drain does, and measures the drain: the
 process's CPU time (user + system), PostgreSQL's CPU time (every server
 process of a private server) and the wall time, each per transaction. Three
 modes, interleaved run by run so that drift touches them alike:
@@ -99,21 +99,15 @@ def _backlog(api_key_id: uuid.UUID, wallets: list[uuid.UUID], count: int) -> Non
 
 
 def _drain_all() -> int:
-    """Drain every shard until none has pending work; return the transactions settled."""
+    """Drain the stream until nothing is pending; return the transactions settled."""
+    from shared import db
     from shared.config import get_settings
-    from shared.services.processor import drain_shard
+    from shared.services.processor import drain
 
     settings = get_settings()
-    settled = 0
-    for shard in range(settings.shard_count):
-        while True:
-            report = drain_shard(
-                shard, batch_size=settings.batch_size, attempts_max=settings.apply_attempts_max
-            )
-            settled += report.settled
-            if not report.more:
-                break
-    return settled
+    report = drain(batch_size=settings.batch_size, attempts_max=settings.apply_attempts_max)
+    db.wait_for_after_commit()
+    return report.settled
 
 
 def _set_mode(mode: str, endpoint_id: uuid.UUID) -> None:
