@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.workloads import request_body
+from bench.workloads import BATCH_SIZES, request_body
 
 #: Seconds between two ``GET /healthz`` of the probe that runs beside every load.
 HEALTH_INTERVAL_SECONDS = 0.1
@@ -105,6 +105,10 @@ class _Generator:
         if scheduled is not None:
             self.result.schedule_lags_seconds.append(started - scheduled)
             started = scheduled
+        batch_size = BATCH_SIZES.get(self.plan.workload)
+        if batch_size is not None:
+            await self.submit_batch(session, rng, started, batch_size)
+            return
         body = request_body(self.plan.workload, rng, self.plan.wallets)
         headers = {"Idempotency-Key": f"{self.key_prefix}-{next(self.counter)}"}
         self.result.submitted += 1
@@ -131,6 +135,44 @@ class _Generator:
         self.progress.value += 1
         if self.plan.waiters:
             self.pending.put_nowait(transaction_id)
+
+    async def submit_batch(
+        self, session: aiohttp.ClientSession, rng: random.Random, started: float, size: int
+    ) -> None:
+        """Submit ``size`` transactions in one ``POST /v1/transactions/batch``; count each item."""
+        items = [
+            {
+                **request_body(self.plan.workload, rng, self.plan.wallets),
+                "idempotency_key": f"{self.key_prefix}-{next(self.counter)}",
+            }
+            for _ in range(size)
+        ]
+        self.result.submitted += size
+        try:
+            async with session.post(
+                "/v1/transactions/batch", json={"transactions": items}
+            ) as response:
+                if response.status != 200:
+                    await response.read()
+                    self._error("submit", f"http_{response.status}")
+                    return
+                results = (await response.json())["data"]
+        except TimeoutError:
+            self._error("submit", "timeout")
+            return
+        except (aiohttp.ClientError, OSError):
+            self._error("submit", "connection")
+            await asyncio.sleep(0.01)
+            return
+        finally:
+            self.last_submit_done = self.loop.time()
+        self.result.intake_latencies_seconds.append(self.loop.time() - started)
+        for result in results:
+            if result["status"] != 202:
+                self._error("submit", f"item_{result['status']}")
+                continue
+            self.result.accepted_ids.append(result["transaction"]["id"])
+            self.progress.value += 1
 
     async def closed_loop(self, session: aiohttp.ClientSession) -> None:
         async def client(seed: int) -> None:

@@ -119,6 +119,22 @@ def cpu_seconds_by_component(root: Path) -> dict[str, float]:
     return totals
 
 
+def stack_processes_of(root: Path, component: str) -> list[psutil.Process]:
+    """Return the live processes of the stack under ``root`` that belong to ``component``.
+
+    Args:
+        component: a name of :data:`COMPONENTS` (``"worker"``: the apply
+            worker's main process and its pool).
+    """
+    found = []
+    for process in _stack_processes(root):
+        with contextlib.suppress(psutil.Error):
+            if _component(process.cmdline()) == component:
+                found.append(process)
+                found.extend(process.children(recursive=True))
+    return found
+
+
 def _free_port() -> int:
     # The kernel picks a free port; another process may take it before `tally up`
     # binds it, a race a benchmark can live with (the start then fails loudly).

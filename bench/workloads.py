@@ -7,8 +7,11 @@ and every one the API accepts ends ``completed``:
 - ``uniform``: transfers between two random wallets;
 - ``hot_in``: transfers from a random wallet into wallet 0 (one lane credited by all);
 - ``hot_out``: transfers from wallet 0 to a random wallet (one lane debited by all);
+- ``few``: transfers between two random wallets of the first ``FEW_WALLETS``;
 - ``mixed``: deposits, withdrawals, transfers and holds in the shares of ``MIXED_SHARES``;
-- ``longpoll``: ``uniform`` submissions, while waiters long-poll the pending ones.
+- ``longpoll``: ``uniform`` submissions, while waiters long-poll the pending ones;
+- ``bulk``: ``uniform`` transfers, ``BATCH_SIZES["bulk"]`` per request to
+  ``POST /v1/transactions/batch``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ def _transfer(source: str, destination: str) -> Body:
 
 def _uniform(rng: random.Random, wallets: list[str]) -> Body:
     return _transfer(*_pair(rng, wallets))
+
+
+#: ``few``'s wallets: a small set every transfer touches, the worst case for row locks.
+FEW_WALLETS = 20
+
+
+def _few(rng: random.Random, wallets: list[str]) -> Body:
+    return _transfer(*_pair(rng, wallets[:FEW_WALLETS]))
 
 
 def _hot_in(rng: random.Random, wallets: list[str]) -> Body:
@@ -89,9 +100,14 @@ WORKLOADS: dict[str, Builder] = {
     "uniform": _uniform,
     "hot_in": _hot_in,
     "hot_out": _hot_out,
+    "few": _few,
     "mixed": _mixed,
     "longpoll": _uniform,
+    "bulk": _uniform,
 }
+
+#: Workloads that submit several transactions per request, to ``POST /v1/transactions/batch``.
+BATCH_SIZES: dict[str, int] = {"bulk": 100}
 
 
 def request_body(workload: str, rng: random.Random, wallets: list[str]) -> Body:

@@ -91,6 +91,40 @@ def http(
     click.echo(json.dumps(report, indent=2) if as_json else table(report))
 
 
+@bench.command("chains")
+@click.option("--url", help="Base URL of a running stack. Default: start one with `tally up`.")
+@click.option("--service-key", help="Its service API key (with --url).")
+@click.option("--database-url", help="Its PostgreSQL URL (with --url).")
+@click.option("--chains", "chain_count", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--hops", type=click.IntRange(1), default=5, show_default=True,
+              help="Hops per chain (a chain has one wallet more).")  # fmt: skip
+@click.option("--parallel", type=click.IntRange(1), default=8, show_default=True,
+              help="Chains submitted at once.")  # fmt: skip
+@click.option("--pause", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Seconds the workers are stopped in the second round (a stack this command starts).")  # fmt: skip
+def chains(
+    url: str | None, service_key: str | None, database_url: str | None, chain_count: int,
+    hops: int, parallel: int, pause: float,
+) -> None:  # fmt: skip
+    """Check that money sent along chains of wallets is delivered: applied in acceptance order."""
+    from bench.chains import run_chains
+    from bench.stack import Stack, started_stack
+
+    if url is not None:
+        if not service_key or not database_url:
+            raise click.UsageError("--url needs --service-key and --database-url")
+        target: Any = contextlib.nullcontext(
+            Stack(url.rstrip("/"), service_key, "", database_url, description=f"at {url}")
+        )
+    else:
+        target = started_stack(web_workers=None, web_threads=None, worker_concurrency=None)
+    with target as stack:
+        report = run_chains(
+            stack, chains=chain_count, hops=hops, parallel=parallel, pause_seconds=pause
+        )
+    click.echo(json.dumps(report, indent=2))
+
+
 @bench.command(
     "maintenance", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
 )
