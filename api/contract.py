@@ -166,6 +166,13 @@ OPERATIONS: dict[str, Operation] = {
         "Transactions", _ACCEPTED, body=s.SUBMISSION, idempotency_key=True,
         problems={404: "wallet_not_found"},
     ),
+    "transactions.submit_batch": Operation(
+        "submitTransactionBatch", "Submit up to 1,000 transactions in one request and one commit",
+        "Transactions",
+        (Answer(200, "One result per item, in the items' order: 202 recorded, 200 replayed, "
+                "or the item's own problem.", r.BatchResults),),
+        body=s.BatchSubmission,
+    ),
     "transactions.list_transactions": Operation(
         "listTransactions", "List transactions, newest first", "Transactions",
         (Answer(200, "A page of transactions.", r.page_of(r.Transaction)),),

@@ -4,7 +4,8 @@ One ``before_request`` hook (``install_edge``) refuses what no route should
 see, whatever the route:
 
 - a body over ``BODY_BYTES_MAX`` (413 ``payload_too_large``), refused before it
-  is read whole, chunked bodies included;
+  is read whole, chunked bodies included; a view marked with :func:`body_limit`
+  has a limit of its own;
 - a body whose ``Content-Type`` is not JSON (415 ``unsupported_media_type``);
 - a body that is not JSON (invalid UTF-8 or syntax, RFC 8259) or is nested
   deeper than ``JSON_DEPTH_MAX`` (400 ``malformed_request``);
@@ -13,17 +14,23 @@ see, whatever the route:
   and values) that PostgreSQL ``text`` cannot store, or a query value longer
   than ``QUERY_VALUE_CHARS_MAX`` (422 ``validation_failed``, each field named).
 
-The parsed body is kept for ``api.requests.json_body()``, the one reader of
-request bodies.
+The parsed body, or the error that refused it, is kept for
+``api.requests.json_body()``, the one reader of request bodies.
+
+A batch (``POST /v1/transactions/batch``) refuses its items one by one: its
+view is marked ``strings_checked_by_route``, so the edge leaves the strings of
+its body to the route, which checks each item with :func:`check_strings`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import orjson
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
+from werkzeug.exceptions import HTTPException
 
 from shared.ledger.errors import TallyError, ValidationFailed
 
@@ -39,8 +46,13 @@ QUERY_VALUE_CHARS_MAX = 1024
 #: does not get an answer larger than itself.
 FIELD_ERRORS_MAX = 20
 
-# ``g`` attribute holding the parsed body, set once the body is read.
+# ``g`` attribute holding the parsed body (or the error that refused it), set once read.
 _BODY_ATTRIBUTE = "tally_json_body"
+# View function attributes set by ``body_limit``.
+_BYTES_MAX_ATTRIBUTE = "tally_body_bytes_max"
+_STRINGS_ATTRIBUTE = "tally_strings_checked_by_route"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MalformedRequest(TallyError):
@@ -61,6 +73,29 @@ class PayloadTooLarge(TallyError):
     code = "payload_too_large"
 
 
+def body_limit(bytes_max: int, *, strings_checked_by_route: bool = False) -> Callable[[F], F]:
+    """Give a view a body limit of its own, in bytes, instead of ``BODY_BYTES_MAX``.
+
+    Args:
+        bytes_max: the largest body the view accepts, in bytes.
+        strings_checked_by_route: leave the check of the body's strings
+            (:func:`check_strings`) to the view, which applies it per item.
+    """
+
+    def mark(view: F) -> F:
+        setattr(view, _BYTES_MAX_ATTRIBUTE, bytes_max)
+        setattr(view, _STRINGS_ATTRIBUTE, strings_checked_by_route)
+        return view
+
+    return mark
+
+
+def _view_option(name: str, default: Any) -> Any:
+    """Return an option :func:`body_limit` set on the current request's view, or ``default``."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, name, default)
+
+
 def install_edge(app: Flask) -> None:
     """Make ``app`` check every request's query string and body before its route runs.
 
@@ -69,8 +104,9 @@ def install_edge(app: Flask) -> None:
             ``before_request``, so that an unauthenticated client is answered
             401 without its body being read (Flask runs them in order).
     """
-    # werkzeug's own limit is a backstop for any other reader of the body. It
-    # is one byte above ours because its capped stream reads as if a chunked
+    # werkzeug's own limit is a backstop for any other reader of the body
+    # (``_read_body`` raises it for a view with a larger limit). It is one byte
+    # above ours because its capped stream reads as if a chunked
     # body ended at the cap (werkzeug ``LimitedStream.readall``); reading one
     # byte past our limit is how ``_read_body`` tells "too large" from "exactly
     # the limit".
@@ -96,23 +132,35 @@ def check_request() -> None:
 def request_json() -> Any:
     """Return the current request's body parsed as JSON, or ``None`` when it has no body.
 
-    Parses once per request and keeps the result in ``g``.
+    Reads and parses once per request and keeps the result, or the error that
+    refused the body, in ``g``: the rate limit may read a body before the edge
+    (``api.limits.costs``), and the stream can be read only once.
 
     Raises:
         MalformedRequest, UnsupportedMediaType, PayloadTooLarge, ValidationFailed:
             as listed in this module's docstring.
     """
     if _BODY_ATTRIBUTE not in g:
-        raw = _read_body()
-        setattr(g, _BODY_ATTRIBUTE, None if raw is None else parse_json(raw))
-    return getattr(g, _BODY_ATTRIBUTE)
+        try:
+            raw = _read_body()
+            checked = not _view_option(_STRINGS_ATTRIBUTE, False)
+            value: Any = None if raw is None else parse_json(raw, strings_checked=checked)
+        except (TallyError, HTTPException) as error:
+            value = error
+        setattr(g, _BODY_ATTRIBUTE, value)
+    value = getattr(g, _BODY_ATTRIBUTE)
+    if isinstance(value, TallyError | HTTPException):
+        raise value
+    return value
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, *, strings_checked: bool = True) -> Any:
     """Parse ``raw`` as a JSON text and check every container and string in it.
 
     Args:
-        raw: the body, at most ``BODY_BYTES_MAX`` bytes.
+        raw: the body, at most its view's limit in bytes.
+        strings_checked: apply :func:`check_strings` to the parsed value (False:
+            its reader applies it to each part it refuses on its own).
 
     Returns:
         The parsed value (``dict``, ``list``, ``str``, number, bool or ``None``).
@@ -130,10 +178,22 @@ def parse_json(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise MalformedRequest(f"the body is not valid JSON (RFC 8259): {error}") from None
+    if strings_checked:
+        check_strings(value)
+    return value
+
+
+def check_strings(value: Any) -> None:
+    """Check every container and string of a parsed JSON value, as the edge checks a body.
+
+    Raises:
+        MalformedRequest: nested deeper than ``JSON_DEPTH_MAX`` (``value`` is depth 1).
+        ValidationFailed: a key or string value PostgreSQL text cannot store,
+            each named by its dotted path from ``value``.
+    """
     errors = _walk(value)
     if errors:
         raise ValidationFailed("the request body is not valid", errors=errors)
-    return value
 
 
 def check_query_string(raw: bytes) -> None:
@@ -239,7 +299,7 @@ def _read_body() -> bytes | None:
 
     Raises:
         UnsupportedMediaType: a body whose ``Content-Type`` is not JSON.
-        PayloadTooLarge: a body over ``BODY_BYTES_MAX``, declared or streamed.
+        PayloadTooLarge: a body over its view's limit, declared or streamed.
     """
     declared_bytes = request.content_length  # None for a chunked body (RFC 9112 section 6.3)
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
@@ -248,20 +308,22 @@ def _read_body() -> bytes | None:
     if not is_json_media_type(request.mimetype, request.mimetype_params):
         sent = request.headers.get("Content-Type", "none")
         raise UnsupportedMediaType(f"the body must be application/json (UTF-8), not {sent!r}")
-    if declared_bytes is not None and declared_bytes > BODY_BYTES_MAX:
-        raise PayloadTooLarge(f"the body is larger than {BODY_BYTES_MAX} bytes")
+    bytes_max: int = _view_option(_BYTES_MAX_ATTRIBUTE, BODY_BYTES_MAX)
+    if declared_bytes is not None and declared_bytes > bytes_max:
+        raise PayloadTooLarge(f"the body is larger than {bytes_max} bytes")
+    request.max_content_length = bytes_max + 1  # werkzeug's backstop, as install_edge says
     stream = request.stream
     chunks: list[bytes] = []
     read_bytes = 0
     # Read at most one byte past the limit: enough to know a chunked body is too large.
-    while read_bytes <= BODY_BYTES_MAX:
-        chunk = stream.read(BODY_BYTES_MAX + 1 - read_bytes)
+    while read_bytes <= bytes_max:
+        chunk = stream.read(bytes_max + 1 - read_bytes)
         if not chunk:
             break
         chunks.append(chunk)
         read_bytes += len(chunk)
-    if read_bytes > BODY_BYTES_MAX:
-        raise PayloadTooLarge(f"the body is larger than {BODY_BYTES_MAX} bytes")
+    if read_bytes > bytes_max:
+        raise PayloadTooLarge(f"the body is larger than {bytes_max} bytes")
     return b"".join(chunks) or None
 
 

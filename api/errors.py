@@ -81,6 +81,27 @@ def problem(
         detail: a human sentence about this occurrence.
         errors: per-field problems ``[{"field", "message"}]``.
     """
+    return _problem_response(problem_json(code, detail, status=status, errors=errors), headers)
+
+
+def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """Return the problem object ``body`` as an ``application/problem+json`` response."""
+    response = Response(
+        json.dumps(body), status=body["status"], mimetype="application/problem+json"
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def problem_json(
+    code: str, detail: str, *, status: int | None = None, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """Return the RFC 9457 problem object of :func:`problem`, as a dict.
+
+    Keys: ``type``, ``title``, ``status``, ``detail``, ``code`` and, when
+    given, ``errors``. A batch item's refusal carries it in its result.
+    """
     status = status or STATUS_BY_CODE.get(code, 400)
     body: dict[str, Any] = {
         # A relative URI reference (RFC 9457 section 3.1.1) into the API's own docs.
@@ -92,10 +113,16 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    return body
+
+
+def refusal_json(error: TallyError | ValidationError) -> dict[str, Any]:
+    """Return the problem object a request refused by ``error`` answers (see the handlers below)."""
+    if isinstance(error, ValidationError):
+        return problem_json(
+            "validation_failed", "the request body is not valid", errors=pydantic_errors(error)
+        )
+    return problem_json(error.code, error.detail, errors=error.errors)
 
 
 #: Machine code of each werkzeug HTTP error (routing, werkzeug's own body limit).
@@ -132,14 +159,9 @@ def register_error_handlers(app: Flask) -> None:
     """Render every error as problem+json: Tally errors, HTTP errors, database outages, bugs."""
 
     @app.errorhandler(TallyError)
-    def _tally_error(error: TallyError) -> Response:
-        return problem(error.code, error.detail, errors=error.errors)
-
     @app.errorhandler(ValidationError)
-    def _validation_error(error: ValidationError) -> Response:
-        return problem(
-            "validation_failed", "the request body is not valid", errors=pydantic_errors(error)
-        )
+    def _refused(error: TallyError | ValidationError) -> Response:
+        return _problem_response(refusal_json(error))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

@@ -9,8 +9,13 @@ IETF draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window
 ends), and a 429 ``Retry-After`` in seconds (RFC 9110 section 10.2.3).
 
+A request counts 1, except on a view marked with :func:`costs`: a batch
+(``POST /v1/transactions/batch``) counts its items, so a client pays the same
+for a transaction whether it sends it alone or in a batch. To count them, the
+batch's body is read (``api.edge.request_json``) before the check.
+
 The check runs after authentication (a request without a valid key is a 401
-and counts against nothing) and before the edge reads the body. Requests
+and counts against nothing) and, a batch aside, before the edge reads the body. Requests
 without a key (``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
 ``/docs``, ``/``) are not limited.
 
@@ -25,10 +30,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import structlog
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
 from limits.storage import RedisStorage
@@ -42,8 +48,34 @@ LIMITS_CONFIG_KEY = "TALLY_RATE_LIMITS"
 #: The prefix of the counters' Redis keys.
 KEY_PREFIX = "tally-ratelimit"
 _WARNING_INTERVAL_SECONDS = 5.0
+# View function attribute set by ``costs``.
+_COST_ATTRIBUTE = "tally_rate_limit_cost"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _log = structlog.get_logger(__name__)
+
+
+def costs(counter: Callable[[], int]) -> Callable[[F], F]:
+    """Make each request of a view count ``counter()`` against its key's limit instead of 1.
+
+    Args:
+        counter: returns the current request's cost, at least 1; it must not
+            raise (flask-limiter would take an error for a storage failure).
+    """
+
+    def mark(view: F) -> F:
+        setattr(view, _COST_ATTRIBUTE, counter)
+        return view
+
+    return mark
+
+
+def _request_cost() -> int:
+    """Return what the current request counts against its key's limit (see :func:`costs`)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    counter = getattr(view, _COST_ATTRIBUTE, None)
+    return 1 if counter is None else max(1, counter())
 
 
 def install_rate_limits(app: Flask) -> Limiter | None:
@@ -68,7 +100,11 @@ def install_rate_limits(app: Flask) -> Limiter | None:
     limiter = Limiter(
         key_func=lambda: str(g.api_key_id),
         application_limits=[
-            ApplicationLimit(limit_provider=limit_of_key, exempt_when=lambda: "api_key_id" not in g)
+            ApplicationLimit(
+                limit_provider=limit_of_key,
+                exempt_when=lambda: "api_key_id" not in g,
+                cost=_request_cost,
+            )
         ],
         storage_uri=settings.redis_url,
         storage_options={

@@ -23,6 +23,7 @@ from werkzeug.routing import Rule
 
 from api.contract import OPERATIONS, UNDOCUMENTED_ENDPOINTS, Answer, Operation
 from api.responses import Problem
+from api.schemas import IDEMPOTENCY_KEY_PATTERN
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -43,7 +44,7 @@ _DESCRIPTION_BY_STATUS = {
     403: "The key's role may not make this call (it needs an ops key).",
     404: "Nothing has this id.",
     409: "The resource's state does not allow this.",
-    413: "The body is over 64 KiB.",
+    413: "The body is over 64 KiB (1 MiB for a batch).",
     415: "The body is not application/json (UTF-8).",
     422: "The request is well-formed but not valid; `errors` names each field.",
     429: "The key is over its rate limit (RFC 6585); retry after Retry-After seconds.",
@@ -206,7 +207,7 @@ def _parameters(rule: Rule, operation: Operation, schemas: _Schemas) -> list[dic
                 "description": "1..255 visible ASCII characters, unique per request and API "
                 "key (draft-ietf-httpapi-idempotency-key-header). The same key and request "
                 "again answers 200 with the first transaction; with another request, 422.",
-                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
             }
         )
     return parameters

@@ -270,6 +270,53 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+class BatchAccepted(BaseModel):
+    """A batch item recorded as pending by this request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[202]
+    transaction: Transaction
+
+
+class BatchReplayed(BaseModel):
+    """A batch item whose key was seen with the same request: the transaction as it is now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[200]
+    replayed: Literal[True]
+    transaction: Transaction
+
+
+class BatchRefused(BaseModel):
+    """A batch item refused alone, with the problem the single call would answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Annotated[int, Field(ge=400, le=499)]
+    problem: Problem
+
+
+BATCH_EXAMPLE = {
+    "data": [
+        {"status": 202, "transaction": TRANSACTION_EXAMPLE},
+        {"status": 200, "replayed": True, "transaction": TRANSACTION_EXAMPLE},
+        {"status": 404, "problem": {
+            "type": "/docs/errors#wallet_not_found", "title": "Not found", "status": 404,
+            "detail": f"wallet {_ID} does not exist", "code": "wallet_not_found"}},
+    ]
+}  # fmt: skip
+
+
+class BatchResults(BaseModel):
+    """One result per item of a batch, in the items' order."""
+
+    model_config = _closed(BATCH_EXAMPLE)
+
+    data: list[BatchAccepted | BatchReplayed | BatchRefused]
+
+
 class Health(BaseModel):
     """The process is up."""
 

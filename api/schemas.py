@@ -8,6 +8,7 @@ unknown parameters.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SkipValidation,
     StringConstraints,
     TypeAdapter,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from api.edge import MalformedRequest, check_strings
 from shared.ledger.errors import FailureCode, TallyError
 from shared.ledger.money import exponent_of, parse_amount
 from shared.ledger.states import TransactionType
@@ -32,7 +36,7 @@ from shared.services.holds import (
     HOLD_EXPIRES_IN_SECONDS_MAX,
     HoldOperation,
 )
-from shared.services.intake import TransactionRequest
+from shared.services.intake import BatchItem, TransactionRequest
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
@@ -218,6 +222,106 @@ def parse_submission(body: Any) -> TransactionRequest:
         pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
     """
     return SUBMISSION.validate_python(body).to_request()
+
+
+#: An ``Idempotency-Key``: 1..255 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+_IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+class IdempotencyKeyProblem(TallyError):
+    """An idempotency key is missing or malformed (400)."""
+
+    code = "idempotency_key_missing"
+
+
+def check_idempotency_key(key: object, *, name: str = "Idempotency-Key") -> str:
+    """Return ``key`` if it is a valid idempotency key.
+
+    Args:
+        key: the header's value, or a batch item's ``idempotency_key``; None when absent.
+        name: how the client sends it, for the error's detail.
+
+    Raises:
+        IdempotencyKeyProblem: ``idempotency_key_missing`` (absent or empty),
+            ``idempotency_key_invalid`` (not 1..255 visible ASCII characters).
+    """
+    if key is None or key == "":
+        raise IdempotencyKeyProblem(f"send {name} (1..255 visible ASCII characters)")
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise IdempotencyKeyProblem(
+            f"{name} must be 1..255 visible ASCII characters", code="idempotency_key_invalid"
+        )
+    return key
+
+
+#: The most items a batch holds.
+BATCH_ITEMS_MAX = 1000
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+        description="The item's idempotency key, with the Idempotency-Key header's rules; "
+        "missing: 400 idempotency_key_missing, malformed: 400 idempotency_key_invalid, "
+        "in this item's result.",
+    ),
+]
+
+
+def _batch_item(model: type[BaseModel]) -> type[BaseModel]:
+    """Return ``model`` with an ``idempotency_key`` field: a batch item's schema."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{model.__name__}Item",
+        __base__=model,
+        __doc__=f"{model.__doc__} With its idempotency key, in a batch.",
+        idempotency_key=(IdempotencyKey, ...),
+    )
+
+
+BatchTransaction = Annotated[
+    _batch_item(DepositSubmission)  # type: ignore[valid-type]
+    | _batch_item(WithdrawalSubmission)
+    | _batch_item(TransferSubmission)
+    | _batch_item(HoldSubmission)
+    | _batch_item(GroupSubmission),
+    Field(discriminator="type"),
+]
+
+
+class BatchSubmission(BaseModel):
+    """``POST /v1/transactions/batch`` body: 1..1,000 transactions, each with its idempotency key.
+
+    Only the list is validated here; each item is validated on its own
+    (:func:`parse_batch_item`), so that a refused item refuses nothing else.
+    """
+
+    model_config = _STRICT
+
+    transactions: Annotated[
+        list[SkipValidation[BatchTransaction]],
+        Field(min_length=1, max_length=BATCH_ITEMS_MAX),
+    ]
+
+
+def parse_batch_item(item: Any) -> BatchItem:
+    """Validate one batch item as ``POST /v1/transactions`` validates its header and body.
+
+    The checks run in the single call's order: the text PostgreSQL cannot
+    store (``api.edge``), the idempotency key, the body (:func:`parse_submission`).
+
+    Raises:
+        MalformedRequest: not a JSON object, or nested too deep (400).
+        ValidationFailed: text PostgreSQL cannot store (422).
+        IdempotencyKeyProblem: ``idempotency_key_missing`` or ``idempotency_key_invalid`` (400).
+        pydantic.ValidationError: the body is not valid (422 ``validation_failed``).
+    """
+    if not isinstance(item, dict):
+        raise MalformedRequest("each item of transactions must be a JSON object")
+    body = dict(item)
+    key = body.pop("idempotency_key", None)
+    check_strings(body)
+    key = check_idempotency_key(key, name="idempotency_key")
+    return BatchItem(parse_submission(body), key)
 
 
 class CaptureBody(BaseModel):

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
 
 from api.auth import current_actor, require_role
+from api.edge import body_limit, request_json
+from api.errors import refusal_json
+from api.limits import costs
 from api.observe import request_id
 from api.render import page_json, transaction_json
 from api.requests import json_body, json_body_or_empty, path_id, query
 from api.schemas import (
+    BATCH_ITEMS_MAX,
+    BatchSubmission,
     BulkRetryBody,
     TransactionListQuery,
     WaitQuery,
+    check_idempotency_key,
+    parse_batch_item,
     parse_hold_operation,
     parse_submission,
 )
@@ -28,30 +36,16 @@ from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.services import bulk_retry, transactions
 from shared.services.api_keys import Role
 from shared.services.holds import submit_hold_operation
-from shared.services.intake import submit_transaction
+from shared.services.intake import BatchItem, Outcome, record_transactions, submit_transaction
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
-# 1..255 visible ASCII characters (api.md).
-_IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
-
-
-class IdempotencyKeyProblem(TallyError):
-    """The Idempotency-Key header is missing or malformed (400)."""
-
-    code = "idempotency_key_missing"
+#: The largest batch body accepted, in bytes (1 MiB): 1,000 items of about 1 KB.
+BATCH_BODY_BYTES_MAX = 1024 * 1024
 
 
 def _idempotency_key() -> str:
-    key = request.headers.get("Idempotency-Key")
-    if key is None or key == "":
-        raise IdempotencyKeyProblem("send an Idempotency-Key header (1..255 visible ASCII)")
-    if not _IDEMPOTENCY_KEY_RE.fullmatch(key):
-        raise IdempotencyKeyProblem(
-            "Idempotency-Key must be 1..255 visible ASCII characters",
-            code="idempotency_key_invalid",
-        )
-    return key
+    return check_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
 def _transaction_id(value: str):  # noqa: ANN202
@@ -63,6 +57,68 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay."""
     idempotency_key = _idempotency_key()
     return _record(submit_transaction, parse_submission(json_body()), idempotency_key)
+
+
+def _batch_item_count() -> int:
+    """Return the number of items of a batch request; 1 for a body the route will refuse."""
+    try:
+        body = request_json()
+    except (TallyError, HTTPException):  # the edge answers it
+        return 1
+    items = body.get("transactions") if isinstance(body, dict) else None
+    if isinstance(items, list) and 1 <= len(items) <= BATCH_ITEMS_MAX:
+        return len(items)
+    return 1
+
+
+@blueprint.post("/batch")
+@body_limit(BATCH_BODY_BYTES_MAX, strings_checked_by_route=True)
+@costs(_batch_item_count)
+def submit_batch() -> tuple[Response, int]:
+    """Record up to 1,000 transactions in one commit: 200 with one result per item, in order.
+
+    Each item is a ``POST /v1/transactions`` body plus its ``idempotency_key``,
+    and is judged alone, as that call judges it: ``202`` recorded, ``200``
+    replayed (an earlier request or an earlier item used the key with the
+    same request), or a ``4xx`` problem that refuses this item only. Every
+    recorded item is durable when the answer is sent, and the items are
+    accepted in their order in the batch. The rate limit counts each item.
+    """
+    batch = BatchSubmission.model_validate(json_body())
+    parsed: list[BatchItem | dict[str, Any]] = []  # each item, or the problem that refused it
+    for raw in batch.transactions:
+        try:
+            parsed.append(parse_batch_item(raw))
+        except (TallyError, ValidationError) as error:
+            parsed.append(refusal_json(error))
+    with db.transaction() as session:
+        outcomes = iter(
+            record_transactions(
+                session,
+                [item for item in parsed if isinstance(item, BatchItem)],
+                api_key_id=g.api_key_id,
+                shard_count=get_settings().shard_count,
+                publish=drain_signaller.signal,
+                request_id=request_id(),
+            )
+        )
+    results = [
+        _batch_result(next(outcomes) if isinstance(item, BatchItem) else item) for item in parsed
+    ]
+    return jsonify({"data": results}), 200
+
+
+def _batch_result(outcome: Outcome | dict[str, Any]) -> dict[str, Any]:
+    """Render one item's result: ``202`` recorded, ``200`` replayed, or the problem that refused it."""
+    if isinstance(outcome, TallyError):
+        outcome = refusal_json(outcome)
+    if isinstance(outcome, dict):
+        return {"status": outcome["status"], "problem": outcome}
+    transaction = transaction_json(outcome.transaction)
+    if outcome.replayed:
+        return {"status": 200, "replayed": True, "transaction": transaction}
+    TRANSACTIONS_SUBMITTED.labels(outcome.transaction.type).inc()
+    return {"status": 202, "transaction": transaction}
 
 
 def _record(

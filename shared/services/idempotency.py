@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -56,21 +56,59 @@ def replay(
     Raises:
         IdempotencyKeyReused: the key was recorded with a different request.
     """
-    existing = session.scalar(
-        select(Transaction)
-        .where(Transaction.api_key_id == api_key_id, Transaction.idempotency_key == idempotency_key)
-        .execution_options(populate_existing=True)
+    [existing] = replay_many(
+        session, api_key_id=api_key_id, requests=[(idempotency_key, request_hash)], publish=publish
     )
-    assert existing is not None  # the conflicting row committed before ours could
-    if existing.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request; "
-            "use a new key for a new transaction"
-        )
-    if existing.status == TransactionStatus.PENDING:
-        shard = existing.shard
-        after_commit(session, lambda: publish(shard))
+    if isinstance(existing, IdempotencyKeyReused):
+        raise existing
     return existing
+
+
+def replay_many(
+    session: Session,
+    *,
+    api_key_id: uuid.UUID,
+    requests: Sequence[tuple[str, str]],
+    publish: Publish,
+) -> list[Transaction | IdempotencyKeyReused]:
+    """Return what each ``(idempotency key, request hash)`` replays, after conflicting inserts.
+
+    One query reads every key's transaction, whether an earlier request or an
+    earlier statement of this database transaction recorded it. The shard of
+    each pending one is published once after the commit, as :func:`replay` does.
+
+    Returns:
+        One entry per request, in order: the transaction recorded under its
+        key, or the ``IdempotencyKeyReused`` error when it was recorded with a
+        different request hash.
+    """
+    keys = sorted({key for key, _ in requests})
+    found = {
+        transaction.idempotency_key: transaction
+        for transaction in session.scalars(
+            select(Transaction)
+            .where(Transaction.api_key_id == api_key_id, Transaction.idempotency_key.in_(keys))
+            .execution_options(populate_existing=True)
+        )
+    }
+    results: list[Transaction | IdempotencyKeyReused] = []
+    pending_shards: set[int] = set()
+    for key, request_hash in requests:
+        existing = found[key]  # the conflicting row committed before ours could, or is ours
+        if existing.request_hash != request_hash:
+            results.append(
+                IdempotencyKeyReused(
+                    "this Idempotency-Key was already used with a different request; "
+                    "use a new key for a new transaction"
+                )
+            )
+            continue
+        if existing.status == TransactionStatus.PENDING:
+            pending_shards.add(existing.shard)
+        results.append(existing)
+    for shard in sorted(pending_shards):
+        after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
+    return results
 
 
 def insert_or_replay(

@@ -1,29 +1,34 @@
-"""Intake: record a submitted transaction as ``pending``, idempotently, and publish it after commit.
+"""Intake: record submitted transactions as ``pending``, idempotently, and publish them after commit.
 
+One path records both a single submission and a batch
+(:func:`record_transactions`; :func:`submit_transaction` is a batch of one).
 Idempotency is ``shared.services.idempotency``'s: one ``Idempotency-Key`` per
 API key maps to one transaction. A request that fails validation records
-nothing, so its key stays free for a corrected request. Single-wallet types
-(deposit, withdrawal, transfer, hold) take one statement; a group is recorded
-by ``shared.services.groups``.
+nothing, so its key stays free for a corrected request. A run of
+single-wallet items (deposit, withdrawal, transfer, hold) takes one
+statement, however many items it holds; a group is recorded by
+``shared.services.groups``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
-from shared.ledger.errors import ValidationFailed
+from shared.ledger.errors import TallyError, ValidationFailed
 from shared.ledger.states import TransactionType
 from shared.models import Transaction
 from shared.services import groups
-from shared.services.idempotency import Publish, fingerprint, replay
+from shared.services.idempotency import Publish, fingerprint, replay_many
 from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
@@ -67,46 +72,81 @@ class TransactionRequest:
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TransactionRequest))
 
 
-#: One round trip: resolve the named wallets and the currency's system wallet,
-#: and insert the transaction only if every wallet exists in ``currency`` and the
-#: currency is enabled (every enabled currency has a system wallet). The outer
-#: SELECT always returns one row, so a refused insert can be explained without
-#: another query. Casts give every parameter a type: an untyped NULL in a
-#: SELECT list would be text.
-_SUBMIT_SQL = text(
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One transaction to record: a validated request and the client's idempotency key."""
+
+    request: TransactionRequest
+    idempotency_key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recorded:
+    """An item recorded by this call (``replayed`` False) or earlier under its key (True)."""
+
+    transaction: Transaction
+    replayed: bool
+
+
+#: What :func:`record_transactions` answers for one item: recorded, or why it was refused.
+Outcome = Recorded | TallyError
+
+#: One round trip for a run of single-wallet items (the arrays hold one element
+#: per item): resolve the named wallets and each currency's system wallet, and
+#: insert each item only if every wallet it names exists in its currency and
+#: the currency is enabled (every enabled currency has a system wallet). The
+#: outer SELECT returns one row per item, in item order, so a refused insert
+#: is explained without another query. Of the items that share a key, the
+#: first the wallets allow is inserted; a later one replays it. Rows are
+#: inserted in item order (``ORDER BY ordinal``), so the ``lane_sequence``
+#: default (``nextval``, evaluated per inserted row) follows the items' order.
+_RECORD_SQL = text(
     """
-WITH named AS (
-    SELECT id, currency FROM wallets WHERE id = ANY(CAST(:named_ids AS uuid[]))
-), system AS (
-    SELECT w.id FROM wallets w JOIN currencies c ON c.code = w.currency
-    WHERE w.is_system AND w.currency = CAST(:currency AS text) AND c.enabled
+WITH item AS (
+    SELECT * FROM unnest(
+        CAST(:id AS uuid[]), CAST(:type AS text[]), CAST(:amount_minor AS bigint[]),
+        CAST(:currency AS text[]), CAST(:source_id AS uuid[]), CAST(:destination_id AS uuid[]),
+        CAST(:lane_id AS uuid[]), CAST(:shard AS smallint[]), CAST(:description AS text[]),
+        CAST(:metadata AS jsonb[]), CAST(:idempotency_key AS text[]),
+        CAST(:request_hash AS text[]), CAST(:expires_at AS timestamptz[])
+    ) WITH ORDINALITY AS i(id, type, amount_minor, currency, source_id, destination_id,
+        lane_id, shard, description, metadata, idempotency_key, request_hash, expires_at,
+        ordinal)
+), checked AS (
+    SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
+        sys.id AS system_wallet_id
+    FROM item
+    LEFT JOIN wallets src ON src.id = item.source_id
+    LEFT JOIN wallets dst ON dst.id = item.destination_id
+    LEFT JOIN LATERAL (
+        SELECT w.id FROM wallets w JOIN currencies c ON c.code = w.currency
+        WHERE w.is_system AND w.currency = item.currency AND c.enabled
+    ) sys ON true
+), allowed AS (
+    SELECT DISTINCT ON (idempotency_key) * FROM checked
+    WHERE system_wallet_id IS NOT NULL
+        AND (source_id IS NULL OR source_currency = currency)
+        AND (destination_id IS NULL OR destination_currency = currency)
+    ORDER BY idempotency_key, ordinal
 ), inserted AS (
     INSERT INTO transactions (
         id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
         lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
         request_hash, expires_at, request_id)
-    SELECT CAST(:id AS uuid), CAST(:type AS text), CAST(:amount_minor AS bigint),
-        CAST(:currency AS text),
-        COALESCE(CAST(:source_id AS uuid),
-                 CASE WHEN CAST(:type AS text) = 'deposit' THEN system.id END),
-        COALESCE(CAST(:destination_id AS uuid),
-                 CASE WHEN CAST(:type AS text) = 'withdrawal' THEN system.id END),
-        CAST(:lane_id AS uuid),
-        CAST(:shard AS smallint), CAST(:description AS text), CAST(:metadata AS jsonb),
-        CAST(:api_key_id AS uuid), CAST(:idempotency_key AS text),
-        CAST(:request_hash AS text), CAST(:expires_at AS timestamptz),
-        CAST(:request_id AS text)
-    FROM system
-    WHERE (SELECT count(*) FROM named WHERE currency = CAST(:currency AS text))
-        = CAST(:named_count AS int)
+    SELECT id, type, amount_minor, currency,
+        COALESCE(source_id, CASE WHEN type = 'deposit' THEN system_wallet_id END),
+        COALESCE(destination_id, CASE WHEN type = 'withdrawal' THEN system_wallet_id END),
+        lane_id, shard, description, metadata, CAST(:api_key_id AS uuid), idempotency_key,
+        request_hash, expires_at, CAST(:request_id AS text)
+    FROM allowed
+    ORDER BY ordinal
     ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING
     RETURNING *
 )
-SELECT
-    (SELECT array_agg(ARRAY[id::text, currency]) FROM named) AS named_wallets,
-    (SELECT id FROM system) AS system_wallet_id,
+SELECT checked.source_currency, checked.destination_currency, checked.system_wallet_id,
     inserted.*
-FROM (SELECT 1) AS one LEFT JOIN inserted ON true
+FROM checked LEFT JOIN inserted ON inserted.id = checked.id
+ORDER BY checked.ordinal
 """
 )
 
@@ -123,8 +163,9 @@ def submit_transaction(
 ) -> tuple[Transaction, bool]:
     """Record ``request`` as a pending transaction and publish its shard after commit.
 
-    A new key (the common case) costs one statement and the commit; a replay
-    or a concurrent duplicate conflicts and is read back.
+    A batch of one for :func:`record_transactions`: a new key (the common
+    case) costs one statement and the commit; a replay or a concurrent
+    duplicate conflicts and is read back.
 
     Args:
         request: the validated submission.
@@ -145,32 +186,138 @@ def submit_transaction(
             (``validation_failed``), or a wallet of another currency (``currency_mismatch``).
         NotFound: ``wallet_not_found``.
     """
-    if request.type is TransactionType.GROUP:
-        return groups.submit_group(
-            session,
-            request.legs,
-            description=request.description,
-            metadata=request.metadata,
-            api_key_id=api_key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request.fingerprint(),
-            shard_count=shard_count,
-            publish=publish,
-            request_id=request_id,
-        )
-    named = _named_wallets(request)
-    lane_id = _lane_of(request)
-    shard = shard_of(lane_id, shard_count)
-    request_hash = request.fingerprint()
-    expires_at = None
-    if request.expires_in_seconds is not None:
-        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
-    row = (
-        session.execute(
-            _SUBMIT_SQL,
+    [outcome] = record_transactions(
+        session,
+        [BatchItem(request, idempotency_key)],
+        api_key_id=api_key_id,
+        shard_count=shard_count,
+        publish=publish,
+        request_id=request_id,
+    )
+    if isinstance(outcome, TallyError):
+        raise outcome
+    return outcome.transaction, outcome.replayed
+
+
+def record_transactions(
+    session: Session,
+    items: Sequence[BatchItem],
+    *,
+    api_key_id: uuid.UUID,
+    shard_count: int,
+    publish: Publish,
+    request_id: str | None = None,
+) -> list[Outcome]:
+    """Record each item as a pending transaction, independently; publish each shard once after commit.
+
+    Every run of consecutive single-wallet items (deposit, withdrawal,
+    transfer, hold) is one statement (``_RECORD_SQL``); a group goes through
+    ``shared.services.groups`` between two runs, in a savepoint when there is
+    more than one item, so that its refusal undoes only its own writes.
+    Statements run in item order, so the items get increasing
+    ``lane_sequence`` in item order: the order of the items is their
+    acceptance order (docs/architecture.md, "Shards"). Nothing commits here;
+    the caller's one commit makes every recorded item durable at once.
+
+    Args:
+        items: the validated requests with their idempotency keys, at most a
+            few thousand (each run is one statement's arrays).
+        api_key_id: the submitting key; idempotency keys are scoped to it.
+        shard_count: ``TALLY_SHARD_COUNT``: each lane's shard is stored with its row.
+        publish: called after the commit, once per distinct shard that has
+            new or replayed pending work.
+        request_id: the HTTP request's ``X-Request-Id``, stored with every row.
+
+    Returns:
+        One outcome per item, in order: ``Recorded`` (new, or ``replayed``: the
+        key was seen with the same request, earlier or earlier in ``items``), or
+        the ``TallyError`` that refused it: ``IdempotencyKeyReused``,
+        ``ValidationFailed`` (currency not enabled, source equals destination,
+        ``currency_mismatch``), ``NotFound`` (``wallet_not_found``).
+    """
+    context = _Context(api_key_id, shard_count, _once_per_shard(publish), request_id)
+    outcomes: list[Outcome] = []
+    run: list[BatchItem] = []
+    for item in items:
+        if item.request.type is not TransactionType.GROUP:
+            run.append(item)
+            continue
+        outcomes += _record_run(session, run, context)
+        run = []
+        outcomes.append(_record_group(session, item, context, savepoint=len(items) > 1))
+    outcomes += _record_run(session, run, context)
+    return outcomes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Context:
+    """What every item of one :func:`record_transactions` call is recorded with."""
+
+    api_key_id: uuid.UUID
+    shard_count: int
+    publish: Publish
+    request_id: str | None
+
+
+def _once_per_shard(publish: Publish) -> Publish:
+    """Return ``publish`` that lets each shard through once: one signal per shard per commit."""
+    published: set[int] = set()
+
+    def publish_once(shard: int) -> None:
+        if shard not in published:
+            published.add(shard)
+            publish(shard)
+
+    return publish_once
+
+
+def _record_group(
+    session: Session, item: BatchItem, context: _Context, *, savepoint: bool
+) -> Outcome:
+    """Record a group item with ``shared.services.groups``; return its outcome."""
+    request = item.request
+    try:
+        with session.begin_nested() if savepoint else contextlib.nullcontext():
+            transaction, replayed = groups.submit_group(
+                session,
+                request.legs,
+                description=request.description,
+                metadata=request.metadata,
+                api_key_id=context.api_key_id,
+                idempotency_key=item.idempotency_key,
+                request_hash=request.fingerprint(),
+                shard_count=context.shard_count,
+                publish=context.publish,
+                request_id=context.request_id,
+            )
+    except TallyError as error:
+        return error
+    return Recorded(transaction, replayed)
+
+
+def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -> list[Outcome]:
+    """Record consecutive single-wallet items with one ``_RECORD_SQL``; return their outcomes.
+
+    Items whose key conflicts are read back with one query
+    (``shared.services.idempotency.replay_many``).
+    """
+    outcomes: list[Outcome | None] = [None] * len(run)
+    rows: list[dict[str, Any]] = []
+    sent: list[int] = []  # index in ``run`` of each row
+    now = dt.datetime.now(dt.UTC)
+    for index, item in enumerate(run):
+        request = item.request
+        try:
+            _check_distinct_wallets(request)
+        except TallyError as error:
+            outcomes[index] = error
+            continue
+        lane_id = _lane_of(request)
+        expires_at = None
+        if request.expires_in_seconds is not None:
+            expires_at = now + dt.timedelta(seconds=request.expires_in_seconds)
+        rows.append(
             {
-                "named_ids": list(named.values()),
-                "named_count": len(named),
                 "id": uuid.uuid4(),
                 "type": request.type.value,
                 "amount_minor": request.amount_minor,
@@ -178,31 +325,47 @@ def submit_transaction(
                 "source_id": request.source_wallet_id,
                 "destination_id": request.destination_wallet_id,
                 "lane_id": lane_id,
-                "shard": shard,
+                "shard": shard_of(lane_id, context.shard_count),
                 "description": request.description,
                 "metadata": json.dumps(request.metadata),
-                "api_key_id": api_key_id,
-                "idempotency_key": idempotency_key,
-                "request_hash": request_hash,
+                "idempotency_key": item.idempotency_key,
+                "request_hash": request.fingerprint(),
                 "expires_at": expires_at,
-                "request_id": request_id,
-            },
+            }
         )
-        .mappings()
-        .one()
-    )
-    if row["id"] is None:
-        _explain_refusal(request, named, row["named_wallets"] or [], row["system_wallet_id"])
-        existing = replay(
+        sent.append(index)
+    if not rows:
+        return cast(list[Outcome], outcomes)
+    parameters: dict[str, Any] = {name: [row[name] for row in rows] for name in rows[0]}
+    parameters |= {"api_key_id": context.api_key_id, "request_id": context.request_id}
+    results = session.execute(_RECORD_SQL, parameters).mappings().all()
+    conflicts: list[int] = []  # index in ``rows``
+    shards: set[int] = set()
+    for position, result in enumerate(results):
+        index = sent[position]
+        if result["id"] is not None:
+            outcomes[index] = Recorded(_transient(result), False)
+            shards.add(result["shard"])
+            continue
+        refusal = _refusal(run[index].request, result)
+        if refusal is not None:
+            outcomes[index] = refusal
+        else:
+            conflicts.append(position)
+    for shard in sorted(shards):
+        after_commit(session, lambda shard=shard: context.publish(shard))  # type: ignore[misc]
+    if conflicts:
+        replayed = replay_many(
             session,
-            api_key_id=api_key_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            publish=publish,
+            api_key_id=context.api_key_id,
+            requests=[(rows[p]["idempotency_key"], rows[p]["request_hash"]) for p in conflicts],
+            publish=context.publish,
         )
-        return existing, True
-    after_commit(session, lambda: publish(shard))
-    return _transient(row), False
+        for position, existing in zip(conflicts, replayed, strict=True):
+            outcomes[sent[position]] = (
+                existing if isinstance(existing, TallyError) else Recorded(existing, True)
+            )
+    return cast(list[Outcome], outcomes)
 
 
 def _transient(row: RowMapping) -> Transaction:
@@ -216,8 +379,8 @@ def _transient(row: RowMapping) -> Transaction:
 _COLUMN_KEYS = tuple(c.key for c in Transaction.__table__.columns if c.key != "metadata")
 
 
-def _named_wallets(request: TransactionRequest) -> dict[str, uuid.UUID]:
-    """Return the wallet ids the request names, by field.
+def _check_distinct_wallets(request: TransactionRequest) -> None:
+    """Raise unless the request's source and destination wallets differ.
 
     Raises:
         ValidationFailed: source and destination are the same wallet.
@@ -230,14 +393,6 @@ def _named_wallets(request: TransactionRequest) -> dict[str, uuid.UUID]:
             "source and destination wallets must differ",
             errors=[{"field": "destination_wallet_id", "message": "equals source_wallet_id"}],
         )
-    return {
-        field: wallet_id
-        for field, wallet_id in (
-            ("source_wallet_id", request.source_wallet_id),
-            ("destination_wallet_id", request.destination_wallet_id),
-        )
-        if wallet_id is not None
-    }
 
 
 def _lane_of(request: TransactionRequest) -> uuid.UUID:
@@ -256,28 +411,26 @@ def _lane_of(request: TransactionRequest) -> uuid.UUID:
     return lane
 
 
-def _explain_refusal(
-    request: TransactionRequest,
-    named: Mapping[str, uuid.UUID],
-    found_rows: Sequence[Sequence[str]],
-    system_wallet_id: uuid.UUID | None,
-) -> None:
-    """Raise why the insert was refused; return if the cause was a key conflict.
+def _refusal(request: TransactionRequest, result: RowMapping) -> TallyError | None:
+    """Return why ``_RECORD_SQL`` did not insert ``request``; None if the cause was its key.
 
-    Raises:
-        ValidationFailed: ``currency_not_enabled`` / ``unknown_currency``, or
-            ``currency_mismatch`` naming the field.
-        NotFound: ``wallet_not_found``.
+    ``result`` holds what the statement found: ``system_wallet_id`` (None: the
+    currency is not enabled) and each named wallet's currency (None: no such wallet).
     """
-    if system_wallet_id is None:
-        raise currency_not_enabled(request.currency)
-    found = {uuid.UUID(wallet_id): currency for wallet_id, currency in found_rows}
-    for field, wallet_id in named.items():
-        if wallet_id not in found:
-            raise wallet_not_found(wallet_id)
-        if found[wallet_id] != request.currency:
-            raise ValidationFailed(
-                f"wallet {wallet_id} holds {found[wallet_id]}, not {request.currency}",
+    if result["system_wallet_id"] is None:
+        return currency_not_enabled(request.currency)
+    for field, wallet_id, currency in (
+        ("source_wallet_id", request.source_wallet_id, result["source_currency"]),
+        ("destination_wallet_id", request.destination_wallet_id, result["destination_currency"]),
+    ):
+        if wallet_id is None:
+            continue
+        if currency is None:
+            return wallet_not_found(wallet_id)
+        if currency != request.currency:
+            return ValidationFailed(
+                f"wallet {wallet_id} holds {currency}, not {request.currency}",
                 code="currency_mismatch",
-                errors=[{"field": field, "message": f"wallet holds {found[wallet_id]}"}],
+                errors=[{"field": field, "message": f"wallet holds {currency}"}],
             )
+    return None

@@ -100,6 +100,12 @@ ROUTES: dict[tuple[str, str], Route] = {
         ),  # fmt: skip
         containers=("", "metadata"),
     ),
+    # Its items are refused one by one, in a 200 (tests/integration/test_batch_submission.py);
+    # here, what refuses the whole batch.
+    ("POST", "/v1/transactions/batch"): Route(
+        body=lambda w: {"transactions": [{**_transfer(w), "idempotency_key": str(uuid.uuid4())}]},
+        containers=("",),
+    ),
     ("GET", "/v1/transactions"): Route(query=("status", "type", "wallet_id", *LIST)),
     ("GET", "/v1/transactions/<transaction_id>"): Route(query=("wait",)),
     ("POST", "/v1/transactions/<transaction_id>/retry"): Route(),

@@ -1,0 +1,404 @@
+"""``POST /v1/transactions/batch``: many transactions in one request and one commit, judged one by one."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from shared import db
+from shared.config import get_settings
+from shared.ledger.states import TransactionType
+from shared.services.intake import BatchItem, TransactionRequest, record_transactions
+from tests.helpers import deposit_body, submit, transfer_body
+
+BATCH = "/v1/transactions/batch"
+
+
+def post_batch(client: Any, headers: dict[str, str], items: list[Any]) -> Any:
+    """POST ``items`` as a batch; return the response."""
+    return client.post(BATCH, json={"transactions": items}, headers=headers)
+
+
+def keyed(body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """Return ``body`` as a batch item with a fresh (or the given) idempotency key."""
+    return {**body, "idempotency_key": key or str(uuid.uuid4())}
+
+
+def results_of(response: Any) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.get_data(as_text=True)[:1000]
+    return response.get_json()["data"]
+
+
+def rows(ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Return ``{id: {"lane_sequence", "xmin", "status"}}`` for the transactions ``ids``."""
+    with db.transaction() as session:
+        found = session.execute(
+            text(
+                "SELECT id, lane_sequence, xmin::text AS xmin, status FROM transactions "
+                "WHERE id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": ids},
+        ).all()
+    return {str(r.id): {"lane_sequence": r.lane_sequence, "xmin": r.xmin, "status": r.status}
+            for r in found}  # fmt: skip
+
+
+def count_keys(keys: list[str]) -> int:
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text("SELECT count(*) FROM transactions WHERE idempotency_key = ANY(:keys)"),
+                {"keys": keys},
+            ).scalar_one()
+        )
+
+
+def group_body(a: Any, b: Any, c: Any) -> dict[str, Any]:
+    return {"type": "group", "legs": [
+        {"source_wallet_id": str(a), "destination_wallet_id": str(b), "amount": "1.00", "currency": "SGD"},
+        {"source_wallet_id": str(a), "destination_wallet_id": str(c), "amount": "0.50", "currency": "SGD"},
+    ]}  # fmt: skip
+
+
+def hold_body(a: Any) -> dict[str, Any]:
+    return {"type": "hold", "amount": "2.00", "currency": "SGD", "source_wallet_id": str(a)}
+
+
+def test_each_item_gets_the_answer_the_single_call_gives(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    a, b, c, yen = wallet_factory(), wallet_factory(), wallet_factory(), wallet_factory("JPY")
+    missing = uuid.uuid4()
+    refused_bodies = [
+        deposit_body(missing),  # 404 wallet_not_found
+        deposit_body(yen, "5", "SGD"),  # 422 currency_mismatch
+        deposit_body(a, "1.005"),  # 422 validation_failed, amount
+        transfer_body(a, a, "1"),  # 422 validation_failed
+        deposit_body(a, "5", "CHF"),  # 422 currency_not_enabled
+        group_body(a, b, missing),  # 404 wallet_not_found, in a group
+        {**deposit_body(a), "description": "a\x00b"},  # 422: PostgreSQL text cannot hold NUL
+        {**deposit_body(a), "destination_walet_id": str(b)},  # 422 unknown field
+        {**deposit_body(a), "metadata": {"k": json.loads("[" * 16 + "]" * 16)}},  # 400 too deep
+    ]
+    items = [
+        keyed(deposit_body(a, "10.00")),
+        *[keyed(body) for body in refused_bodies],
+        keyed(group_body(a, b, c)),
+        keyed(hold_body(a)),
+        deposit_body(a),  # no idempotency_key
+        keyed(deposit_body(a), "has space"),
+        {**deposit_body(a), "idempotency_key": ""},
+        {**deposit_body(a), "idempotency_key": 42},
+        "not an object",
+        keyed(transfer_body(a, b, "3.00")),
+    ]
+    results = results_of(post_batch(client, service_headers, items))
+    assert len(results) == len(items)
+    assert [r["status"] for r in results] == [
+        202, 404, 422, 422, 422, 422, 404, 422, 422, 400, 202, 202, 400, 400, 400, 400, 400, 202,
+    ]  # fmt: skip
+    codes = [r["problem"]["code"] for r in results if "problem" in r]
+    assert codes == [
+        "wallet_not_found", "currency_mismatch", "validation_failed", "validation_failed",
+        "currency_not_enabled", "wallet_not_found", "validation_failed", "validation_failed",
+        "malformed_request", "idempotency_key_missing", "idempotency_key_invalid", "idempotency_key_missing",
+        "idempotency_key_invalid", "malformed_request",
+    ]  # fmt: skip
+    for result in results:
+        assert result["problem"]["status"] == result["status"] if "problem" in result else True
+    # A refused item's problem is the single call's, field for field.
+    for body, result in zip(refused_bodies, results[1 : 1 + len(refused_bodies)], strict=True):
+        single = submit(client, service_headers, body)
+        assert single.status_code == result["status"]
+        assert single.get_json() == result["problem"], body
+    accepted = [r["transaction"] for r in results if r["status"] == 202]
+    assert [t["type"] for t in accepted] == ["deposit", "group", "hold", "transfer"]
+    assert all(t["status"] == "pending" for t in accepted)
+    assert accepted[0]["amount"] == "10.00" and accepted[0]["destination_wallet_id"] == str(a)
+    assert accepted[2]["expires_at"] is not None
+    # Each accepted item is the transaction a read returns.
+    for transaction in accepted:
+        read = client.get(f"/v1/transactions/{transaction['id']}", headers=service_headers)
+        assert read.get_json() == transaction
+
+
+def test_a_key_seen_earlier_in_the_batch_or_before_replays(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    a = wallet_factory()
+    key, other = f"batch-{uuid.uuid4()}", f"batch-{uuid.uuid4()}"
+    items = [
+        keyed(deposit_body(a, "10.00"), key),
+        keyed(deposit_body(a, "10.0"), key),  # the same request, written differently
+        keyed(deposit_body(a, "11.00"), key),  # another request under the key
+        keyed(deposit_body(a, "12.00"), other),
+    ]
+    first = results_of(post_batch(client, service_headers, items))
+    assert [r["status"] for r in first] == [202, 200, 422, 202]
+    assert first[1] == {"status": 200, "replayed": True, "transaction": first[0]["transaction"]}
+    assert first[2]["problem"]["code"] == "idempotency_key_reused"
+    again = results_of(post_batch(client, service_headers, items))
+    assert [r["status"] for r in again] == [200, 200, 422, 200]
+    assert again[0]["replayed"] is True
+    assert again[0]["transaction"]["id"] == first[0]["transaction"]["id"]
+    assert again[3]["transaction"]["id"] == first[3]["transaction"]["id"]
+    # Keys share one space per API key with POST /v1/transactions, both ways.
+    single = submit(client, service_headers, deposit_body(a, "12.00"), other)
+    assert single.status_code == 200 and single.get_json()["id"] == first[3]["transaction"]["id"]
+    third = f"batch-{uuid.uuid4()}"
+    created = submit(client, service_headers, deposit_body(a, "13.00"), third).get_json()
+    [replayed, reused] = results_of(
+        post_batch(client, service_headers, [keyed(deposit_body(a, "13.00"), third),
+                                             keyed(deposit_body(a, "14.00"), third)])
+    )  # fmt: skip
+    assert replayed["status"] == 200 and replayed["transaction"]["id"] == created["id"]
+    assert reused["status"] == 422 and reused["problem"]["code"] == "idempotency_key_reused"
+    assert count_keys([key, other, third]) == 3
+
+
+def test_a_refused_item_leaves_its_key_to_a_later_item(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    a, key, group_key = wallet_factory(), f"free-{uuid.uuid4()}", f"free-{uuid.uuid4()}"
+    b, c = wallet_factory(), wallet_factory()
+    items = [
+        keyed(deposit_body(uuid.uuid4()), key),  # refused by the database's check
+        keyed(deposit_body(a, "1.001"), key),  # refused by the schema
+        keyed(deposit_body(a, "5.00"), key),
+        keyed(group_body(a, b, uuid.uuid4()), group_key),
+        keyed(group_body(a, b, c), group_key),
+    ]
+    results = results_of(post_batch(client, service_headers, items))
+    assert [r["status"] for r in results] == [404, 422, 202, 404, 202]
+    assert count_keys([key, group_key]) == 2
+
+
+def test_items_are_accepted_in_their_order(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    wallets = [wallet_factory() for _ in range(12)]
+    rng = random.Random(7)
+    items = []
+    for index in range(120):
+        a, b, c = rng.sample(wallets, 3)
+        kind = index % 6
+        body = (
+            deposit_body(a, "5.00") if kind == 0
+            else transfer_body(a, b, "1.00") if kind == 1
+            else group_body(a, b, c) if kind == 2
+            else hold_body(a) if kind == 3
+            else deposit_body(uuid.uuid4()) if kind == 4  # refused: no gap in the order
+            else {"type": "withdrawal", "amount": "1.00", "currency": "SGD", "source_wallet_id": str(a)}
+        )  # fmt: skip
+        items.append(keyed(body))
+    results = results_of(post_batch(client, service_headers, items))
+    ids = [r["transaction"]["id"] for r in results if r["status"] == 202]
+    assert len(ids) == 100
+    found = rows(ids)
+    sequences = [found[i]["lane_sequence"] for i in ids]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_a_thousand_items_in_one_commit(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    wallets = [wallet_factory() for _ in range(40)]
+    rng = random.Random(11)
+    # Shuffled wallets: the order of the items is not the order of their wallets' ids.
+    items = [keyed(deposit_body(rng.choice(wallets), f"{i % 97 + 1}.00")) for i in range(1000)]
+    response = post_batch(client, service_headers, items)
+    results = results_of(response)
+    assert [r["status"] for r in results] == [202] * 1000
+    ids = [r["transaction"]["id"] for r in results]
+    found = rows(ids)
+    assert len(found) == 1000
+    sequences = [found[i]["lane_sequence"] for i in ids]
+    assert sequences == sorted(sequences)
+    # One database transaction recorded them all: every row carries its transaction id.
+    assert len({found[i]["xmin"] for i in ids}) == 1
+    assert [r["transaction"]["amount"] for r in results[:3]] == ["1.00", "2.00", "3.00"]
+
+
+def test_more_than_a_thousand_items_is_refused_whole(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    a = wallet_factory()
+    keys = [str(uuid.uuid4()) for _ in range(1001)]
+    response = post_batch(client, service_headers, [keyed(deposit_body(a), k) for k in keys])
+    assert response.status_code == 422 and response.content_type == "application/problem+json"
+    problem = response.get_json()
+    assert (
+        problem["code"] == "validation_failed" and problem["errors"][0]["field"] == "transactions"
+    )
+    assert count_keys(keys) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 422, "validation_failed"),
+        ({"transactions": []}, 422, "validation_failed"),
+        ({"transactions": {}}, 422, "validation_failed"),
+        ({"transactions": [], "note": "x"}, 422, "validation_failed"),
+        ([], 400, "malformed_request"),
+    ],
+)
+def test_a_batch_without_its_list_is_refused_whole(
+    client: Any, service_headers: dict[str, str], body: Any, status: int, code: str
+) -> None:
+    response = client.post(BATCH, json=body, headers=service_headers)
+    assert response.status_code == status and response.get_json()["code"] == code
+
+
+def test_whole_request_problems(client: Any, service_headers: dict[str, str]) -> None:
+    unauthenticated = client.post(BATCH, json={"transactions": [keyed(deposit_body(uuid.uuid4()))]})
+    assert unauthenticated.status_code == 401
+    not_json = client.post(
+        BATCH, data=b"{nope", headers={**service_headers, "Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 400 and not_json.get_json()["code"] == "malformed_request"
+
+
+def test_a_batch_body_may_be_a_mebibyte_and_no_more(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    a = wallet_factory()
+    # Over the 64 KiB of every other call: 400 items with long descriptions.
+    items = [keyed({**deposit_body(a), "description": "d" * 200}) for _ in range(400)]
+    body = json.dumps({"transactions": items}).encode()
+    assert 64 * 1024 < len(body) < 1024 * 1024
+    headers = {**service_headers, "Content-Type": "application/json"}
+    assert [r["status"] for r in results_of(client.post(BATCH, data=body, headers=headers))] == [
+        202
+    ] * 400
+    at_limit = body + b" " * (1024 * 1024 - len(body))
+    assert client.post(BATCH, data=at_limit, headers=headers).status_code == 200
+    keys = [str(uuid.uuid4()) for _ in range(1000)]
+    items = [keyed({**deposit_body(a), "description": "d" * 500}, k) for k in keys]
+    document = json.dumps({"transactions": items}).encode()
+    over = document + b" " * (1024 * 1024 + 1 - len(document))
+    response = client.post(BATCH, data=over, headers=headers)
+    assert response.status_code == 413 and response.get_json()["code"] == "payload_too_large"
+    chunked = client.post(
+        BATCH,
+        input_stream=io.BytesIO(over),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert chunked.status_code == 413 and chunked.get_json()["code"] == "payload_too_large"
+    assert count_keys(keys) == 0
+
+
+def test_concurrent_identical_batches_record_each_transaction_once(
+    app: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    wallets = [wallet_factory() for _ in range(5)]
+    items = [keyed(deposit_body(wallets[i % 5], "1.00")) for i in range(50)]
+    items.insert(10, keyed(group_body(*wallets[:3])))
+    threads_count = 8
+    barrier = threading.Barrier(threads_count)
+    answers: list[list[dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        client = app.test_client()
+        barrier.wait()
+        results = results_of(post_batch(client, service_headers, items))
+        with lock:
+            answers.append(results)
+
+    threads = [threading.Thread(target=one) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == threads_count
+    for index in range(len(items)):
+        column = [answer[index] for answer in answers]
+        assert len({r["transaction"]["id"] for r in column}) == 1, index
+        assert sorted(r["status"] for r in column) == [200] * (threads_count - 1) + [202]
+    assert count_keys([item["idempotency_key"] for item in items]) == len(items)
+
+
+def test_the_rate_limit_counts_items(wallet_factory: Callable[..., uuid.UUID]) -> None:
+    from api import create_app
+    from shared.services.api_keys import Role, create_api_key
+
+    client = create_app(
+        {"TESTING": True, "TALLY_RATE_LIMITS": {"service": "5/minute", "ops": "5/minute"}}
+    ).test_client()
+    with db.transaction() as session:
+        _, secret = create_api_key(session, role=Role.SERVICE, name="batch limit")
+    headers = {"Authorization": f"Bearer {secret}"}
+    a = wallet_factory()
+    first = post_batch(client, headers, [keyed(deposit_body(a)) for _ in range(3)])
+    assert first.status_code == 200 and first.headers["RateLimit-Remaining"] == "2"
+    second = post_batch(client, headers, [keyed(deposit_body(a)) for _ in range(3)])
+    assert second.status_code == 429 and second.get_json()["code"] == "rate_limited"
+    # A body that cannot be read counts one, and answers as the edge says.
+    unreadable = client.post(
+        BATCH, data=b"{", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert unreadable.status_code in (400, 429)
+
+
+def test_each_shard_is_signalled_once_after_the_commit(
+    service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    from shared.models import ApiKey
+
+    wallets = [wallet_factory() for _ in range(6)]
+    with db.transaction() as session:
+        api_key_id = session.query(ApiKey.id).order_by(ApiKey.created_at.desc()).limit(1).scalar()
+    items = [
+        BatchItem(
+            TransactionRequest(TransactionType.DEPOSIT, 100, "SGD", None, w), str(uuid.uuid4())
+        )
+        for w in wallets * 3
+    ]
+    published: list[int] = []
+    shard_count = get_settings().shard_count
+    with db.transaction() as session:
+        outcomes = record_transactions(
+            session, items, api_key_id=api_key_id, shard_count=shard_count,
+            publish=published.append,
+        )  # fmt: skip
+        assert published == []  # nothing before the commit
+    shards = {o.transaction.shard for o in outcomes}  # type: ignore[union-attr]
+    assert sorted(published) == sorted(shards) and len(published) == len(set(published))
+    # The same items again replay; their pending shards are signalled once each again.
+    published.clear()
+    with db.transaction() as session:
+        again = record_transactions(
+            session, items, api_key_id=api_key_id, shard_count=shard_count,
+            publish=published.append,
+        )  # fmt: skip
+    assert all(o.replayed for o in again)  # type: ignore[union-attr]
+    assert sorted(published) == sorted(shards)
+
+
+def test_nothing_is_recorded_when_the_batch_does_not_commit(
+    wallet_factory: Callable[..., uuid.UUID],
+) -> None:
+    from shared.models import ApiKey
+
+    a = wallet_factory()
+    with db.transaction() as session:
+        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    keys = [str(uuid.uuid4()) for _ in range(5)]
+    items = [BatchItem(TransactionRequest(TransactionType.DEPOSIT, 100, "SGD", None, a), k)
+             for k in keys]  # fmt: skip
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        record_transactions(
+            session, items, api_key_id=api_key_id, shard_count=4, publish=lambda shard: None
+        )
+        raise RuntimeError("the commit never happens")
+    assert count_keys(keys) == 0
