@@ -88,7 +88,7 @@ def submit_batch() -> tuple[Response, int]:
     parsed: list[BatchItem | dict[str, Any]] = []  # each item, or the problem that refused it
     for raw in batch.transactions:
         try:
-            parsed.append(parse_batch_item(raw))
+            parsed.append(parse_batch_item(raw, api_key_id=g.api_key_id, request_id=request_id()))
         except (TallyError, ValidationError) as error:
             parsed.append(refusal_json(error))
     with db.transaction() as session:
@@ -96,10 +96,8 @@ def submit_batch() -> tuple[Response, int]:
             record_transactions(
                 session,
                 [item for item in parsed if isinstance(item, BatchItem)],
-                api_key_id=g.api_key_id,
                 shard_count=get_settings().shard_count,
                 publish=drain_signaller.signal,
-                request_id=request_id(),
             )
         )
     results = [
