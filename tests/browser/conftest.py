@@ -62,7 +62,9 @@ def browser() -> Iterator[Any]:
     """Yield a Playwright Browser: Debian's Chromium, headless; skip with the reason when impossible."""
     reason = install_chromium()
     if reason is not None:
-        if os.environ.get("CI") == "true":  # .ci/run installs chromium: its absence is a failure there
+        if (
+            os.environ.get("CI") == "true"
+        ):  # .ci/run installs chromium: its absence is a failure there
             pytest.fail(reason)
         print(f"\nskipping the browser tests: {reason}")
         pytest.skip(reason)
