@@ -223,7 +223,7 @@ def record_transactions(
     more than one item, so that its refusal undoes only its own writes.
     Statements run in item order, so the items get increasing
     ``lane_sequence`` in item order: the order of the items is their
-    acceptance order (docs/architecture.md, "Shards"). Nothing commits here;
+    acceptance order (docs/architecture.md, "Batches at intake"). Nothing commits here;
     the caller's one commit makes every recorded item durable at once.
 
     Args:
