@@ -303,8 +303,12 @@ class BatchSubmission(BaseModel):
     ]
 
 
-def parse_batch_item(item: Any) -> BatchItem:
+def parse_batch_item(item: Any, *, api_key_id: uuid.UUID, request_id: str | None) -> BatchItem:
     """Validate one batch item as ``POST /v1/transactions`` validates its header and body.
+
+    Args:
+        item: the item as the client sent it.
+        api_key_id, request_id: who sent it (``shared.services.intake.BatchItem``).
 
     The checks run in the single call's order: the text PostgreSQL cannot
     store (``api.edge``), the idempotency key, the body (:func:`parse_submission`).
@@ -321,7 +325,7 @@ def parse_batch_item(item: Any) -> BatchItem:
     key = body.pop("idempotency_key", None)
     check_strings(body)
     key = check_idempotency_key(key, name="idempotency_key")
-    return BatchItem(parse_submission(body), key)
+    return BatchItem(parse_submission(body), key, api_key_id, request_id)
 
 
 class CaptureBody(BaseModel):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -35,8 +36,9 @@ from shared.ledger.states import TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.services import bulk_retry, transactions
 from shared.services.api_keys import Role
+from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
-from shared.services.intake import BatchItem, Outcome, record_transactions, submit_transaction
+from shared.services.intake import BatchItem, Outcome, record_transactions
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
@@ -54,9 +56,31 @@ def _transaction_id(value: str):  # noqa: ANN202
 
 @blueprint.post("")
 def submit() -> tuple[Response, int, dict[str, str]]:
-    """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay."""
+    """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay.
+
+    Concurrent submissions to one API process share one INSERT and one commit
+    (``shared.services.group_commit``); each gets its own answer.
+    """
     idempotency_key = _idempotency_key()
-    return _record(submit_transaction, parse_submission(json_body()), idempotency_key)
+    item = BatchItem(parse_submission(json_body()), idempotency_key, g.api_key_id, request_id())
+    outcome = _committer().submit(item)
+    if isinstance(outcome, TallyError):
+        raise outcome
+    return _accepted(outcome.transaction, outcome.replayed)
+
+
+def _record_group(items: Sequence[BatchItem]) -> list[Outcome]:
+    """Record a group of submissions in one database transaction; return their outcomes."""
+    with db.transaction() as session:
+        return record_transactions(
+            session, items, shard_count=get_settings().shard_count, publish=drain_signaller.signal
+        )
+
+
+@functools.cache
+def _committer() -> GroupCommitter:
+    """Return this process's committer of single submissions (one per process)."""
+    return GroupCommitter(_record_group, gather_seconds=get_settings().intake_gather_seconds)
 
 
 def _batch_item_count() -> int:
@@ -88,7 +112,7 @@ def submit_batch() -> tuple[Response, int]:
     parsed: list[BatchItem | dict[str, Any]] = []  # each item, or the problem that refused it
     for raw in batch.transactions:
         try:
-            parsed.append(parse_batch_item(raw))
+            parsed.append(parse_batch_item(raw, api_key_id=g.api_key_id, request_id=request_id()))
         except (TallyError, ValidationError) as error:
             parsed.append(refusal_json(error))
     with db.transaction() as session:
@@ -96,10 +120,8 @@ def submit_batch() -> tuple[Response, int]:
             record_transactions(
                 session,
                 [item for item in parsed if isinstance(item, BatchItem)],
-                api_key_id=g.api_key_id,
                 shard_count=get_settings().shard_count,
                 publish=drain_signaller.signal,
-                request_id=request_id(),
             )
         )
     results = [

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     rate_limit_ops: str = "2000/second"
     rate_limit_enabled: bool = True
 
+    #: The longest a single submission waits to share its INSERT and commit with
+    #: others in flight in the same API process (shared/services/group_commit.py),
+    #: in seconds; a submission alone never waits. 0: share only what queued anyway.
+    intake_gather_seconds: float = Field(default=0.001, ge=0, le=0.01)
+
     # Processes.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

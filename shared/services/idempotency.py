@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -57,7 +57,7 @@ def replay(
         IdempotencyKeyReused: the key was recorded with a different request.
     """
     [existing] = replay_many(
-        session, api_key_id=api_key_id, requests=[(idempotency_key, request_hash)], publish=publish
+        session, requests=[(api_key_id, idempotency_key, request_hash)], publish=publish
     )
     if isinstance(existing, IdempotencyKeyReused):
         raise existing
@@ -67,11 +67,10 @@ def replay(
 def replay_many(
     session: Session,
     *,
-    api_key_id: uuid.UUID,
-    requests: Sequence[tuple[str, str]],
+    requests: Sequence[tuple[uuid.UUID, str, str]],
     publish: Publish,
 ) -> list[Transaction | IdempotencyKeyReused]:
-    """Return what each ``(idempotency key, request hash)`` replays, after conflicting inserts.
+    """Return what each ``(API key id, idempotency key, request hash)`` replays, after conflicting inserts.
 
     One query reads every key's transaction, whether an earlier request or an
     earlier statement of this database transaction recorded it. The shard of
@@ -82,19 +81,20 @@ def replay_many(
         key, or the ``IdempotencyKeyReused`` error when it was recorded with a
         different request hash.
     """
-    keys = sorted({key for key, _ in requests})
+    keys = sorted({(api_key_id, key) for api_key_id, key, _ in requests})
     found = {
-        transaction.idempotency_key: transaction
+        (transaction.api_key_id, transaction.idempotency_key): transaction
         for transaction in session.scalars(
             select(Transaction)
-            .where(Transaction.api_key_id == api_key_id, Transaction.idempotency_key.in_(keys))
+            .where(tuple_(Transaction.api_key_id, Transaction.idempotency_key).in_(keys))
             .execution_options(populate_existing=True)
         )
     }
     results: list[Transaction | IdempotencyKeyReused] = []
     pending_shards: set[int] = set()
-    for key, request_hash in requests:
-        existing = found[key]  # the conflicting row committed before ours could, or is ours
+    for api_key_id, key, request_hash in requests:
+        # The conflicting row committed before ours could, or is ours.
+        existing = found[(api_key_id, key)]
         if existing.request_hash != request_hash:
             results.append(
                 IdempotencyKeyReused(

@@ -74,10 +74,20 @@ _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TransactionRequest))
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One transaction to record: a validated request and the client's idempotency key."""
+    """One transaction to record, and who sent it.
+
+    Attributes:
+        request: the validated submission.
+        idempotency_key: the client's key for it; keys are scoped to ``api_key_id``.
+        api_key_id: the submitting API key.
+        request_id: the HTTP request's ``X-Request-Id``, stored with the row so
+            the worker's log lines name it.
+    """
 
     request: TransactionRequest
     idempotency_key: str
+    api_key_id: uuid.UUID
+    request_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,11 +117,12 @@ WITH item AS (
         CAST(:id AS uuid[]), CAST(:type AS text[]), CAST(:amount_minor AS bigint[]),
         CAST(:currency AS text[]), CAST(:source_id AS uuid[]), CAST(:destination_id AS uuid[]),
         CAST(:lane_id AS uuid[]), CAST(:shard AS smallint[]), CAST(:description AS text[]),
-        CAST(:metadata AS jsonb[]), CAST(:idempotency_key AS text[]),
-        CAST(:request_hash AS text[]), CAST(:expires_at AS timestamptz[])
+        CAST(:metadata AS jsonb[]), CAST(:api_key_id AS uuid[]),
+        CAST(:idempotency_key AS text[]), CAST(:request_hash AS text[]),
+        CAST(:expires_at AS timestamptz[]), CAST(:request_id AS text[])
     ) WITH ORDINALITY AS i(id, type, amount_minor, currency, source_id, destination_id,
-        lane_id, shard, description, metadata, idempotency_key, request_hash, expires_at,
-        ordinal)
+        lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
+        expires_at, request_id, ordinal)
 ), checked AS (
     SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
         sys.id AS system_wallet_id
@@ -123,11 +134,11 @@ WITH item AS (
         WHERE w.is_system AND w.currency = item.currency AND c.enabled
     ) sys ON true
 ), allowed AS (
-    SELECT DISTINCT ON (idempotency_key) * FROM checked
+    SELECT DISTINCT ON (api_key_id, idempotency_key) * FROM checked
     WHERE system_wallet_id IS NOT NULL
         AND (source_id IS NULL OR source_currency = currency)
         AND (destination_id IS NULL OR destination_currency = currency)
-    ORDER BY idempotency_key, ordinal
+    ORDER BY api_key_id, idempotency_key, ordinal
 ), inserted AS (
     INSERT INTO transactions (
         id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
@@ -136,8 +147,8 @@ WITH item AS (
     SELECT id, type, amount_minor, currency,
         COALESCE(source_id, CASE WHEN type = 'deposit' THEN system_wallet_id END),
         COALESCE(destination_id, CASE WHEN type = 'withdrawal' THEN system_wallet_id END),
-        lane_id, shard, description, metadata, CAST(:api_key_id AS uuid), idempotency_key,
-        request_hash, expires_at, CAST(:request_id AS text)
+        lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
+        expires_at, request_id
     FROM allowed
     ORDER BY ordinal
     ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING
@@ -188,11 +199,9 @@ def submit_transaction(
     """
     [outcome] = record_transactions(
         session,
-        [BatchItem(request, idempotency_key)],
-        api_key_id=api_key_id,
+        [BatchItem(request, idempotency_key, api_key_id, request_id)],
         shard_count=shard_count,
         publish=publish,
-        request_id=request_id,
     )
     if isinstance(outcome, TallyError):
         raise outcome
@@ -203,10 +212,8 @@ def record_transactions(
     session: Session,
     items: Sequence[BatchItem],
     *,
-    api_key_id: uuid.UUID,
     shard_count: int,
     publish: Publish,
-    request_id: str | None = None,
 ) -> list[Outcome]:
     """Record each item as a pending transaction, independently; publish each shard once after commit.
 
@@ -216,17 +223,16 @@ def record_transactions(
     more than one item, so that its refusal undoes only its own writes.
     Statements run in item order, so the items get increasing
     ``lane_sequence`` in item order: the order of the items is their
-    acceptance order (docs/architecture.md, "Shards"). Nothing commits here;
+    acceptance order (docs/architecture.md, "Batches at intake"). Nothing commits here;
     the caller's one commit makes every recorded item durable at once.
 
     Args:
-        items: the validated requests with their idempotency keys, at most a
-            few thousand (each run is one statement's arrays).
-        api_key_id: the submitting key; idempotency keys are scoped to it.
+        items: the validated requests with their idempotency keys and senders,
+            at most a few thousand (each run is one statement's arrays); they
+            may come from different API keys and requests.
         shard_count: ``TALLY_SHARD_COUNT``: each lane's shard is stored with its row.
         publish: called after the commit, once per distinct shard that has
             new or replayed pending work.
-        request_id: the HTTP request's ``X-Request-Id``, stored with every row.
 
     Returns:
         One outcome per item, in order: ``Recorded`` (new, or ``replayed``: the
@@ -235,7 +241,7 @@ def record_transactions(
         ``ValidationFailed`` (currency not enabled, source equals destination,
         ``currency_mismatch``), ``NotFound`` (``wallet_not_found``).
     """
-    context = _Context(api_key_id, shard_count, _once_per_shard(publish), request_id)
+    context = _Context(shard_count, _once_per_shard(publish))
     outcomes: list[Outcome] = []
     run: list[BatchItem] = []
     for item in items:
@@ -253,10 +259,8 @@ def record_transactions(
 class _Context:
     """What every item of one :func:`record_transactions` call is recorded with."""
 
-    api_key_id: uuid.UUID
     shard_count: int
     publish: Publish
-    request_id: str | None
 
 
 def _once_per_shard(publish: Publish) -> Publish:
@@ -283,12 +287,12 @@ def _record_group(
                 request.legs,
                 description=request.description,
                 metadata=request.metadata,
-                api_key_id=context.api_key_id,
+                api_key_id=item.api_key_id,
                 idempotency_key=item.idempotency_key,
                 request_hash=request.fingerprint(),
                 shard_count=context.shard_count,
                 publish=context.publish,
-                request_id=context.request_id,
+                request_id=item.request_id,
             )
     except TallyError as error:
         return error
@@ -328,16 +332,17 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
                 "shard": shard_of(lane_id, context.shard_count),
                 "description": request.description,
                 "metadata": json.dumps(request.metadata),
+                "api_key_id": item.api_key_id,
                 "idempotency_key": item.idempotency_key,
                 "request_hash": request.fingerprint(),
                 "expires_at": expires_at,
+                "request_id": item.request_id,
             }
         )
         sent.append(index)
     if not rows:
         return cast(list[Outcome], outcomes)
     parameters: dict[str, Any] = {name: [row[name] for row in rows] for name in rows[0]}
-    parameters |= {"api_key_id": context.api_key_id, "request_id": context.request_id}
     results = session.execute(_RECORD_SQL, parameters).mappings().all()
     conflicts: list[int] = []  # index in ``rows``
     shards: set[int] = set()
@@ -357,8 +362,10 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
     if conflicts:
         replayed = replay_many(
             session,
-            api_key_id=context.api_key_id,
-            requests=[(rows[p]["idempotency_key"], rows[p]["request_hash"]) for p in conflicts],
+            requests=[
+                (rows[p]["api_key_id"], rows[p]["idempotency_key"], rows[p]["request_hash"])
+                for p in conflicts
+            ],
             publish=context.publish,
         )
         for position, existing in zip(conflicts, replayed, strict=True):

@@ -61,6 +61,11 @@ def count_keys(keys: list[str]) -> int:
         )
 
 
+def deposit(wallet_id: uuid.UUID) -> TransactionRequest:
+    """Return a validated deposit of 1.00 SGD into ``wallet_id``."""
+    return TransactionRequest(TransactionType.DEPOSIT, 100, "SGD", None, wallet_id)
+
+
 def group_body(a: Any, b: Any, c: Any) -> dict[str, Any]:
     return {"type": "group", "legs": [
         {"source_wallet_id": str(a), "destination_wallet_id": str(b), "amount": "1.00", "currency": "SGD"},
@@ -358,19 +363,13 @@ def test_each_shard_is_signalled_once_after_the_commit(
     wallets = [wallet_factory() for _ in range(6)]
     with db.transaction() as session:
         api_key_id = session.query(ApiKey.id).order_by(ApiKey.created_at.desc()).limit(1).scalar()
-    items = [
-        BatchItem(
-            TransactionRequest(TransactionType.DEPOSIT, 100, "SGD", None, w), str(uuid.uuid4())
-        )
-        for w in wallets * 3
-    ]
+    items = [BatchItem(deposit(w), str(uuid.uuid4()), api_key_id) for w in wallets * 3]
     published: list[int] = []
     shard_count = get_settings().shard_count
     with db.transaction() as session:
         outcomes = record_transactions(
-            session, items, api_key_id=api_key_id, shard_count=shard_count,
-            publish=published.append,
-        )  # fmt: skip
+            session, items, shard_count=shard_count, publish=published.append
+        )
         assert published == []  # nothing before the commit
     shards = {o.transaction.shard for o in outcomes}  # type: ignore[union-attr]
     assert sorted(published) == sorted(shards) and len(published) == len(set(published))
@@ -378,9 +377,8 @@ def test_each_shard_is_signalled_once_after_the_commit(
     published.clear()
     with db.transaction() as session:
         again = record_transactions(
-            session, items, api_key_id=api_key_id, shard_count=shard_count,
-            publish=published.append,
-        )  # fmt: skip
+            session, items, shard_count=shard_count, publish=published.append
+        )
     assert all(o.replayed for o in again)  # type: ignore[union-attr]
     assert sorted(published) == sorted(shards)
 
@@ -394,11 +392,8 @@ def test_nothing_is_recorded_when_the_batch_does_not_commit(
     with db.transaction() as session:
         api_key_id = session.query(ApiKey.id).limit(1).scalar()
     keys = [str(uuid.uuid4()) for _ in range(5)]
-    items = [BatchItem(TransactionRequest(TransactionType.DEPOSIT, 100, "SGD", None, a), k)
-             for k in keys]  # fmt: skip
+    items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
     with pytest.raises(RuntimeError), db.transaction() as session:
-        record_transactions(
-            session, items, api_key_id=api_key_id, shard_count=4, publish=lambda shard: None
-        )
+        record_transactions(session, items, shard_count=4, publish=lambda shard: None)
         raise RuntimeError("the commit never happens")
     assert count_keys(keys) == 0
