@@ -8,6 +8,7 @@ repair, so a transient database error just ends the task.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 import structlog
@@ -19,6 +20,7 @@ from shared.config import get_settings
 from shared.metrics import WEBHOOK_UNDELIVERED_AGE
 from shared.redis_client import get_redis
 from shared.services import deliveries, events
+from shared.services.endpoint_slots import EndpointSlots
 
 _log = structlog.get_logger(__name__)
 
@@ -33,9 +35,13 @@ def deliver_webhook(delivery_id: str) -> None:
         get_redis().delete(deliveries.delivery_signal_key(delivery_id))
     except Exception:  # the signal expires by itself
         _log.warning("delivery_signal_not_cleared", delivery_id=delivery_id, exc_info=True)
+    settings = get_settings()
     try:
         deliveries.attempt_delivery(
-            uuid.UUID(delivery_id), policy=deliveries.Policy.from_settings(get_settings())
+            uuid.UUID(delivery_id),
+            policy=deliveries.Policy.from_settings(settings),
+            slots=_slots(),
+            publish_next=broker.signal_deliveries,
         )
     except Exception as error:
         if not db.is_transient(error):
@@ -43,12 +49,25 @@ def deliver_webhook(delivery_id: str) -> None:
         _log.warning("delivery_deferred_to_sweep", delivery_id=delivery_id, error=str(error))
 
 
+@functools.cache
+def _slots() -> EndpointSlots:
+    """Return this process's per-endpoint semaphore (its Lua script registered once)."""
+    settings = get_settings()
+    return EndpointSlots(
+        get_redis(),
+        limit=settings.webhook_endpoint_concurrency,
+        lease_seconds=settings.webhook_attempt_lease_seconds,
+    )
+
+
 @shared_task(acks_late=True, ignore_result=True, name="tally.sweep_webhook_deliveries")
 def sweep_webhook_deliveries() -> int:
     """Publish every due delivery that has no message queued; return how many were due."""
     try:
         with db.transaction() as session:
-            due = deliveries.due_deliveries(session)
+            due = deliveries.due_deliveries(
+                session, per_endpoint=get_settings().webhook_endpoint_concurrency
+            )
             WEBHOOK_UNDELIVERED_AGE.set(deliveries.oldest_undelivered_age_seconds(session))
     except Exception as error:
         if not db.is_transient(error):

@@ -11,10 +11,18 @@ sweep sends it again, so delivery is at least once; receivers deduplicate by
 
 Failed attempts are retried with exponential backoff and equal jitter
 (``shared.retry``; AWS Architecture Blog, "Exponential Backoff And Jitter")
-until ``retry_window_seconds`` after the delivery was created (api.md: at
-least 24 hours), then the delivery is ``failed`` and logged at ERROR. An
-endpoint whose every attempt has failed for ``disable_after_seconds`` is
-disabled, logged at ERROR and counted.
+until ``retry_window_seconds`` after the delivery was created (the contract:
+at least 24 hours), then the delivery is ``failed`` and logged at ERROR.
+
+A failure also pauses the endpoint (``paused_until``, the same backoff over
+its ``consecutive_failures``): no delivery of it is claimed, published by the
+sweep or published at creation until then, and then one probe goes first. So
+a dead receiver costs one attempt per pause, not one per event, and never
+stands in the queue in front of a live one. At most ``limit`` attempts are in
+flight to one endpoint (``EndpointSlots``). An endpoint whose attempts failed
+``disable_after_failures`` times in a row and for ``disable_after_seconds`` is
+disabled: audited (actor ``system``), logged at ERROR and counted
+(docs/webhooks.md, "Failing endpoints").
 """
 
 from __future__ import annotations
@@ -26,17 +34,18 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import structlog
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.config import Settings
 from shared.ledger.errors import Conflict, NotFound
-from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS_DISABLED
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.models import Event, WebhookDelivery, WebhookEndpoint
 from shared.pagination import created_before, created_cursor
 from shared.retry import backoff_seconds
-from shared.services import audit, webhook_sender
+from shared.services import audit, endpoint_health, webhook_sender
+from shared.services.endpoint_slots import EndpointSlots
 from shared.services.events import event_public_id, render_events
 from shared.services.webhook_endpoints import endpoint_not_found
 
@@ -45,6 +54,9 @@ DELIVER_WEBHOOK_TASK = "tally.deliver_webhook"
 
 #: Sends a delivery's message: ``broker.send_delivery`` or ``broker.signal_deliveries``.
 Publish = Callable[[uuid.UUID], None]
+
+#: Sends the messages of several deliveries: ``broker.signal_deliveries``.
+PublishMany = Callable[[Sequence[uuid.UUID]], None]
 
 #: How an attempt is sent: ``webhook_sender.send``'s signature (a test may pass its own).
 Send = Callable[..., webhook_sender.Outcome]
@@ -70,6 +82,7 @@ class Policy:
     backoff_base_seconds: float
     backoff_max_seconds: float
     retry_window_seconds: float
+    disable_after_failures: int
     disable_after_seconds: float
     attempt_lease_seconds: float
     allow_private_networks: bool
@@ -82,6 +95,7 @@ class Policy:
             backoff_base_seconds=settings.webhook_backoff_base_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
             retry_window_seconds=settings.webhook_retry_window_seconds,
+            disable_after_failures=settings.webhook_disable_after_failures,
             disable_after_seconds=settings.webhook_disable_after_seconds,
             attempt_lease_seconds=settings.webhook_attempt_lease_seconds,
             allow_private_networks=settings.webhook_allow_private_networks,
@@ -102,41 +116,59 @@ class _Attempt:
 
 
 def attempt_delivery(
-    delivery_id: uuid.UUID, *, policy: Policy, send: Send = webhook_sender.send
+    delivery_id: uuid.UUID,
+    *,
+    policy: Policy,
+    send: Send = webhook_sender.send,
+    slots: EndpointSlots | None = None,
+    publish_next: PublishMany | None = None,
 ) -> str | None:
     """Make one attempt at delivery ``delivery_id`` if it is due; return its status after.
 
     Opens its own database transactions (one to claim, one to record) and
     sends between them.
 
+    Args:
+        slots: the per-endpoint semaphore; None: no bound (tests of one attempt).
+        publish_next: after a success, called (after commit) with the endpoint's
+            next due delivery, so a receiver with a backlog is fed by its own
+            successes rather than by the sweep's pace.
+
     Returns:
         ``succeeded``, ``pending`` (to be retried) or ``failed``; None when
         there was nothing to do: not pending, not due (another attempt holds
-        it), its endpoint disabled, or gone.
+        it), its endpoint disabled, paused or with every slot taken, or gone.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the database failed; the sweep sends it again.
     """
     with db.transaction() as session:
-        attempt = _claim(session, delivery_id, policy)
+        attempt = _claim(session, delivery_id, policy, slots)
     if attempt is None:
         return None
-    headers = webhook_sender.signature_headers(
-        attempt.secret, attempt.message_id, attempt.body, at=dt.datetime.now(dt.UTC)
-    )
-    outcome = send(
-        attempt.url,
-        attempt.body,
-        headers,
-        timeout_seconds=policy.timeout_seconds,
-        allow_private_networks=policy.allow_private_networks,
-    )
+    try:
+        headers = webhook_sender.signature_headers(
+            attempt.secret, attempt.message_id, attempt.body, at=dt.datetime.now(dt.UTC)
+        )
+        outcome = send(
+            attempt.url,
+            attempt.body,
+            headers,
+            timeout_seconds=policy.timeout_seconds,
+            allow_private_networks=policy.allow_private_networks,
+        )
+    finally:
+        # Before the record: the next delivery it publishes must find the slot free.
+        if slots is not None:
+            slots.release(attempt.endpoint_id, attempt.delivery_id)
     with db.transaction() as session:
-        return _record(session, attempt, outcome, policy)
+        return _record(session, attempt, outcome, policy, publish_next)
 
 
-def _claim(session: Session, delivery_id: uuid.UUID, policy: Policy) -> _Attempt | None:
-    """Take a due delivery of an enabled endpoint for one attempt; render its body."""
+def _claim(
+    session: Session, delivery_id: uuid.UUID, policy: Policy, slots: EndpointSlots | None
+) -> _Attempt | None:
+    """Take a due delivery of an enabled, unpaused endpoint and one of its slots; render it."""
     row = session.execute(
         select(WebhookDelivery, WebhookEndpoint)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -145,12 +177,17 @@ def _claim(session: Session, delivery_id: uuid.UUID, policy: Policy) -> _Attempt
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= func.now(),
             WebhookEndpoint.status == "enabled",
+            or_(WebhookEndpoint.paused_until.is_(None), WebhookEndpoint.paused_until <= func.now()),
         )
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).one_or_none()
     if row is None:
         return None
     delivery, endpoint = row
+    if slots is not None and not slots.acquire(endpoint.id, delivery.id):
+        # Every slot is taken: the delivery stays due. The attempt that frees a slot
+        # publishes the next one (publish_next), and the sweep sends what is left.
+        return None
     event = session.get(Event, delivery.event_id)
     assert event is not None  # a foreign key
     body = json.dumps(render_events(session, [event])[0], separators=(",", ":"))
@@ -169,7 +206,11 @@ def _claim(session: Session, delivery_id: uuid.UUID, policy: Policy) -> _Attempt
 
 
 def _record(
-    session: Session, attempt: _Attempt, outcome: webhook_sender.Outcome, policy: Policy
+    session: Session,
+    attempt: _Attempt,
+    outcome: webhook_sender.Outcome,
+    policy: Policy,
+    publish_next: PublishMany | None,
 ) -> str | None:
     """Record an attempt's answer: succeeded, retry later, or failed for good."""
     delivery = session.get(WebhookDelivery, attempt.delivery_id, with_for_update=True)
@@ -183,15 +224,15 @@ def _record(
         delivery.status = "succeeded"
         delivery.next_attempt_at = None
         delivery.delivered_at = now
-        session.execute(
-            update(WebhookEndpoint)
-            .where(
-                WebhookEndpoint.id == attempt.endpoint_id,
-                WebhookEndpoint.failing_since.is_not(None),
-            )
-            .values(failing_since=None)
-        )
-        db.after_commit(session, lambda: WEBHOOK_DELIVERIES.labels(outcome="succeeded").inc())
+        endpoint_health.record_success(session, attempt.endpoint_id)
+        following = _due_of_endpoint(session, attempt.endpoint_id, limit=1) if publish_next else []
+
+        def succeeded() -> None:
+            WEBHOOK_DELIVERIES.labels(outcome="succeeded").inc()
+            if following and publish_next is not None:
+                publish_next(following)  # raising is logged by db.transaction; the sweep sends it
+
+        db.after_commit(session, succeeded)
         return delivery.status
     if now - delivery.created_at >= dt.timedelta(seconds=policy.retry_window_seconds):
         delivery.status = "failed"
@@ -211,7 +252,9 @@ def _record(
             retry_in_seconds=round(delay, 3),
             **_log_fields(attempt, outcome),
         )
-    _disable_if_failing(session, attempt.endpoint_id, policy)
+    endpoint_health.record_failure(
+        session, attempt.endpoint_id, url=attempt.url, error=outcome.error, policy=policy
+    )
     return delivery.status
 
 
@@ -233,62 +276,51 @@ def _failed_for_good(fields: dict[str, object]) -> None:
     _log.error("webhook_delivery_failed", **fields)
 
 
-_DISABLE_SQL = text(
+#: Per enabled, unpaused endpoint, its oldest due deliveries: ``:per_endpoint`` of a
+#: healthy one, one (a probe) of one that has been failing.
+_DUE_SQL = text(
     """
-UPDATE webhook_endpoints
-SET status = 'disabled', updated_at = now(),
-    disabled_reason = 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
-                                                               'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-WHERE id = :id AND status = 'enabled'
-  AND failing_since <= now() - make_interval(secs => :after_seconds)
-RETURNING url, failing_since
+SELECT d.id FROM webhook_endpoints w
+CROSS JOIN LATERAL (
+    SELECT id, next_attempt_at FROM webhook_deliveries
+    WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT CASE WHEN w.consecutive_failures > 0 THEN 1 ELSE :per_endpoint END
+) d
+WHERE w.status = 'enabled' AND (w.paused_until IS NULL OR w.paused_until <= now())
+ORDER BY d.next_attempt_at
+LIMIT :limit
 """
 )
 
 
-def _disable_if_failing(session: Session, endpoint_id: uuid.UUID, policy: Policy) -> None:
-    """Start the endpoint's failing clock, and disable it once it has run for long enough."""
-    session.execute(
-        update(WebhookEndpoint)
-        .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failing_since.is_(None))
-        .values(failing_since=func.now())
-    )
-    disabled = session.execute(
-        _DISABLE_SQL, {"id": endpoint_id, "after_seconds": policy.disable_after_seconds}
-    ).one_or_none()
-    if disabled is not None:
-        fields = {
-            "endpoint_id": str(endpoint_id),
-            "url": disabled.url,
-            "failing_since": disabled.failing_since.isoformat(),
-        }
-
-        def committed() -> None:
-            WEBHOOK_ENDPOINTS_DISABLED.inc()
-            _log.error("webhook_endpoint_disabled", **fields)
-
-        db.after_commit(session, committed)
-
-
-def due_deliveries(session: Session, *, limit: int = 1000) -> list[uuid.UUID]:
-    """Return pending deliveries of enabled endpoints whose next attempt is due, oldest first.
-
-    The delivery sweep sends them: retries whose backoff has passed, and
-    deliveries whose message was lost (Redis emptied) or whose worker died.
-    """
+def _due_of_endpoint(session: Session, endpoint_id: uuid.UUID, *, limit: int) -> list[uuid.UUID]:
+    """Return the oldest ``limit`` due, pending deliveries of one endpoint."""
     return list(
         session.scalars(
             select(WebhookDelivery.id)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
             .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
                 WebhookDelivery.status == "pending",
                 WebhookDelivery.next_attempt_at <= func.now(),
-                WebhookEndpoint.status == "enabled",
             )
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
     )
+
+
+def due_deliveries(session: Session, *, per_endpoint: int, limit: int = 1000) -> list[uuid.UUID]:
+    """Return due, pending deliveries of enabled, unpaused endpoints, oldest first.
+
+    The delivery sweep sends them: retries whose backoff has passed, deliveries
+    whose message was lost (Redis emptied), whose worker died, or that found
+    every slot of their endpoint taken. At most ``per_endpoint`` per endpoint
+    (its slots: more would only be refused), and one of an endpoint that has
+    been failing, as a probe: a dead endpoint's backlog never fills the pass.
+    """
+    params = {"per_endpoint": per_endpoint, "limit": limit}
+    return list(session.scalars(_DUE_SQL, params))
 
 
 def oldest_undelivered_age_seconds(session: Session) -> float:
@@ -345,6 +377,14 @@ def retry_delivery(
     delivery.status = "pending"
     delivery.next_attempt_at = now
     delivery.updated_at = now
+    # An operator asks for an attempt now: a failing endpoint's pause does not delay it.
+    session.execute(
+        update(WebhookEndpoint)
+        .where(
+            WebhookEndpoint.id == delivery.endpoint_id, WebhookEndpoint.paused_until.is_not(None)
+        )
+        .values(paused_until=None)
+    )
     session.flush()
     db.after_commit(session, lambda: publish(delivery_id))
     if actor is not None:

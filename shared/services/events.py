@@ -51,12 +51,15 @@ _publisher: DeliveryPublisher | None = None
 _SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
 
 #: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted.
+#: A delivery to an endpoint paused after failures is due when the pause ends and is
+#: returned as NULL: nothing is published for it (the sweep sends its probe), so a
+#: dead endpoint costs the publisher nothing per event (docs/webhooks.md).
 _DELIVERIES_SQL = """
 INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
-SELECT uuidv7(), ev.id, w.id, now()
+SELECT uuidv7(), ev.id, w.id, GREATEST(now(), w.paused_until)
 FROM ev JOIN webhook_endpoints w
   ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
-RETURNING id
+RETURNING CASE WHEN next_attempt_at <= now() THEN id END
 """
 
 #: Events of the given transactions, as they are now, and their deliveries, in one
@@ -148,14 +151,18 @@ def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
     _after_commit(session, Counter({f"reconciliation.{status}": 1}), deliveries)
 
 
-def _after_commit(session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID]) -> None:
-    """Count the events and publish the deliveries once the transaction has committed."""
+def _after_commit(
+    session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID | None]
+) -> None:
+    """Count the events and publish the due deliveries (None: paused) once committed."""
+
+    due = [delivery for delivery in deliveries if delivery is not None]
 
     def committed() -> None:
         for type_, count in types.items():
             EVENTS_RECORDED.labels(type=type_).inc(count)
-        if deliveries and _publisher is not None:
-            _publisher(deliveries)  # raising is logged by db.transaction; the sweep sends them
+        if due and _publisher is not None:
+            _publisher(due)  # raising is logged by db.transaction; the sweep sends them
 
     db.after_commit(session, committed)
 

@@ -156,8 +156,8 @@ def update_endpoint(
     ``actor``, when given, appends ``webhook_endpoint.update`` to the audit log
     with the fields sent, in the same transaction.
 
-    Enabling it forgets its failures (the disable clock starts again); its
-    pending deliveries are then sent by the delivery sweep.
+    Enabling it forgets its failures (the count, the pause and the disable
+    clock start again); its pending deliveries are then sent by the delivery sweep.
 
     Raises:
         NotFound: ``webhook_endpoint_not_found``.
@@ -174,6 +174,8 @@ def update_endpoint(
     if status is not None:
         if status == "enabled" and endpoint.status != "enabled":
             endpoint.failing_since = None
+            endpoint.consecutive_failures = 0
+            endpoint.paused_until = None
             endpoint.disabled_reason = None
         elif status == "disabled" and endpoint.status != "disabled":
             endpoint.disabled_reason = "disabled by an operator"
