@@ -1,28 +1,27 @@
-"""Webhook deliveries: one attempt at a time, backoff, the final ``failed``, the sweep, ops retry.
+"""Webhook deliveries: turns at an endpoint's deliveries, backoff, the final ``failed``, the sweep.
 
-A delivery row is the unit of work; a broker message only says "this one may
-be due". An attempt claims the row in a short transaction (``attempts + 1``,
-``next_attempt_at`` moved one lease ahead, so a duplicate message finds it
-not due), sends outside any transaction (a slow receiver holds no lock and no
-connection), then records the answer in a second one. A worker that dies
-between the two leaves the row pending with an expired lease: the delivery
-sweep sends it again, so delivery is at least once; receivers deduplicate by
-``webhook-id`` (api.md).
+A delivery row is the unit of work; a broker message only says "this
+endpoint may have due deliveries" (one queued per endpoint at most). A turn
+(:func:`deliver_endpoint`) claims a batch of the endpoint's due rows in a short
+transaction (``attempts + 1``, ``next_attempt_at`` moved one lease ahead, so
+another turn skips them), sends them one by one outside any transaction (a
+slow receiver holds no lock and no connection), then records the answers in a
+second one. A worker that dies between the two leaves the rows pending with
+an expired lease: the delivery sweep sends them again, so delivery is at
+least once; receivers deduplicate by ``webhook-id`` (docs/webhooks.md).
 
 Failed attempts are retried with exponential backoff and equal jitter
 (``shared.retry``; AWS Architecture Blog, "Exponential Backoff And Jitter")
 until ``retry_window_seconds`` after the delivery was created (the contract:
 at least 24 hours), then the delivery is ``failed`` and logged at ERROR.
 
-A failure also pauses the endpoint (``paused_until``, the same backoff over
-its ``consecutive_failures``): no delivery of it is claimed, published by the
-sweep or published at creation until then, and then one probe goes first. So
-a dead receiver costs one attempt per pause, not one per event, and never
-stands in the queue in front of a live one. At most ``limit`` attempts are in
-flight to one endpoint (``EndpointSlots``). An endpoint whose attempts failed
-``disable_after_failures`` times in a row and for ``disable_after_seconds`` is
-disabled: audited (actor ``system``), logged at ERROR and counted
-(docs/webhooks.md, "Failing endpoints").
+A failure also pauses the endpoint and ends the turn
+(``shared.services.endpoint_health``): while paused, none of its deliveries
+is claimed, swept or published at creation; then one probe goes. So a dead
+receiver costs one attempt per pause, not one per event, and never stands in
+the queue in front of a live one. At most ``TALLY_WEBHOOK_ENDPOINT_CONCURRENCY``
+turns run at one endpoint (``EndpointSlots``) (docs/webhooks.md, "Failing
+endpoints").
 """
 
 from __future__ import annotations
@@ -30,11 +29,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import db
@@ -49,14 +50,24 @@ from shared.services.endpoint_slots import EndpointSlots
 from shared.services.events import event_public_id, render_events
 from shared.services.webhook_endpoints import endpoint_not_found
 
-#: The Celery task that makes one attempt (``worker.webhook_tasks``).
+#: The Celery task that makes one attempt at one delivery (the ops retry; ``worker.webhook_tasks``).
 DELIVER_WEBHOOK_TASK = "tally.deliver_webhook"
 
-#: Sends a delivery's message: ``broker.send_delivery`` or ``broker.signal_deliveries``.
+#: The Celery task that works through one endpoint's due deliveries.
+DELIVER_ENDPOINT_TASK = "tally.deliver_endpoint"
+
+#: Sends a delivery's message: ``broker.send_delivery``.
 Publish = Callable[[uuid.UUID], None]
 
-#: Sends the messages of several deliveries: ``broker.signal_deliveries``.
-PublishMany = Callable[[Sequence[uuid.UUID]], None]
+#: Publishes "these endpoints have due deliveries": ``broker.signal_endpoints``.
+PublishEndpoints = Callable[[Sequence[uuid.UUID]], None]
+
+#: How long one task keeps working through an endpoint's deliveries before it
+#: hands over to a new message (so other endpoints' messages get their turn).
+_ENDPOINT_TURN_SECONDS = 10.0
+
+#: Deliveries a turn claims, renders and records per transaction: sent one by one.
+_TURN_BATCH = 20
 
 #: How an attempt is sent: ``webhook_sender.send``'s signature (a test may pass its own).
 Send = Callable[..., webhook_sender.Outcome]
@@ -72,6 +83,17 @@ def delivery_signal_key(delivery_id: uuid.UUID | str) -> str:
     The key expires, so a lost message delays the delivery by one lease at most.
     """
     return f"tally:delivery:{delivery_id}"
+
+
+def endpoint_signal_key(endpoint_id: uuid.UUID | str) -> str:
+    """Return the Redis key that marks "a message for this endpoint is queued".
+
+    New deliveries and the sweep publish an endpoint only when they can ``SET
+    NX`` this key, so one queued message stands for any number of due
+    deliveries: an endpoint costs the queue one message, not one per event.
+    The task deletes it first; it expires, so a lost message costs one lease.
+    """
+    return f"tally:endpoint:{endpoint_id}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,18 +143,15 @@ def attempt_delivery(
     policy: Policy,
     send: Send = webhook_sender.send,
     slots: EndpointSlots | None = None,
-    publish_next: PublishMany | None = None,
 ) -> str | None:
     """Make one attempt at delivery ``delivery_id`` if it is due; return its status after.
 
     Opens its own database transactions (one to claim, one to record) and
-    sends between them.
+    sends between them. The ops retry uses it; new deliveries and retries go
+    through :func:`deliver_endpoint`.
 
     Args:
-        slots: the per-endpoint semaphore; None: no bound (tests of one attempt).
-        publish_next: after a success, called (after commit) with the endpoint's
-            next due delivery, so a receiver with a backlog is fed by its own
-            successes rather than by the sweep's pace.
+        slots: the per-endpoint semaphore; None: no bound.
 
     Returns:
         ``succeeded``, ``pending`` (to be retried) or ``failed``; None when
@@ -142,67 +161,165 @@ def attempt_delivery(
     Raises:
         sqlalchemy.exc.DBAPIError: the database failed; the sweep sends it again.
     """
-    with db.transaction() as session:
-        attempt = _claim(session, delivery_id, policy, slots)
+    holder = uuid.uuid4()
+    try:
+        with db.transaction() as session:
+            attempt = _claim(session, policy, WebhookDelivery.id == delivery_id)
+            taken = attempt is None or slots is None or slots.acquire(attempt.endpoint_id, holder)
+            if not taken:
+                raise _NoSlot  # rolls the claim back: the delivery stays due for the sweep
+    except _NoSlot:
+        return None
     if attempt is None:
         return None
     try:
-        headers = webhook_sender.signature_headers(
-            attempt.secret, attempt.message_id, attempt.body, at=dt.datetime.now(dt.UTC)
-        )
-        outcome = send(
-            attempt.url,
-            attempt.body,
-            headers,
-            timeout_seconds=policy.timeout_seconds,
-            allow_private_networks=policy.allow_private_networks,
-        )
+        outcome = _send(attempt, policy, send)
     finally:
-        # Before the record: the next delivery it publishes must find the slot free.
         if slots is not None:
-            slots.release(attempt.endpoint_id, attempt.delivery_id)
+            slots.release(attempt.endpoint_id, holder)
     with db.transaction() as session:
-        return _record(session, attempt, outcome, policy, publish_next)
+        return _record(session, attempt, outcome, policy)
 
 
-def _claim(
-    session: Session, delivery_id: uuid.UUID, policy: Policy, slots: EndpointSlots | None
-) -> _Attempt | None:
-    """Take a due delivery of an enabled, unpaused endpoint and one of its slots; render it."""
-    row = session.execute(
+class _NoSlot(Exception):
+    """Every slot of the endpoint is held: undo the claim."""
+
+
+def deliver_endpoint(
+    endpoint_id: uuid.UUID,
+    *,
+    policy: Policy,
+    slots: EndpointSlots,
+    republish: PublishEndpoints,
+    send: Send = webhook_sender.send,
+    turn_seconds: float = _ENDPOINT_TURN_SECONDS,
+) -> int:
+    """Attempt endpoint ``endpoint_id``'s due deliveries, oldest first, while it answers 2xx.
+
+    Holds one of the endpoint's slots for the whole turn, or does nothing when
+    all are held (the tasks holding them go on until nothing is due). Stops at
+    the first failure: the endpoint is now paused, and its next attempt is the
+    probe the sweep sends when the pause ends. After ``turn_seconds`` it hands
+    over: ``republish`` queues a new message for the endpoint behind the others.
+
+    Returns:
+        The attempts made.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database failed; the sweep sends it again.
+    """
+    holder = uuid.uuid4()
+    if not slots.acquire(endpoint_id, holder):
+        return 0
+    made, deadline, handover = 0, time.monotonic() + turn_seconds, False
+    try:
+        failed = False
+        while not failed:
+            with db.transaction() as session:
+                batch = _claim_many(
+                    session, policy, WebhookDelivery.endpoint_id == endpoint_id, limit=_TURN_BATCH
+                )
+            if not batch:
+                break
+            sent = []
+            for attempt in batch:
+                outcome = _send(attempt, policy, send)
+                sent.append((attempt, outcome))
+                if not outcome.succeeded:
+                    failed = True  # the endpoint is paused by this failure: stop here
+                    break
+            with db.transaction() as session:
+                for attempt, outcome in sent:
+                    _record(session, attempt, outcome, policy)
+                _unclaim(session, [a.delivery_id for a in batch[len(sent) :]])
+            made += len(sent)
+            if not failed and time.monotonic() > deadline:
+                handover = True
+                break
+    finally:
+        slots.release(endpoint_id, holder)
+    if handover:
+        republish([endpoint_id])
+    return made
+
+
+def _unclaim(session: Session, delivery_ids: Sequence[uuid.UUID]) -> None:
+    """Give back claimed deliveries that were not sent: due again, their attempt not counted."""
+    if delivery_ids:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "pending")
+            .values(attempts=WebhookDelivery.attempts - 1, next_attempt_at=func.now())
+        )
+
+
+def _send(attempt: _Attempt, policy: Policy, send: Send) -> webhook_sender.Outcome:
+    """Sign and send one claimed attempt; never raise (``webhook_sender.send``)."""
+    headers = webhook_sender.signature_headers(
+        attempt.secret, attempt.message_id, attempt.body, at=dt.datetime.now(dt.UTC)
+    )
+    return send(
+        attempt.url,
+        attempt.body,
+        headers,
+        timeout_seconds=policy.timeout_seconds,
+        allow_private_networks=policy.allow_private_networks,
+    )
+
+
+def _claim(session: Session, policy: Policy, which: Any) -> _Attempt | None:
+    """Take the oldest due delivery matching ``which`` of an enabled, unpaused endpoint; render it."""
+    attempts = _claim_many(session, policy, which, limit=1)
+    return attempts[0] if attempts else None
+
+
+def _claim_many(session: Session, policy: Policy, which: Any, *, limit: int) -> list[_Attempt]:
+    """Take the oldest ``limit`` due deliveries matching ``which`` of enabled, unpaused endpoints.
+
+    One statement locks them (``SKIP LOCKED``), one rendering reads their events
+    (three reads whatever their number): a turn pays per batch, not per attempt.
+    """
+    rows = session.execute(
         select(WebhookDelivery, WebhookEndpoint)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(
-            WebhookDelivery.id == delivery_id,
+            which,
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= func.now(),
             WebhookEndpoint.status == "enabled",
             or_(WebhookEndpoint.paused_until.is_(None), WebhookEndpoint.paused_until <= func.now()),
         )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)  # ids are UUIDv7
+        .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
-    ).one_or_none()
-    if row is None:
-        return None
-    delivery, endpoint = row
-    if slots is not None and not slots.acquire(endpoint.id, delivery.id):
-        # Every slot is taken: the delivery stays due. The attempt that frees a slot
-        # publishes the next one (publish_next), and the sweep sends what is left.
-        return None
-    event = session.get(Event, delivery.event_id)
-    assert event is not None  # a foreign key
-    body = json.dumps(render_events(session, [event])[0], separators=(",", ":"))
-    delivery.attempts += 1
-    delivery.next_attempt_at = func.now() + dt.timedelta(seconds=policy.attempt_lease_seconds)
-    delivery.updated_at = func.now()
-    return _Attempt(
-        delivery.id,
-        endpoint.id,
-        endpoint.url,
-        endpoint.secret,
-        event_public_id(event.id),
-        body,
-        delivery.attempts,
-    )
+    ).all()
+    if not rows:
+        return []
+    events = {
+        e.id: e
+        for e in session.scalars(
+            select(Event).where(Event.id.in_([delivery.event_id for delivery, _ in rows]))
+        )
+    }
+    ordered = [events[delivery.event_id] for delivery, _ in rows]  # a foreign key: present
+    bodies = [json.dumps(r, separators=(",", ":")) for r in render_events(session, ordered)]
+    claimed = []
+    for (delivery, endpoint), event, body in zip(rows, ordered, bodies, strict=True):
+        delivery.attempts += 1
+        delivery.next_attempt_at = func.now() + dt.timedelta(seconds=policy.attempt_lease_seconds)
+        delivery.updated_at = func.now()
+        claimed.append(
+            _Attempt(
+                delivery.id,
+                endpoint.id,
+                endpoint.url,
+                endpoint.secret,
+                event_public_id(event.id),
+                body,
+                delivery.attempts,
+            )
+        )
+    return claimed
 
 
 def _record(
@@ -210,7 +327,6 @@ def _record(
     attempt: _Attempt,
     outcome: webhook_sender.Outcome,
     policy: Policy,
-    publish_next: PublishMany | None,
 ) -> str | None:
     """Record an attempt's answer: succeeded, retry later, or failed for good."""
     delivery = session.get(WebhookDelivery, attempt.delivery_id, with_for_update=True)
@@ -225,14 +341,7 @@ def _record(
         delivery.next_attempt_at = None
         delivery.delivered_at = now
         endpoint_health.record_success(session, attempt.endpoint_id)
-        following = _due_of_endpoint(session, attempt.endpoint_id, limit=1) if publish_next else []
-
-        def succeeded() -> None:
-            WEBHOOK_DELIVERIES.labels(outcome="succeeded").inc()
-            if following and publish_next is not None:
-                publish_next(following)  # raising is logged by db.transaction; the sweep sends it
-
-        db.after_commit(session, succeeded)
+        db.after_commit(session, lambda: WEBHOOK_DELIVERIES.labels(outcome="succeeded").inc())
         return delivery.status
     if now - delivery.created_at >= dt.timedelta(seconds=policy.retry_window_seconds):
         delivery.status = "failed"
@@ -276,51 +385,34 @@ def _failed_for_good(fields: dict[str, object]) -> None:
     _log.error("webhook_delivery_failed", **fields)
 
 
-#: Per enabled, unpaused endpoint, its oldest due deliveries: ``:per_endpoint`` of a
-#: healthy one, one (a probe) of one that has been failing.
-_DUE_SQL = text(
+def due_endpoints(session: Session, *, limit: int = 10000) -> list[uuid.UUID]:
+    """Return the enabled, unpaused endpoints that have a due, pending delivery.
+
+    The delivery sweep publishes them (``broker.signal_endpoints``): retries
+    whose backoff has passed, a paused endpoint's probe once its pause ends,
+    and deliveries whose message was lost (Redis emptied) or whose worker died.
+    A paused endpoint is not returned, however many deliveries it has waiting.
     """
-SELECT d.id FROM webhook_endpoints w
-CROSS JOIN LATERAL (
-    SELECT id, next_attempt_at FROM webhook_deliveries
-    WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
-    LIMIT CASE WHEN w.consecutive_failures > 0 THEN 1 ELSE :per_endpoint END
-) d
-WHERE w.status = 'enabled' AND (w.paused_until IS NULL OR w.paused_until <= now())
-ORDER BY d.next_attempt_at
-LIMIT :limit
-"""
-)
-
-
-def _due_of_endpoint(session: Session, endpoint_id: uuid.UUID, *, limit: int) -> list[uuid.UUID]:
-    """Return the oldest ``limit`` due, pending deliveries of one endpoint."""
     return list(
         session.scalars(
-            select(WebhookDelivery.id)
+            select(WebhookEndpoint.id)
             .where(
-                WebhookDelivery.endpoint_id == endpoint_id,
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.next_attempt_at <= func.now(),
+                WebhookEndpoint.status == "enabled",
+                or_(
+                    WebhookEndpoint.paused_until.is_(None),
+                    WebhookEndpoint.paused_until <= func.now(),
+                ),
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.endpoint_id == WebhookEndpoint.id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.next_attempt_at <= func.now(),
+                )
+                .exists(),
             )
-            .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
     )
-
-
-def due_deliveries(session: Session, *, per_endpoint: int, limit: int = 1000) -> list[uuid.UUID]:
-    """Return due, pending deliveries of enabled, unpaused endpoints, oldest first.
-
-    The delivery sweep sends them: retries whose backoff has passed, deliveries
-    whose message was lost (Redis emptied), whose worker died, or that found
-    every slot of their endpoint taken. At most ``per_endpoint`` per endpoint
-    (its slots: more would only be refused), and one of an endpoint that has
-    been failing, as a probe: a dead endpoint's backlog never fills the pass.
-    """
-    params = {"per_endpoint": per_endpoint, "limit": limit}
-    return list(session.scalars(_DUE_SQL, params))
 
 
 def oldest_undelivered_age_seconds(session: Session) -> float:

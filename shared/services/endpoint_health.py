@@ -5,7 +5,8 @@ Every failed attempt adds one to the endpoint's ``consecutive_failures``
 delivery backoff of that count (``paused_until``): exponential with equal
 jitter from ``TALLY_WEBHOOK_BACKOFF_BASE_SECONDS`` to ``..._MAX_SECONDS``
 (``shared.retry``). While paused, none of its deliveries is claimed, swept or
-published; then one probe goes (``deliveries.due_deliveries``). A success
+published; then one probe goes (``deliveries.due_endpoints``, and a turn ends
+at its first failure). A success
 clears all three. Once the failures reach ``TALLY_WEBHOOK_DISABLE_AFTER_FAILURES``
 *and* ``failing_since`` is ``TALLY_WEBHOOK_DISABLE_AFTER_SECONDS`` old, the
 endpoint is disabled: audited as ``webhook_endpoint.disable`` by the actor

@@ -1,7 +1,7 @@
 """Failing endpoints: paused, probed, disabled with an audit record; attempts bounded per endpoint.
 
-Attempts are made in-process by ``attempt_delivery`` on the real database
-and Redis; receivers are a closed loopback port (connection refused) or a
+Attempts are made in-process by ``deliver_endpoint`` and ``attempt_delivery``
+on the real database and Redis; receivers are a closed loopback port (connection refused) or a
 real HTTP server that holds its answers. No worker process is needed: what
 is tested is the claim, the record and the sweep's query.
 """
@@ -24,7 +24,7 @@ from cli.devservers import free_port
 from shared import db
 from shared.config import get_settings
 from shared.models import AuditEvent, WebhookDelivery, WebhookEndpoint
-from shared.services.deliveries import Policy, attempt_delivery, due_deliveries
+from shared.services.deliveries import Policy, attempt_delivery, deliver_endpoint, due_endpoints
 from shared.services.endpoint_slots import EndpointSlots, slots_key
 from shared.services.events import record_run_event
 from shared.services.webhook_endpoints import new_secret
@@ -70,7 +70,7 @@ def new_deliveries(endpoint_id: uuid.UUID, count: int) -> list[uuid.UUID]:
             session.scalars(
                 select(WebhookDelivery.id)
                 .where(WebhookDelivery.endpoint_id == endpoint_id)
-                .order_by(WebhookDelivery.created_at)
+                .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
             )
         )[-count:]
 
@@ -128,7 +128,7 @@ def test_an_endpoint_failing_past_both_thresholds_is_disabled_audited_and_counte
     # Its pending deliveries wait: a disabled endpoint's are neither claimed nor swept.
     assert attempt_delivery(first, policy=FAST) is None
     with db.transaction() as session:
-        assert first not in due_deliveries(session, per_endpoint=4)
+        assert endpoint_id not in due_endpoints(session)
 
     enabled = client.patch(
         f"/v1/webhook-endpoints/{endpoint_id}", json={"status": "enabled"}, headers=ops_headers
@@ -154,27 +154,36 @@ def test_one_threshold_alone_does_not_disable(endpoint: Any) -> None:
     assert (row.status, row.consecutive_failures) == ("enabled", 4)
 
 
-def test_a_failing_endpoint_is_paused_then_probed_with_one_delivery(endpoint: Any) -> None:
+def test_a_failing_endpoint_is_paused_then_probed_with_one_delivery(
+    redis_client: Any, endpoint: Any
+) -> None:
     endpoint_id = endpoint(dead_url())
     paused = dataclasses.replace(FAST, backoff_base_seconds=3600.0, backoff_max_seconds=3600.0)
-    first, *others = new_deliveries(endpoint_id, 4)
-    assert attempt_delivery(first, policy=paused) == "pending"
-    # Paused: the other deliveries are not attempted, nor swept, nor published at creation.
-    assert [attempt_delivery(d, policy=paused) for d in others] == [None] * 3
+    slots = EndpointSlots(redis_client, limit=4, lease_seconds=60)
+    ids = new_deliveries(endpoint_id, 4)
+    republished: list[uuid.UUID] = []
+    # A turn stops at the first failure: one attempt, then the endpoint is paused.
+    assert deliver_endpoint(endpoint_id, policy=paused, slots=slots,
+                            republish=republished.extend) == 1  # fmt: skip
+    assert deliver_endpoint(endpoint_id, policy=paused, slots=slots,
+                            republish=republished.extend) == 0  # fmt: skip
+    assert [attempt_delivery(d, policy=paused) for d in ids] == [None] * 4
     with db.transaction() as session:
-        assert not set(others) & set(due_deliveries(session, per_endpoint=4))
+        assert endpoint_id not in due_endpoints(session)
         counts = session.scalars(
-            select(WebhookDelivery.attempts).where(WebhookDelivery.id.in_(others))
+            select(WebhookDelivery.attempts)
+            .where(WebhookDelivery.id.in_(ids))
+            .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
         ).all()
-        assert counts == [0, 0, 0]
-        # The pause ends: the sweep sends one probe, not the backlog.
+        assert counts == [1, 0, 0, 0]
+        # The pause ends: the sweep publishes the endpoint again, for its probe.
         session.execute(
             WebhookEndpoint.__table__.update()
             .where(WebhookEndpoint.id == endpoint_id)
             .values(paused_until=None)
         )
-        due = set(due_deliveries(session, per_endpoint=4))
-        assert len(due & {first, *others}) == 1
+        assert endpoint_id in due_endpoints(session)
+    assert republished == []
 
 
 def test_new_deliveries_of_a_paused_endpoint_wait_for_the_pause(endpoint: Any) -> None:
@@ -186,11 +195,12 @@ def test_new_deliveries_of_a_paused_endpoint_wait_for_the_pause(endpoint: Any) -
     try:
         endpoint_id = endpoint(dead_url())
         [first] = new_deliveries(endpoint_id, 1)
-        assert first in published
+        assert endpoint_id in published  # the endpoint, once, not each delivery
+        published.clear()
         paused = dataclasses.replace(FAST, backoff_base_seconds=3600.0, backoff_max_seconds=3600.0)
         assert attempt_delivery(first, policy=paused) == "pending"
         [later] = new_deliveries(endpoint_id, 1)
-        assert later not in published
+        assert endpoint_id not in published
         with db.transaction() as session:
             delivery = session.get(WebhookDelivery, later)
             assert delivery is not None and delivery.next_attempt_at is not None
@@ -199,23 +209,56 @@ def test_new_deliveries_of_a_paused_endpoint_wait_for_the_pause(endpoint: Any) -
         events.set_delivery_publisher(previous)
 
 
-def test_a_success_resets_the_failures_and_publishes_the_next_due_delivery(
-    endpoint: Any,
+def test_a_turn_sends_every_due_delivery_and_a_success_resets_the_failures(
+    redis_client: Any, endpoint: Any
 ) -> None:
-    answers = iter([500, 204])
+    answers = iter([500] + [204] * 3)
     server = _server(lambda: next(answers))
+    slots = EndpointSlots(redis_client, limit=4, lease_seconds=60)
     try:
         endpoint_id = endpoint(server.url)
-        first, second = new_deliveries(endpoint_id, 2)
-        assert attempt_delivery(first, policy=FAST) == "pending"
+        ids = new_deliveries(endpoint_id, 3)
+        republished: list[uuid.UUID] = []
+        assert deliver_endpoint(endpoint_id, policy=FAST, slots=slots,
+                                republish=republished.extend) == 1  # fmt: skip
         assert endpoint_row(endpoint_id).consecutive_failures == 1
-        following: list[uuid.UUID] = []
-        assert attempt_delivery(first, policy=FAST, publish_next=following.extend) == "succeeded"
+        # No backoff in FAST: the pause is over, and the next turn sends all three.
+        assert deliver_endpoint(endpoint_id, policy=FAST, slots=slots,
+                                republish=republished.extend) == 3  # fmt: skip
         row = endpoint_row(endpoint_id)
         assert (row.consecutive_failures, row.failing_since, row.paused_until) == (0, None, None)
-        assert following == [second]
+        with db.transaction() as session:
+            statuses = session.scalars(
+                select(WebhookDelivery.status).where(WebhookDelivery.id.in_(ids))
+            ).all()
+        assert statuses == ["succeeded"] * 3 and republished == []
+        assert slots.held(endpoint_id) == 0
     finally:
         server.stop()
+        redis_client.delete(slots_key(endpoint_id))
+
+
+def test_a_turn_hands_over_after_its_time(redis_client: Any, endpoint: Any) -> None:
+    server = _server(lambda: 204)
+    slots = EndpointSlots(redis_client, limit=4, lease_seconds=60)
+    try:
+        endpoint_id = endpoint(server.url)
+        ids = new_deliveries(endpoint_id, 25)
+        republished: list[uuid.UUID] = []
+        made = deliver_endpoint(endpoint_id, policy=FAST, slots=slots,
+                                republish=republished.extend, turn_seconds=0)  # fmt: skip
+        # One batch (20), then a new message for the rest, behind the other endpoints'.
+        assert (made, republished) == (20, [endpoint_id])
+        with db.transaction() as session:
+            pending = session.scalars(
+                select(WebhookDelivery.id).where(
+                    WebhookDelivery.id.in_(ids), WebhookDelivery.status == "pending"
+                )
+            ).all()
+        assert len(pending) == 5
+    finally:
+        server.stop()
+        redis_client.delete(slots_key(endpoint_id))
 
 
 def test_endpoint_slots_bound_holders_and_expire(redis_client: Any) -> None:
@@ -233,61 +276,85 @@ def test_endpoint_slots_bound_holders_and_expire(redis_client: Any) -> None:
 
 
 def test_attempts_in_flight_to_one_endpoint_are_bounded(redis_client: Any, endpoint: Any) -> None:
-    """Eight threads, six due deliveries, two slots: two requests reach a hanging receiver."""
+    """Two slots: two turns hang in the receiver; six more turns end at once, sending nothing."""
     release = threading.Event()
     server = _server(lambda: 204, hold=release)
     slots = EndpointSlots(redis_client, limit=2, lease_seconds=60)
+    patient = dataclasses.replace(FAST, timeout_seconds=120.0)
     try:
         endpoint_id = endpoint(server.url)
-        ids = new_deliveries(endpoint_id, 6)
         with ThreadPoolExecutor(8) as pool:
-            patient = dataclasses.replace(FAST, timeout_seconds=120.0)
-            futures = [pool.submit(attempt_delivery, d, policy=patient, slots=slots) for d in ids]
-            try:
-                wait_for(
-                    lambda: sum(f.done() for f in futures) == 4 and len(server.requests) == 2,
-                    timeout_seconds=60, what="two attempts at the receiver, four refused a slot",
+
+            def turn() -> Any:
+                return pool.submit(
+                    deliver_endpoint, endpoint_id, policy=patient, slots=slots,
+                    republish=lambda _: None,
                 )  # fmt: skip
-                assert [f.result() for f in futures if f.done()] == [None] * 4
+
+            try:
+                ids = new_deliveries(endpoint_id, 1)
+                futures = [turn()]
+                wait_for(lambda: len(server.requests) == 1, timeout_seconds=60,
+                         what="the first turn at the receiver")  # fmt: skip
+                ids += new_deliveries(endpoint_id, 3)
+                futures += [turn() for _ in range(7)]
+                wait_for(
+                    lambda: sum(f.done() for f in futures) == 6 and len(server.requests) == 2,
+                    timeout_seconds=60, what="two turns at the receiver, six refused a slot",
+                )  # fmt: skip
+                assert [f.result() for f in futures if f.done()] == [0] * 6
                 assert slots.held(endpoint_id) == 2
             finally:
                 release.set()
-            assert sorted(str(f.result()) for f in futures) == ["None"] * 4 + ["succeeded"] * 2
-            assert len(server.requests) == 2
-        assert slots.held(endpoint_id) == 0
+            assert sum(f.result() for f in futures) == 4
+        assert server.in_flight_max == 2
+        with db.transaction() as session:
+            statuses = session.scalars(
+                select(WebhookDelivery.status).where(WebhookDelivery.id.in_(ids))
+            ).all()
+        assert statuses == ["succeeded"] * 4 and slots.held(endpoint_id) == 0
     finally:
         release.set()
         server.stop()
         redis_client.delete(slots_key(endpoint_id))
 
 
-@dataclasses.dataclass
 class _Server:
-    url: str
-    requests: list[bytes]
-    stop: Any
+    """A loopback receiver answering ``status()``; with ``hold``, only once it is set.
+
+    Notes the bodies it got and the most requests it had in flight at once.
+    """
+
+    def __init__(self, status: Any, hold: threading.Event | None) -> None:
+        self.requests: list[bytes] = []
+        self.in_flight_max = 0
+        in_flight, lock, server = [0], threading.Lock(), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with lock:
+                    server.requests.append(body)
+                    in_flight[0] += 1
+                    server.in_flight_max = max(server.in_flight_max, in_flight[0])
+                if hold is not None:
+                    hold.wait(120)
+                with lock:
+                    in_flight[0] -= 1
+                self.send_response(status())
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/hook"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
 
 
 def _server(status: Any, *, hold: threading.Event | None = None) -> _Server:
-    """Start a loopback receiver answering ``status()``; with ``hold``, only once it is set."""
-    requests: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            requests.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
-            if hold is not None:
-                hold.wait(120)
-            self.send_response(status())
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return _Server(f"http://127.0.0.1:{server.server_address[1]}/hook", requests, stop)
+    return _Server(status, hold)

@@ -22,9 +22,10 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
@@ -34,28 +35,52 @@ from bench.funding import create_funded_wallets
 from bench.stack import cpu_seconds_by_component, started_stack
 from cli.devservers import free_port
 
+#: The live receiver, run in a process of its own so the load's client threads do not
+#: slow its answers: one line "<webhook-id> <unix time>" per first receipt, on stdout.
+_RECEIVER = """
+import sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+seen, lock = set(), threading.Lock()
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        at, hook = time.time(), self.headers["webhook-id"]
+        self.send_response(204)
+        self.end_headers()
+        with lock:
+            if hook not in seen:
+                seen.add(hook)
+                print(hook, at, flush=True)
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
 
 class LiveReceiver:
-    """A receiver on loopback that answers 204 and notes when each webhook-id first came."""
+    """A receiver process on loopback that answers 204 and notes when each webhook-id came."""
 
     def __init__(self) -> None:
         self.heard: dict[str, float] = {}
-        lock, heard = threading.Lock(), self.heard
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True
+        )
+        assert self._process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self._process.stdout.readline())}/hooks"
+        threading.Thread(target=self._read, daemon=True).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                with lock:
-                    heard.setdefault(self.headers["webhook-id"], time.time())
-                self.send_response(204)
-                self.end_headers()
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            hook, at = line.split()
+            self.heard[hook] = float(at)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def stop(self) -> None:
+        """Stop the receiver process."""
+        self._process.terminate()
+        self._process.wait(10)
 
 
 def _load(url: str, key: str, wallets: list[str], *, clients: int, seconds: float) -> list[str]:
@@ -143,7 +168,7 @@ def measure(*, dead: int, wallets: int, clients: int, seconds: float) -> dict[st
             }
             heard_seconds = None
             while time.time() - ended < 300:
-                if events.keys() <= receiver.heard.keys():
+                if events.keys() <= set(receiver.heard):
                     heard_seconds = time.time() - ended
                     break
                 time.sleep(0.1)
@@ -155,6 +180,7 @@ def measure(*, dead: int, wallets: int, clients: int, seconds: float) -> dict[st
         cpu_after = cpu_seconds_by_component(stack.root)
         lags = [receiver.heard[e] - at for e, at in events.items() if e in receiver.heard]
         engine.dispose()
+    receiver.stop()
     return {
         "dead_endpoints": dead,
         "transactions": len(ids),

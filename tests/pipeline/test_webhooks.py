@@ -447,15 +447,18 @@ def test_a_receiver_that_hangs_never_delays_applies_when_webhooks_run_apart(
         first = [submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
                  for _ in range(2)]  # fmt: skip
         wait_terminal(first, context=drains.log())
-        wait_for(lambda: len(receiver.requests) >= 2, timeout_seconds=60,
-                 what="both webhook threads hanging in the receiver", log=attempts.log)  # fmt: skip
+        # One endpoint's deliveries are sent one after another in a turn (docs/webhooks.md,
+        # "Failing endpoints"), so the receiver holds one thread, or two if a second
+        # message for it came: never more than the two threads there are.
+        wait_for(lambda: len(receiver.requests) >= 1, timeout_seconds=60,
+                 what="a webhook thread hanging in the receiver", log=attempts.log)  # fmt: skip
 
         later = [submit(client, service_headers, deposit_body(wallet, "1.00")).get_json()["id"]
                  for _ in range(10)]  # fmt: skip
         statuses = wait_terminal(later, timeout_seconds=40, context=drains.log())
 
         assert {s["status"] for s in statuses.values()} == {"completed"}
-        assert not release.is_set() and len(receiver.requests) == 2  # still hanging
+        assert not release.is_set() and 1 <= len(receiver.requests) <= 2  # still hanging
         release.set()
         wait_for(lambda: len(receiver.by_id()) == 12, timeout_seconds=60,
                  what="every event delivered once released", log=attempts.log)  # fmt: skip
