@@ -37,7 +37,6 @@ from shared.redis_client import get_redis
 from shared.services.deliveries import (
     DELIVER_ENDPOINT_TASK,
     DELIVER_WEBHOOK_TASK,
-    delivery_signal_key,
     endpoint_signal_key,
 )
 from shared.services.processor import DRAIN_SHARD_TASK, shard_signal_key
@@ -195,7 +194,7 @@ WEBHOOKS_QUEUE = "tally.webhooks"
 def send_delivery(delivery_id: uuid.UUID | str) -> None:
     """Publish one attempt at webhook delivery ``delivery_id`` on ``tally.webhooks``, now.
 
-    The ops retry uses this: a stale signal must not stop it.
+    The ops retry uses this: one delivery, attempted now.
 
     Raises:
         Exception: the broker could not be reached (the delivery sweep sends it).
@@ -207,23 +206,6 @@ def send_delivery(delivery_id: uuid.UUID | str) -> None:
     except Exception:
         PUBLISH_FAILURES.inc()
         raise
-
-
-def signal_deliveries(delivery_ids: Iterable[uuid.UUID | str]) -> None:
-    """Publish an attempt for each delivery that has no message queued; one Redis round trip.
-
-    New deliveries (after their event commits) and the delivery sweep use this
-    (``shared.services.deliveries.delivery_signal_key``); the key lives one
-    attempt lease, so a lost message is sent again by a later sweep.
-
-    Raises:
-        Exception: Redis or the broker could not be reached; the sweep recovers.
-    """
-    _publish_unsignalled(
-        {delivery_signal_key(str(d)): str(d) for d in delivery_ids},
-        send_delivery,
-        ttl_seconds=max(1, int(get_settings().webhook_attempt_lease_seconds)),
-    )
 
 
 def send_endpoint(endpoint_id: uuid.UUID | str) -> None:

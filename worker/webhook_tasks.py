@@ -30,11 +30,7 @@ events.set_delivery_publisher(broker.signal_endpoints)
 
 @shared_task(acks_late=True, ignore_result=True, name=deliveries.DELIVER_WEBHOOK_TASK)
 def deliver_webhook(delivery_id: str) -> None:
-    """Make one attempt at delivery ``delivery_id`` (a UUID string) if it is due."""
-    try:
-        get_redis().delete(deliveries.delivery_signal_key(delivery_id))
-    except Exception:  # the signal expires by itself
-        _log.warning("delivery_signal_not_cleared", delivery_id=delivery_id, exc_info=True)
+    """Make one attempt at delivery ``delivery_id`` (a UUID string) if it is due (ops retry)."""
     settings = get_settings()
     try:
         deliveries.attempt_delivery(

@@ -75,16 +75,6 @@ Send = Callable[..., webhook_sender.Outcome]
 _log = structlog.get_logger(__name__)
 
 
-def delivery_signal_key(delivery_id: uuid.UUID | str) -> str:
-    """Return the Redis key that marks "a message for this delivery is queued".
-
-    The sweep publishes a due delivery only when it can ``SET NX`` this key, so
-    a backlog does not fill the queue with copies; the task deletes it first.
-    The key expires, so a lost message delays the delivery by one lease at most.
-    """
-    return f"tally:delivery:{delivery_id}"
-
-
 def endpoint_signal_key(endpoint_id: uuid.UUID | str) -> str:
     """Return the Redis key that marks "a message for this endpoint is queued".
 
