@@ -197,11 +197,13 @@ class ReconciliationStarted(BaseModel):
 
 
 class Actor(BaseModel):
-    """Who acted: an API key (``api_key_id`` and its name) or the CLI (the OS user)."""
+    """Who acted: an API key (``api_key_id`` and its name), the CLI (the OS user), or
+    ``system``: Tally itself (the component in ``name``), e.g. disabling a failing webhook
+    endpoint."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["api_key", "cli"]
+    type: Literal["api_key", "cli", "system"]
     api_key_id: uuid.UUID | None
     name: str
 

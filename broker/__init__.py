@@ -34,7 +34,11 @@ from celery import Celery
 from shared.config import get_settings
 from shared.metrics import PUBLISH_FAILURES
 from shared.redis_client import get_redis
-from shared.services.deliveries import DELIVER_WEBHOOK_TASK, delivery_signal_key
+from shared.services.deliveries import (
+    DELIVER_ENDPOINT_TASK,
+    DELIVER_WEBHOOK_TASK,
+    endpoint_signal_key,
+)
 
 #: The queue every Tally task is sent to and every worker consumes.
 QUEUE = "tally"
@@ -228,7 +232,7 @@ WEBHOOKS_QUEUE = "tally.webhooks"
 def send_delivery(delivery_id: uuid.UUID | str) -> None:
     """Publish one attempt at webhook delivery ``delivery_id`` on ``tally.webhooks``, now.
 
-    The ops retry uses this: a stale signal must not stop it.
+    The ops retry uses this: one delivery, attempted now.
 
     Raises:
         Exception: the broker could not be reached (the delivery sweep sends it).
@@ -242,18 +246,34 @@ def send_delivery(delivery_id: uuid.UUID | str) -> None:
         raise
 
 
-def signal_deliveries(delivery_ids: Iterable[uuid.UUID | str]) -> None:
-    """Publish an attempt for each delivery that has no message queued; one Redis round trip.
+def send_endpoint(endpoint_id: uuid.UUID | str) -> None:
+    """Publish a turn at endpoint ``endpoint_id``'s due deliveries on ``tally.webhooks``, now.
 
-    New deliveries (after their event commits) and the delivery sweep use this
-    (``shared.services.deliveries.delivery_signal_key``); the key lives one
-    attempt lease, so a lost message is sent again by a later sweep.
+    Raises:
+        Exception: the broker could not be reached (the delivery sweep sends it).
+    """
+    try:
+        _producer().send_task(
+            DELIVER_ENDPOINT_TASK, args=[str(endpoint_id)], queue=WEBHOOKS_QUEUE, retry=False
+        )
+    except Exception:
+        PUBLISH_FAILURES.inc()
+        raise
+
+
+def signal_endpoints(endpoint_ids: Iterable[uuid.UUID | str]) -> None:
+    """Publish a turn for each endpoint that has none queued; one Redis round trip.
+
+    New deliveries (after their event commits, their endpoints deduplicated) and
+    the delivery sweep use this, so one queued message stands for any number of
+    an endpoint's due deliveries (``shared.services.deliveries.endpoint_signal_key``);
+    the key lives one attempt lease, so a lost message is sent again by a later sweep.
 
     Raises:
         Exception: Redis or the broker could not be reached; the sweep recovers.
     """
     _publish_unsignalled(
-        {delivery_signal_key(str(d)): str(d) for d in delivery_ids},
-        send_delivery,
+        {endpoint_signal_key(str(e)): str(e) for e in endpoint_ids},
+        send_endpoint,
         ttl_seconds=max(1, int(get_settings().webhook_attempt_lease_seconds)),
     )

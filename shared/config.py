@@ -94,8 +94,13 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     #: How long a delivery is retried before it ends ``failed`` (api.md: at least 24 h).
     webhook_retry_window_seconds: float = Field(default=86400.0, gt=0)
-    #: An endpoint whose every delivery failed for this long is disabled.
-    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)
+    #: An endpoint is disabled once its attempts have failed this many times in a row
+    #: AND for TALLY_WEBHOOK_DISABLE_AFTER_SECONDS since its last success: both.
+    webhook_disable_after_failures: int = Field(default=50, ge=1)
+    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, ge=0)
+    #: Attempts in flight to one endpoint at once, over every webhook worker (a Redis
+    #: semaphore): a slow receiver holds at most this many threads.
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=256)
     webhook_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     #: Events older than this many days are deleted once none of their deliveries is
     #: pending (beat's prune job, every TALLY_ARCHIVE_INTERVAL_SECONDS); Stripe keeps 30.

@@ -179,7 +179,8 @@ WEBHOOK_DELIVERIES = Counter(
 )
 WEBHOOK_ENDPOINTS_DISABLED = Counter(
     "tally_webhook_endpoints_disabled_total",
-    "Endpoints disabled because every delivery failed for TALLY_WEBHOOK_DISABLE_AFTER_SECONDS.",
+    "Endpoints disabled because their attempts failed TALLY_WEBHOOK_DISABLE_AFTER_FAILURES "
+    "times in a row and for TALLY_WEBHOOK_DISABLE_AFTER_SECONDS (each also logged at ERROR).",
 )
 #: Set by the delivery sweep; the most recent value of any process is the one served.
 WEBHOOK_UNDELIVERED_AGE = Gauge(

@@ -404,7 +404,8 @@ class AuditEvent(Base):
     """One operator action (migration 0006); append-only (a trigger rejects UPDATE and DELETE).
 
     ``actor_type`` is ``api_key`` (``actor_key_id`` and the key's name in
-    ``actor_name``) or ``cli`` (the OS user in ``actor_name``); ``target_ids``
+    ``actor_name``), ``cli`` (the OS user in ``actor_name``) or ``system``
+    (Tally itself, e.g. disabling a failing webhook endpoint; migration 0009); ``target_ids``
     are the ids the action touched; ``details`` holds what else it needs
     (filters of a bulk retry, the status a wallet was given).
     """
@@ -427,7 +428,7 @@ class AuditEvent(Base):
         Index("audit_events_created_at_id", "created_at", "id"),
         Index("audit_events_action", "action", "created_at"),
         Index("audit_events_target_ids", "target_ids", postgresql_using="gin"),
-        CheckConstraint("actor_type IN ('api_key', 'cli')", name="actor_type_known"),
+        CheckConstraint("actor_type IN ('api_key', 'cli', 'system')", name="actor_type_known"),
     )
 
 
@@ -505,8 +506,11 @@ class WebhookEndpoint(Base):
 
     ``secret`` (``whsec_`` + base64 of 32 random bytes, Standard Webhooks) is
     kept as issued because signing needs it; the API shows it once, at
-    creation. ``failing_since`` is the first failure after the last success:
-    past ``TALLY_WEBHOOK_DISABLE_AFTER_SECONDS`` the endpoint is disabled.
+    creation. ``failing_since`` is the first failure after the last success,
+    ``consecutive_failures`` the attempts failed since, and ``paused_until``
+    when a failing endpoint may be tried again (migration 0009); past both
+    ``TALLY_WEBHOOK_DISABLE_AFTER_FAILURES`` and ``..._AFTER_SECONDS`` the
+    endpoint is disabled.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -518,6 +522,8 @@ class WebhookEndpoint(Base):
     status: Mapped[str] = mapped_column(Text, server_default=text("'enabled'"))
     secret: Mapped[str] = mapped_column(Text)
     failing_since: Mapped[dt.datetime | None] = mapped_column()
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    paused_until: Mapped[dt.datetime | None] = mapped_column()
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
@@ -557,6 +563,12 @@ class WebhookDelivery(Base):
         Index("webhook_deliveries_endpoint_created_at_id", "endpoint_id", "created_at", "id"),
         Index(
             "webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "webhook_deliveries_endpoint_due",
+            "endpoint_id",
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),

@@ -36,16 +36,18 @@ class AuditAction(enum.StrEnum):
     WEBHOOK_ENDPOINT_CREATE = "webhook_endpoint.create"
     WEBHOOK_ENDPOINT_UPDATE = "webhook_endpoint.update"
     WEBHOOK_ENDPOINT_DELETE = "webhook_endpoint.delete"
+    #: Tally disabled an endpoint whose attempts kept failing (actor ``system``).
+    WEBHOOK_ENDPOINT_DISABLE = "webhook_endpoint.disable"
     WEBHOOK_DELIVERY_RETRY = "webhook_delivery.retry"
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: an API key (its id and name) or the CLI (the OS user), and the request id.
+    """Who acts: an API key (its id and name), the CLI (the OS user) or Tally itself.
 
     Attributes:
-        type: ``"api_key"`` or ``"cli"``.
-        name: the key's name, or the OS user's login name.
+        type: ``"api_key"``, ``"cli"`` or ``"system"``.
+        name: the key's name, the OS user's login name, or the acting component.
         key_id: the API key's id; ``None`` for the CLI.
         request_id: the HTTP request's ``X-Request-Id``, when there is one.
     """
@@ -59,6 +61,11 @@ class Actor:
     def api_key(cls, key_id: uuid.UUID, name: str, request_id: str | None = None) -> Actor:
         """Return the actor of a request authenticated with key ``key_id``."""
         return cls("api_key", name, key_id, request_id)
+
+    @classmethod
+    def system(cls, component: str) -> Actor:
+        """Return Tally itself as the actor, naming the component (``webhook delivery``)."""
+        return cls("system", component)
 
     @classmethod
     def cli(cls) -> Actor:

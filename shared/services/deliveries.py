@@ -1,20 +1,27 @@
-"""Webhook deliveries: one attempt at a time, backoff, the final ``failed``, the sweep, ops retry.
+"""Webhook deliveries: turns at an endpoint's deliveries, backoff, the final ``failed``, the sweep.
 
-A delivery row is the unit of work; a broker message only says "this one may
-be due". An attempt claims the row in a short transaction (``attempts + 1``,
-``next_attempt_at`` moved one lease ahead, so a duplicate message finds it
-not due), sends outside any transaction (a slow receiver holds no lock and no
-connection), then records the answer in a second one. A worker that dies
-between the two leaves the row pending with an expired lease: the delivery
-sweep sends it again, so delivery is at least once; receivers deduplicate by
-``webhook-id`` (api.md).
+A delivery row is the unit of work; a broker message only says "this
+endpoint may have due deliveries" (one queued per endpoint at most). A turn
+(:func:`deliver_endpoint`) claims a batch of the endpoint's due rows in a short
+transaction (``attempts + 1``, ``next_attempt_at`` moved one lease ahead, so
+another turn skips them), sends them one by one outside any transaction (a
+slow receiver holds no lock and no connection), then records the answers in a
+second one. A worker that dies between the two leaves the rows pending with
+an expired lease: the delivery sweep sends them again, so delivery is at
+least once; receivers deduplicate by ``webhook-id`` (docs/webhooks.md).
 
 Failed attempts are retried with exponential backoff and equal jitter
 (``shared.retry``; AWS Architecture Blog, "Exponential Backoff And Jitter")
-until ``retry_window_seconds`` after the delivery was created (api.md: at
-least 24 hours), then the delivery is ``failed`` and logged at ERROR. An
-endpoint whose every attempt has failed for ``disable_after_seconds`` is
-disabled, logged at ERROR and counted.
+until ``retry_window_seconds`` after the delivery was created (the contract:
+at least 24 hours), then the delivery is ``failed`` and logged at ERROR.
+
+A failure also pauses the endpoint and ends the turn
+(``shared.services.endpoint_health``): while paused, none of its deliveries
+is claimed, swept or published at creation; then one probe goes. So a dead
+receiver costs one attempt per pause, not one per event, and never stands in
+the queue in front of a live one. At most ``TALLY_WEBHOOK_ENDPOINT_CONCURRENCY``
+turns run at one endpoint (``EndpointSlots``) (docs/webhooks.md, "Failing
+endpoints").
 """
 
 from __future__ import annotations
@@ -22,29 +29,45 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import db
 from shared.config import Settings
 from shared.ledger.errors import Conflict, NotFound
-from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS_DISABLED
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.models import Event, WebhookDelivery, WebhookEndpoint
 from shared.pagination import created_before, created_cursor
 from shared.retry import backoff_seconds
-from shared.services import audit, webhook_sender
+from shared.services import audit, endpoint_health, webhook_sender
+from shared.services.endpoint_slots import EndpointSlots
 from shared.services.events import event_public_id, render_events
 from shared.services.webhook_endpoints import endpoint_not_found
 
-#: The Celery task that makes one attempt (``worker.webhook_tasks``).
+#: The Celery task that makes one attempt at one delivery (the ops retry; ``worker.webhook_tasks``).
 DELIVER_WEBHOOK_TASK = "tally.deliver_webhook"
 
-#: Sends a delivery's message: ``broker.send_delivery`` or ``broker.signal_deliveries``.
+#: The Celery task that works through one endpoint's due deliveries.
+DELIVER_ENDPOINT_TASK = "tally.deliver_endpoint"
+
+#: Sends a delivery's message: ``broker.send_delivery``.
 Publish = Callable[[uuid.UUID], None]
+
+#: Publishes "these endpoints have due deliveries": ``broker.signal_endpoints``.
+PublishEndpoints = Callable[[Sequence[uuid.UUID]], None]
+
+#: How long one task keeps working through an endpoint's deliveries before it
+#: hands over to a new message (so other endpoints' messages get their turn).
+_ENDPOINT_TURN_SECONDS = 10.0
+
+#: Deliveries a turn claims, renders and records per transaction: sent one by one.
+_TURN_BATCH = 20
 
 #: How an attempt is sent: ``webhook_sender.send``'s signature (a test may pass its own).
 Send = Callable[..., webhook_sender.Outcome]
@@ -52,14 +75,15 @@ Send = Callable[..., webhook_sender.Outcome]
 _log = structlog.get_logger(__name__)
 
 
-def delivery_signal_key(delivery_id: uuid.UUID | str) -> str:
-    """Return the Redis key that marks "a message for this delivery is queued".
+def endpoint_signal_key(endpoint_id: uuid.UUID | str) -> str:
+    """Return the Redis key that marks "a message for this endpoint is queued".
 
-    The sweep publishes a due delivery only when it can ``SET NX`` this key, so
-    a backlog does not fill the queue with copies; the task deletes it first.
-    The key expires, so a lost message delays the delivery by one lease at most.
+    New deliveries and the sweep publish an endpoint only when they can ``SET
+    NX`` this key, so one queued message stands for any number of due
+    deliveries: an endpoint costs the queue one message, not one per event.
+    The task deletes it first; it expires, so a lost message costs one lease.
     """
-    return f"tally:delivery:{delivery_id}"
+    return f"tally:endpoint:{endpoint_id}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +94,7 @@ class Policy:
     backoff_base_seconds: float
     backoff_max_seconds: float
     retry_window_seconds: float
+    disable_after_failures: int
     disable_after_seconds: float
     attempt_lease_seconds: float
     allow_private_networks: bool
@@ -82,6 +107,7 @@ class Policy:
             backoff_base_seconds=settings.webhook_backoff_base_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
             retry_window_seconds=settings.webhook_retry_window_seconds,
+            disable_after_failures=settings.webhook_disable_after_failures,
             disable_after_seconds=settings.webhook_disable_after_seconds,
             attempt_lease_seconds=settings.webhook_attempt_lease_seconds,
             allow_private_networks=settings.webhook_allow_private_networks,
@@ -102,74 +128,195 @@ class _Attempt:
 
 
 def attempt_delivery(
-    delivery_id: uuid.UUID, *, policy: Policy, send: Send = webhook_sender.send
+    delivery_id: uuid.UUID,
+    *,
+    policy: Policy,
+    send: Send = webhook_sender.send,
+    slots: EndpointSlots | None = None,
 ) -> str | None:
     """Make one attempt at delivery ``delivery_id`` if it is due; return its status after.
 
     Opens its own database transactions (one to claim, one to record) and
-    sends between them.
+    sends between them. The ops retry uses it; new deliveries and retries go
+    through :func:`deliver_endpoint`.
+
+    Args:
+        slots: the per-endpoint semaphore; None: no bound.
 
     Returns:
         ``succeeded``, ``pending`` (to be retried) or ``failed``; None when
         there was nothing to do: not pending, not due (another attempt holds
-        it), its endpoint disabled, or gone.
+        it), its endpoint disabled, paused or with every slot taken, or gone.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the database failed; the sweep sends it again.
     """
-    with db.transaction() as session:
-        attempt = _claim(session, delivery_id, policy)
+    holder = uuid.uuid4()
+    try:
+        with db.transaction() as session:
+            attempt = _claim(session, policy, WebhookDelivery.id == delivery_id)
+            taken = attempt is None or slots is None or slots.acquire(attempt.endpoint_id, holder)
+            if not taken:
+                raise _NoSlot  # rolls the claim back: the delivery stays due for the sweep
+    except _NoSlot:
+        return None
     if attempt is None:
         return None
+    try:
+        outcome = _send(attempt, policy, send)
+    finally:
+        if slots is not None:
+            slots.release(attempt.endpoint_id, holder)
+    with db.transaction() as session:
+        return _record(session, attempt, outcome, policy)
+
+
+class _NoSlot(Exception):
+    """Every slot of the endpoint is held: undo the claim."""
+
+
+def deliver_endpoint(
+    endpoint_id: uuid.UUID,
+    *,
+    policy: Policy,
+    slots: EndpointSlots,
+    republish: PublishEndpoints,
+    send: Send = webhook_sender.send,
+    turn_seconds: float = _ENDPOINT_TURN_SECONDS,
+) -> int:
+    """Attempt endpoint ``endpoint_id``'s due deliveries, oldest first, while it answers 2xx.
+
+    Holds one of the endpoint's slots for the whole turn, or does nothing when
+    all are held (the tasks holding them go on until nothing is due). Stops at
+    the first failure: the endpoint is now paused, and its next attempt is the
+    probe the sweep sends when the pause ends. After ``turn_seconds`` it hands
+    over: ``republish`` queues a new message for the endpoint behind the others.
+
+    Returns:
+        The attempts made.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database failed; the sweep sends it again.
+    """
+    holder = uuid.uuid4()
+    if not slots.acquire(endpoint_id, holder):
+        return 0
+    made, deadline, handover = 0, time.monotonic() + turn_seconds, False
+    try:
+        failed = False
+        while not failed:
+            with db.transaction() as session:
+                batch = _claim_many(
+                    session, policy, WebhookDelivery.endpoint_id == endpoint_id, limit=_TURN_BATCH
+                )
+            if not batch:
+                break
+            sent = []
+            for attempt in batch:
+                outcome = _send(attempt, policy, send)
+                sent.append((attempt, outcome))
+                if not outcome.succeeded:
+                    failed = True  # the endpoint is paused by this failure: stop here
+                    break
+            with db.transaction() as session:
+                for attempt, outcome in sent:
+                    _record(session, attempt, outcome, policy)
+                _unclaim(session, [a.delivery_id for a in batch[len(sent) :]])
+            made += len(sent)
+            if not failed and time.monotonic() > deadline:
+                handover = True
+                break
+    finally:
+        slots.release(endpoint_id, holder)
+    if handover:
+        republish([endpoint_id])
+    return made
+
+
+def _unclaim(session: Session, delivery_ids: Sequence[uuid.UUID]) -> None:
+    """Give back claimed deliveries that were not sent: due again, their attempt not counted."""
+    if delivery_ids:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "pending")
+            .values(attempts=WebhookDelivery.attempts - 1, next_attempt_at=func.now())
+        )
+
+
+def _send(attempt: _Attempt, policy: Policy, send: Send) -> webhook_sender.Outcome:
+    """Sign and send one claimed attempt; never raise (``webhook_sender.send``)."""
     headers = webhook_sender.signature_headers(
         attempt.secret, attempt.message_id, attempt.body, at=dt.datetime.now(dt.UTC)
     )
-    outcome = send(
+    return send(
         attempt.url,
         attempt.body,
         headers,
         timeout_seconds=policy.timeout_seconds,
         allow_private_networks=policy.allow_private_networks,
     )
-    with db.transaction() as session:
-        return _record(session, attempt, outcome, policy)
 
 
-def _claim(session: Session, delivery_id: uuid.UUID, policy: Policy) -> _Attempt | None:
-    """Take a due delivery of an enabled endpoint for one attempt; render its body."""
-    row = session.execute(
+def _claim(session: Session, policy: Policy, which: Any) -> _Attempt | None:
+    """Take the oldest due delivery matching ``which`` of an enabled, unpaused endpoint; render it."""
+    attempts = _claim_many(session, policy, which, limit=1)
+    return attempts[0] if attempts else None
+
+
+def _claim_many(session: Session, policy: Policy, which: Any, *, limit: int) -> list[_Attempt]:
+    """Take the oldest ``limit`` due deliveries matching ``which`` of enabled, unpaused endpoints.
+
+    One statement locks them (``SKIP LOCKED``), one rendering reads their events
+    (three reads whatever their number): a turn pays per batch, not per attempt.
+    """
+    rows = session.execute(
         select(WebhookDelivery, WebhookEndpoint)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(
-            WebhookDelivery.id == delivery_id,
+            which,
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= func.now(),
             WebhookEndpoint.status == "enabled",
+            or_(WebhookEndpoint.paused_until.is_(None), WebhookEndpoint.paused_until <= func.now()),
         )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)  # ids are UUIDv7
+        .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
-    ).one_or_none()
-    if row is None:
-        return None
-    delivery, endpoint = row
-    event = session.get(Event, delivery.event_id)
-    assert event is not None  # a foreign key
-    body = json.dumps(render_events(session, [event])[0], separators=(",", ":"))
-    delivery.attempts += 1
-    delivery.next_attempt_at = func.now() + dt.timedelta(seconds=policy.attempt_lease_seconds)
-    delivery.updated_at = func.now()
-    return _Attempt(
-        delivery.id,
-        endpoint.id,
-        endpoint.url,
-        endpoint.secret,
-        event_public_id(event.id),
-        body,
-        delivery.attempts,
-    )
+    ).all()
+    if not rows:
+        return []
+    events = {
+        e.id: e
+        for e in session.scalars(
+            select(Event).where(Event.id.in_([delivery.event_id for delivery, _ in rows]))
+        )
+    }
+    ordered = [events[delivery.event_id] for delivery, _ in rows]  # a foreign key: present
+    bodies = [json.dumps(r, separators=(",", ":")) for r in render_events(session, ordered)]
+    claimed = []
+    for (delivery, endpoint), event, body in zip(rows, ordered, bodies, strict=True):
+        delivery.attempts += 1
+        delivery.next_attempt_at = func.now() + dt.timedelta(seconds=policy.attempt_lease_seconds)
+        delivery.updated_at = func.now()
+        claimed.append(
+            _Attempt(
+                delivery.id,
+                endpoint.id,
+                endpoint.url,
+                endpoint.secret,
+                event_public_id(event.id),
+                body,
+                delivery.attempts,
+            )
+        )
+    return claimed
 
 
 def _record(
-    session: Session, attempt: _Attempt, outcome: webhook_sender.Outcome, policy: Policy
+    session: Session,
+    attempt: _Attempt,
+    outcome: webhook_sender.Outcome,
+    policy: Policy,
 ) -> str | None:
     """Record an attempt's answer: succeeded, retry later, or failed for good."""
     delivery = session.get(WebhookDelivery, attempt.delivery_id, with_for_update=True)
@@ -183,14 +330,7 @@ def _record(
         delivery.status = "succeeded"
         delivery.next_attempt_at = None
         delivery.delivered_at = now
-        session.execute(
-            update(WebhookEndpoint)
-            .where(
-                WebhookEndpoint.id == attempt.endpoint_id,
-                WebhookEndpoint.failing_since.is_not(None),
-            )
-            .values(failing_since=None)
-        )
+        endpoint_health.record_success(session, attempt.endpoint_id)
         db.after_commit(session, lambda: WEBHOOK_DELIVERIES.labels(outcome="succeeded").inc())
         return delivery.status
     if now - delivery.created_at >= dt.timedelta(seconds=policy.retry_window_seconds):
@@ -211,7 +351,9 @@ def _record(
             retry_in_seconds=round(delay, 3),
             **_log_fields(attempt, outcome),
         )
-    _disable_if_failing(session, attempt.endpoint_id, policy)
+    endpoint_health.record_failure(
+        session, attempt.endpoint_id, url=attempt.url, error=outcome.error, policy=policy
+    )
     return delivery.status
 
 
@@ -233,59 +375,31 @@ def _failed_for_good(fields: dict[str, object]) -> None:
     _log.error("webhook_delivery_failed", **fields)
 
 
-_DISABLE_SQL = text(
-    """
-UPDATE webhook_endpoints
-SET status = 'disabled', updated_at = now(),
-    disabled_reason = 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
-                                                               'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-WHERE id = :id AND status = 'enabled'
-  AND failing_since <= now() - make_interval(secs => :after_seconds)
-RETURNING url, failing_since
-"""
-)
+def due_endpoints(session: Session, *, limit: int = 10000) -> list[uuid.UUID]:
+    """Return the enabled, unpaused endpoints that have a due, pending delivery.
 
-
-def _disable_if_failing(session: Session, endpoint_id: uuid.UUID, policy: Policy) -> None:
-    """Start the endpoint's failing clock, and disable it once it has run for long enough."""
-    session.execute(
-        update(WebhookEndpoint)
-        .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failing_since.is_(None))
-        .values(failing_since=func.now())
-    )
-    disabled = session.execute(
-        _DISABLE_SQL, {"id": endpoint_id, "after_seconds": policy.disable_after_seconds}
-    ).one_or_none()
-    if disabled is not None:
-        fields = {
-            "endpoint_id": str(endpoint_id),
-            "url": disabled.url,
-            "failing_since": disabled.failing_since.isoformat(),
-        }
-
-        def committed() -> None:
-            WEBHOOK_ENDPOINTS_DISABLED.inc()
-            _log.error("webhook_endpoint_disabled", **fields)
-
-        db.after_commit(session, committed)
-
-
-def due_deliveries(session: Session, *, limit: int = 1000) -> list[uuid.UUID]:
-    """Return pending deliveries of enabled endpoints whose next attempt is due, oldest first.
-
-    The delivery sweep sends them: retries whose backoff has passed, and
-    deliveries whose message was lost (Redis emptied) or whose worker died.
+    The delivery sweep publishes them (``broker.signal_endpoints``): retries
+    whose backoff has passed, a paused endpoint's probe once its pause ends,
+    and deliveries whose message was lost (Redis emptied) or whose worker died.
+    A paused endpoint is not returned, however many deliveries it has waiting.
     """
     return list(
         session.scalars(
-            select(WebhookDelivery.id)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            select(WebhookEndpoint.id)
             .where(
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.next_attempt_at <= func.now(),
                 WebhookEndpoint.status == "enabled",
+                or_(
+                    WebhookEndpoint.paused_until.is_(None),
+                    WebhookEndpoint.paused_until <= func.now(),
+                ),
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.endpoint_id == WebhookEndpoint.id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.next_attempt_at <= func.now(),
+                )
+                .exists(),
             )
-            .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
     )
@@ -345,6 +459,14 @@ def retry_delivery(
     delivery.status = "pending"
     delivery.next_attempt_at = now
     delivery.updated_at = now
+    # An operator asks for an attempt now: a failing endpoint's pause does not delay it.
+    session.execute(
+        update(WebhookEndpoint)
+        .where(
+            WebhookEndpoint.id == delivery.endpoint_id, WebhookEndpoint.paused_until.is_not(None)
+        )
+        .values(paused_until=None)
+    )
     session.flush()
     db.after_commit(session, lambda: publish(delivery_id))
     if actor is not None:

@@ -5,9 +5,10 @@ api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
 function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
-endpoint subscribed to the event's type; after the commit they are handed to
-the delivery publisher the process registered (the worker's is
-``broker.signal_deliveries``); without one, the delivery sweep sends them.
+endpoint subscribed to the event's type; after the commit the endpoints that
+got a due one are handed, once each, to the delivery publisher the process
+registered (the worker's is ``broker.signal_endpoints``); without one, the
+delivery sweep sends them.
 
 An event keeps what changed (status, failure, attempts, times) and is
 rendered with the rest of its transaction, which never changes, when it is
@@ -42,7 +43,7 @@ from shared.models import (
 from shared.pagination import newest_first_page
 from shared.rendering import run_json, timestamp, transaction_json
 
-#: Called after the commit with the ids of the deliveries it created.
+#: Called after the commit with the ids of the endpoints that got a due delivery.
 DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
 
 _publisher: DeliveryPublisher | None = None
@@ -50,13 +51,16 @@ _publisher: DeliveryPublisher | None = None
 #: The columns of a transaction that an event keeps as they were at the change.
 _SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
 
-#: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted.
+#: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted;
+#: returns the endpoint of each. A delivery to an endpoint paused after failures is
+#: due when the pause ends and returns NULL: nothing is published for it (the sweep
+#: sends its probe), so a dead endpoint costs the publisher nothing (docs/webhooks.md).
 _DELIVERIES_SQL = """
 INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at)
-SELECT uuidv7(), ev.id, w.id, now()
+SELECT uuidv7(), ev.id, w.id, GREATEST(now(), w.paused_until)
 FROM ev JOIN webhook_endpoints w
   ON w.status = 'enabled' AND w.event_types @> jsonb_build_array(ev.type)
-RETURNING id
+RETURNING CASE WHEN next_attempt_at <= now() THEN endpoint_id END
 """
 
 #: Events of the given transactions, as they are now, and their deliveries, in one
@@ -148,14 +152,21 @@ def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
     _after_commit(session, Counter({f"reconciliation.{status}": 1}), deliveries)
 
 
-def _after_commit(session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID]) -> None:
-    """Count the events and publish the deliveries once the transaction has committed."""
+def _after_commit(
+    session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID | None]
+) -> None:
+    """Count the events; once committed, publish each endpoint that got a due delivery.
+
+    ``deliveries`` holds the endpoint of each delivery created, None for a paused one.
+    """
+
+    due = sorted({endpoint for endpoint in deliveries if endpoint is not None})
 
     def committed() -> None:
         for type_, count in types.items():
             EVENTS_RECORDED.labels(type=type_).inc(count)
-        if deliveries and _publisher is not None:
-            _publisher(deliveries)  # raising is logged by db.transaction; the sweep sends them
+        if due and _publisher is not None:
+            _publisher(due)  # raising is logged by db.transaction; the sweep sends them
 
     db.after_commit(session, committed)
 

@@ -14,7 +14,6 @@ import datetime as dt
 import secrets
 import uuid
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,7 +22,12 @@ from shared.ledger.errors import NotFound, ValidationFailed
 from shared.models import EVENT_TYPES, WebhookEndpoint
 from shared.pagination import newest_first_page
 from shared.services import audit
-from shared.services.webhook_sender import DestinationNotAllowed, check_destination
+from shared.services.webhook_sender import (
+    DestinationNotAllowed,
+    UnsendableUrl,
+    check_destination,
+    receiver_url,
+)
 
 
 def endpoint_not_found(endpoint_id: uuid.UUID) -> NotFound:
@@ -39,20 +43,22 @@ def new_secret() -> str:
 
 
 def check_url(url: str, *, allow_private_networks: bool) -> None:
-    """Refuse a receiver URL: not http(s), no host, or a host on a non-public address.
+    """Refuse a receiver URL that cannot be sent to, or whose host is on a non-public address.
 
+    What can be sent to is ``webhook_sender.receiver_url``'s rule: http(s), a
+    host that IDNA encodes into DNS labels of 1 to 63 octets, a port in range.
     A host that does not resolve now is accepted (its DNS may come later);
     every delivery checks again.
 
     Raises:
         ValidationFailed: ``validation_failed`` or ``webhook_url_not_allowed``, field ``url``.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        receiver_url(url)
+    except UnsendableUrl as error:
         raise ValidationFailed(
-            "url must be an absolute http or https URL",
-            errors=[{"field": "url", "message": "not an absolute http(s) URL"}],
-        )
+            f"url cannot be sent to: {error}", errors=[{"field": "url", "message": str(error)}]
+        ) from None
     try:
         check_destination(url, allow_private_networks=allow_private_networks)
     except DestinationNotAllowed as error:
@@ -150,8 +156,8 @@ def update_endpoint(
     ``actor``, when given, appends ``webhook_endpoint.update`` to the audit log
     with the fields sent, in the same transaction.
 
-    Enabling it forgets its failures (the disable clock starts again); its
-    pending deliveries are then sent by the delivery sweep.
+    Enabling it forgets its failures (the count, the pause and the disable
+    clock start again); its pending deliveries are then sent by the delivery sweep.
 
     Raises:
         NotFound: ``webhook_endpoint_not_found``.
@@ -168,6 +174,8 @@ def update_endpoint(
     if status is not None:
         if status == "enabled" and endpoint.status != "enabled":
             endpoint.failing_since = None
+            endpoint.consecutive_failures = 0
+            endpoint.paused_until = None
             endpoint.disabled_reason = None
         elif status == "disabled" and endpoint.status != "disabled":
             endpoint.disabled_reason = "disabled by an operator"

@@ -99,7 +99,10 @@ def test_prometheus_rules_are_valid_and_name_real_metrics() -> None:
     document = yaml.safe_load(RULES.read_text())
     rules = [rule for group in document["groups"] for rule in group["rules"]]
     alerts = {rule["alert"] for rule in rules if "alert" in rule}
-    assert {"TallyPendingTooOld", "TallyRetriesExhausted", "TallyReconciliationMismatch"} <= alerts
+    assert {
+        "TallyPendingTooOld", "TallyRetriesExhausted", "TallyReconciliationMismatch",
+        "TallyWebhookEndpointDisabled",
+    } <= alerts  # fmt: skip
     known = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
     for rule in rules:
         for name in re.findall(r"\btally_[a-z_]+", rule["expr"]):

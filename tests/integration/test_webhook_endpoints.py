@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from cli.devservers import free_port
 from shared import db
@@ -119,6 +120,76 @@ def test_bad_endpoints_are_refused(
 ) -> None:
     response = client.post("/v1/webhook-endpoints", json=body, headers=ops_headers)
     assert response.status_code == 422, response.get_data(as_text=True)
+
+
+#: Hosts no resolver can encode. The first, sent as JSON escapes, is what schemathesis
+#: drew (seed 126308): it answered 500 (urlsplit's ValueError) before URLs were parsed
+#: by webhook_sender.receiver_url.
+UNSENDABLE_URL_BODIES = [
+    '{"url": "https://\\u00c3\\u00db\\udbf2\\udf08]\\ud9b9\\udf5c\\u0089"}',
+    json.dumps({"url": "https://" + "a" * 64 + ".example.com/hook"}),
+    json.dumps({"url": "https://a..example.com/"}),
+    json.dumps({"url": "https://\uff45xample.com/"}),
+    json.dumps({"url": "https://xn--zz.example.com/"}),
+    json.dumps({"url": "http://example.com:99999/"}),
+    json.dumps({"url": "http://u]@example.com/"}),
+    json.dumps({"url": "http://exa\u0001mple.com/"}),
+]
+
+
+@pytest.mark.parametrize("body", UNSENDABLE_URL_BODIES)
+def test_urls_that_cannot_be_encoded_are_422_naming_url(
+    client: Any, ops_headers: dict[str, str], body: str
+) -> None:
+    headers = {**ops_headers, "Content-Type": "application/json"}
+    created = client.post("/v1/webhook-endpoints", data=body, headers=headers)
+    assert created.status_code == 422, created.get_data(as_text=True)
+    assert created.mimetype == "application/problem+json"
+    problem = created.get_json()
+    assert problem["code"] == "validation_failed"
+    assert [e["field"] for e in problem["errors"]] == ["url"]
+    endpoint_id = register(client, ops_headers)["id"]
+    patched = client.patch(f"/v1/webhook-endpoints/{endpoint_id}", data=body, headers=headers)
+    assert patched.status_code == 422, patched.get_data(as_text=True)
+    assert [e["field"] for e in patched.get_json()["errors"]] == ["url"]
+    client.delete(f"/v1/webhook-endpoints/{endpoint_id}", headers=ops_headers)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://m\u00fcnchen.example/hook", "http://my_service:8080/", "http://[::1]:9/"]
+)
+def test_encodable_urls_are_accepted(client: Any, ops_headers: dict[str, str], url: str) -> None:
+    endpoint = register(client, ops_headers, url=url)
+    assert endpoint["url"] == url
+    client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ops_headers)
+
+
+def test_a_stored_url_that_cannot_be_encoded_fails_its_attempt_cleanly() -> None:
+    """A URL stored before it was validated (or by hand) fails the attempt; nothing raises."""
+    from shared.config import get_settings
+    from shared.models import WebhookDelivery, WebhookEndpoint
+    from shared.services.deliveries import Policy, attempt_delivery
+    from shared.services.webhook_endpoints import new_secret
+
+    url = "https://" + "a" * 64 + ".example.com/"
+    with db.transaction() as session:
+        endpoint = WebhookEndpoint(
+            id=uuid.uuid4(), url=url, event_types=["reconciliation.error"], secret=new_secret()
+        )
+        session.add(endpoint)
+        session.flush()
+        record_run_event(session, uuid.uuid4(), "error")
+    with db.transaction() as session:
+        [delivery_id] = session.scalars(
+            select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id)
+        )
+    policy = Policy.from_settings(get_settings())
+    assert attempt_delivery(delivery_id, policy=policy) == "pending"
+    with db.transaction() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        assert delivery is not None and delivery.attempts == 1
+        assert delivery.last_error is not None and delivery.last_error.startswith("invalid URL")
+        session.delete(session.get(WebhookEndpoint, endpoint.id))
 
 
 def test_private_receivers_are_refused_unless_allowed(

@@ -18,7 +18,10 @@ from shared.services.webhook_endpoints import new_secret
 from shared.services.webhook_sender import (
     DestinationNotAllowed,
     Outcome,
+    UnsendableUrl,
     check_destination,
+    receiver_url,
+    send,
     signature_headers,
 )
 
@@ -83,6 +86,54 @@ def test_check_destination_refuses_non_public_addresses(url: str) -> None:
 @pytest.mark.parametrize("url", ["https://8.8.8.8/hook", "http://[2001:4860:4860::8888]/"])
 def test_check_destination_allows_public_addresses(url: str) -> None:
     check_destination(url, allow_private_networks=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://example.com/hook?x=1", b"example.com"),
+        ("https://M\u00fcnchen.example/", b"xn--mnchen-3ya.example"),
+        ("http://my_service:8080/", b"my_service"),
+        ("http://[2001:db8::1]:8000/", b"2001:db8::1"),
+        ("http://example.com./", b"example.com."),
+        ("http://" + "a" * 63 + ".example/", b"a" * 63 + b".example"),
+    ],
+)
+def test_receiver_url_encodes_the_host_the_client_connects_to(url: str, host: bytes) -> None:
+    assert receiver_url(url).raw_host == host
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://\u00c3\u00db\U000ccb08]\U0007e75c\u0089",  # ']' outside an IPv6 literal
+        "https://\u00c3\u00db\U000ccb08.example/",  # IDNA 2008 refuses U+CCB08
+        "http://" + "a" * 64 + ".example/",  # a label over 63 octets
+        "http://" + "a." * 127 + "example/",  # a name over 253 octets
+        "http://a..example/",  # an empty label
+        "http://xn--zz.example/",  # an A-label that does not decode
+        "http://exa%20mple.example/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+        "http://example.com:port/",
+        "http://u]@example.com/",
+        "http://exa\x01mple.com/",
+        "ftp://example.com/",
+        "http:///path",
+    ],
+)
+def test_receiver_url_refuses_what_cannot_be_sent(url: str) -> None:
+    with pytest.raises(UnsendableUrl):
+        receiver_url(url)
+
+
+def test_send_fails_an_unsendable_url_without_raising() -> None:
+    outcome = send(
+        "http://" + "a" * 64 + ".example/", "{}", {}, timeout_seconds=1,
+        allow_private_networks=True,
+    )  # fmt: skip
+    assert outcome.status_code is None and outcome.error is not None
+    assert outcome.error.startswith("invalid URL")
 
 
 def test_outcome_succeeds_on_2xx_only() -> None:

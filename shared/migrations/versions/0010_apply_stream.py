@@ -6,7 +6,7 @@ partial index is that head, read with ``ORDER BY lane_sequence LIMIT n``.
 It holds only pending rows, so it stays as small as the backlog.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
