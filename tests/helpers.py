@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -288,3 +289,48 @@ def stuck_lock_holder(key: str) -> Iterator[list[BaseException]]:
     finally:
         release.set()
         thread.join(30)
+
+
+class ClientThreads:
+    """Client threads whose failures fail the test.
+
+    pytest reports an exception that ends a thread only as a warning
+    (``PytestUnhandledThreadExceptionWarning``), after the test; here each is
+    kept, with its traceback, and :meth:`join` raises them.
+    """
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self, target: Callable[..., Any], *args: Any) -> None:
+        """Run ``target(*args)`` in a new thread, keeping what it raises."""
+
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException:
+                with self._lock:
+                    self.failures.append(traceback.format_exc())
+
+        thread = threading.Thread(target=run, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def join(self, *, timeout_seconds: float = 120) -> None:
+        """Wait for every thread, for ``timeout_seconds`` in all.
+
+        Raises:
+            AssertionError: a thread raised (every traceback is in the message),
+                or is still running at the deadline.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        running = sum(thread.is_alive() for thread in self._threads)
+        assert not self.failures, (
+            f"{len(self.failures)} of {len(self._threads)} client threads failed:\n"
+            + "\n".join(self.failures[:5])
+        )
+        assert not running, f"{running} client threads still running after {timeout_seconds}s"

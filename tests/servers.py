@@ -111,6 +111,25 @@ class CeleryProcess:
             self.kill()
 
 
+def crash_postgres(server: Any) -> int:
+    """SIGKILL a running PostgreSQL's postmaster and every process of it at once; return its pid.
+
+    A crash, not a shutdown: no checkpoint, no backend finishes its
+    statement, so the next start recovers from the WAL (PostgreSQL docs,
+    "Reliability and the Write-Ahead Log"). ``server`` is a
+    ``cli.devservers.EmbeddedPostgres``.
+    """
+    pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:  # the postmaster first, so it restarts none of the others
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"PostgreSQL processes survived SIGKILL: {alive}"
+    return pid
+
+
 TALLY = str(Path(sys.executable).parent / "tally")
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 

@@ -9,6 +9,7 @@ API's, the sweep's and ``tally retry``'s messages all still reach the worker.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -22,7 +23,8 @@ from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.api_keys import Role, create_api_key
 from shared.services.intake import TransactionRequest, submit_transaction
-from tests.helpers import deposit_body, submit, wait_for, wait_terminal
+from tests.helpers import deposit_body, wait_for, wait_terminal
+from tests.oracles import Book, assert_explained
 from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
@@ -36,16 +38,18 @@ def test_api_sweep_and_retry_reach_the_worker_after_redis_is_emptied(
     redis_client: Any,
 ) -> None:
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
     withdrawal = {"type": "withdrawal", "amount": "5.00", "currency": "SGD",
                   "source_wallet_id": str(wallet_id)}  # fmt: skip
-    failed = submit(client, service_headers, withdrawal).get_json()["id"]
+    failed = book.submit(client, service_headers, withdrawal).get_json()["id"]
     assert wait_terminal([failed], context=worker.log())[failed]["failure_code"] == (
         "insufficient_funds"
     )
     redis_client.flushall()
 
     # The API's publish (the first after the flush: nothing is declared any more).
-    deposit = submit(client, service_headers, deposit_body(wallet_id, "10.00")).get_json()["id"]
+    response = book.submit(client, service_headers, deposit_body(wallet_id, "10.00"))
+    deposit = response.get_json()["id"]
     assert wait_terminal([deposit], context=worker.log())[deposit]["status"] == "completed"
 
     # `tally retry`'s publish.
@@ -57,6 +61,7 @@ def test_api_sweep_and_retry_reach_the_worker_after_redis_is_emptied(
     # The sweep's publish, from a beat started after the flush (a supervisor restarts
     # beat when its redbeat lock vanishes with the data).
     redis_client.flushall()
+    sent_at = time.monotonic()
     with db.transaction() as session:
         key_id = create_api_key(session, role=Role.SERVICE, name="flushed")[0].id
         unpublished, _ = submit_transaction(
@@ -64,12 +69,14 @@ def test_api_sweep_and_retry_reach_the_worker_after_redis_is_emptied(
             api_key_id=key_id, idempotency_key=str(uuid.uuid4()),
             shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
+    swept = book.record(unpublished.id, deposit_body(wallet_id, "3.00"), sent_at=sent_at)
     beat = CeleryProcess("beat", "beat-after-flush").start()
     try:
-        swept = str(unpublished.id)
         assert wait_terminal([swept], context=beat.log())[swept]["status"] == "completed"
     finally:
         beat.stop()
+    # The retried withdrawal is no longer failed: nothing in the end is.
+    assert_explained(book, context=worker.log())
 
 
 def test_worker_consumes_again_after_redis_restarts_and_readyz_says_broker_down(
@@ -80,17 +87,18 @@ def test_worker_consumes_again_after_redis_restarts_and_readyz_says_broker_down(
     redis_server: Any,
 ) -> None:
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
     redis_server.stop()
     try:
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.get_json()["checks"] == {"database": "ok", "broker": "down"}
         # Accepted while the broker is down: the row is durable, the sweep publishes later.
-        during = submit(client, service_headers, deposit_body(wallet_id, "1.00"))
+        during = book.submit(client, service_headers, deposit_body(wallet_id, "1.00"))
         assert during.status_code == 202
     finally:
         redis_server.start()
-    after = submit(client, service_headers, deposit_body(wallet_id, "2.00")).get_json()["id"]
+    after = book.submit(client, service_headers, deposit_body(wallet_id, "2.00")).get_json()["id"]
     # No beat runs in this module: `after` completes only if the worker reconnected and
     # consumes again; `during`, never published, is in the same lane, so the same drain
     # applies it first.
@@ -98,6 +106,7 @@ def test_worker_consumes_again_after_redis_restarts_and_readyz_says_broker_down(
     result = wait_terminal([during_id, after], timeout_seconds=90, context=worker.log())
     assert {result[t]["status"] for t in (during_id, after)} == {"completed"}
     assert client.get("/readyz").status_code == 200
+    assert_explained(book, context=worker.log())
 
 
 def test_worker_keeps_running_when_redis_goes_down_under_a_drain_in_flight(
@@ -114,11 +123,12 @@ def test_worker_keeps_running_when_redis_goes_down_under_a_drain_in_flight(
     channel and reconnect, not die on the unacknowledged message.
     """
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
     with db.get_engine().connect() as holder:
         holder.execute(
             text("SELECT 1 FROM wallets WHERE id = :id FOR NO KEY UPDATE"), {"id": wallet_id}
         )
-        first = submit(client, service_headers, deposit_body(wallet_id, "1.00"))
+        first = book.submit(client, service_headers, deposit_body(wallet_id, "1.00"))
         assert first.status_code == 202
         wait_for(
             lambda: _sessions_waiting_on_a_lock() > 0,
@@ -153,10 +163,11 @@ def test_worker_keeps_running_when_redis_goes_down_under_a_drain_in_flight(
     assert worker.process.poll() is None, worker.log()
     # The first drain's retry could not be published; a later message for the same
     # lane drains both (no beat runs in this module).
-    second = submit(client, service_headers, deposit_body(wallet_id, "2.00")).get_json()["id"]
+    second = book.submit(client, service_headers, deposit_body(wallet_id, "2.00")).get_json()["id"]
     first_id = first.get_json()["id"]
     result = wait_terminal([first_id, second], timeout_seconds=90, context=worker.log())
     assert {result[t]["status"] for t in (first_id, second)} == {"completed"}
+    assert_explained(book, context=worker.log())
 
 
 def _sessions_waiting_on_a_lock() -> int:

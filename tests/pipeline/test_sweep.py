@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -11,12 +12,8 @@ from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import STREAM_LOCK_KEY
-from tests.helpers import (
-    deposit_body,
-    stuck_lock_holder,
-    submit,
-    wait_terminal,
-)
+from tests.helpers import deposit_body, stuck_lock_holder, wait_terminal
+from tests.oracles import Book, assert_explained
 from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
@@ -28,6 +25,8 @@ def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_
     from shared.services.api_keys import Role, create_api_key
 
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
+    sent_at = time.monotonic()
     with db.transaction() as session:
         key_id = create_api_key(session, role=Role.SERVICE, name="sweep")[0].id
         transaction, _ = submit_transaction(
@@ -35,8 +34,9 @@ def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_
             api_key_id=key_id, idempotency_key="never-published",
             shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
-    result = wait_terminal([str(transaction.id)], timeout_seconds=60, context=beat.log())
-    assert result[str(transaction.id)]["status"] == "completed"
+    book.record(transaction.id, deposit_body(wallet_id, "7.00"), sent_at=sent_at)
+    wait_terminal(book.ids, timeout_seconds=60, context=beat.log())
+    assert_explained(book, context=beat.log())
 
 
 def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
@@ -44,16 +44,17 @@ def test_redis_down_at_intake_still_answers_202_and_the_sweep_enqueues(
     redis_server: Any,
 ) -> None:  # fmt: skip
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
     redis_server.stop()
     try:
         # A publish that retried forever would hang here until pytest-timeout fails the test.
-        response = submit(client, service_headers, deposit_body(wallet_id, "42.00"))
+        response = book.submit(client, service_headers, deposit_body(wallet_id, "42.00"))
         assert response.status_code == 202
         assert client.get("/readyz").status_code == 503
     finally:
         redis_server.start()
-    result = wait_terminal([response.get_json()["id"]], timeout_seconds=90, context=worker.log())
-    assert result[response.get_json()["id"]]["status"] == "completed"
+    wait_terminal(book.ids, timeout_seconds=90, context=worker.log())
+    assert_explained(book, context=worker.log())
 
 
 def test_the_stream_whose_lock_a_stuck_session_holds_drains_once_the_sweep_ends_it(
@@ -61,16 +62,18 @@ def test_the_stream_whose_lock_a_stuck_session_holds_drains_once_the_sweep_ends_
 ) -> None:
     """The holder here is the test's own idle session, as a drain stopped mid-way would leave."""
     wallet_id = wallet_factory()
+    book = Book([wallet_id])
     worker = CeleryProcess(
         "worker", "stuck-lock-worker", env={"TALLY_STREAM_LOCK_IDLE_SECONDS": "1"}
     ).start()
     try:
         with stuck_lock_holder(STREAM_LOCK_KEY) as raised:
-            response = submit(client, service_headers, deposit_body(wallet_id, "3.00"))
+            response = book.submit(client, service_headers, deposit_body(wallet_id, "3.00"))
             transaction_id = response.get_json()["id"]
             result = wait_terminal([transaction_id], timeout_seconds=90, context=worker.log())
         assert result[transaction_id]["status"] == "completed"
         assert len(raised) == 1  # the stuck holder's next statement failed
         assert "stream_lock_released" in worker.log_path.read_text(errors="replace")
+        assert_explained(book, context=worker.log())
     finally:
         worker.stop()
