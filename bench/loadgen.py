@@ -105,21 +105,25 @@ class _Generator:
         if scheduled is not None:
             self.result.schedule_lags_seconds.append(started - scheduled)
             started = scheduled
-        batch_size = BATCH_SIZES.get(self.plan.workload)
-        if batch_size is not None:
-            await self.submit_batch(session, rng, started, batch_size)
-            return
-        body = request_body(self.plan.workload, rng, self.plan.wallets)
-        headers = {"Idempotency-Key": f"{self.key_prefix}-{next(self.counter)}"}
-        self.result.submitted += 1
+        path, body, headers, expected, size = self._request(rng)
+        self.result.submitted += size
+        accepted: list[str] = []
         try:
-            async with session.post("/v1/transactions", json=body, headers=headers) as response:
-                await response.read()  # the body must be read for the connection to be reused
-                if response.status != 202:
+            async with session.post(path, json=body, headers=headers) as response:
+                if response.status != expected:
+                    await response.read()  # read, so that the connection is reused
                     self._error("submit", f"http_{response.status}")
                     return
-                # The id from the Location header: no JSON parse on the client's hot path.
-                transaction_id = response.headers["Location"].rsplit("/", 1)[-1]
+                if expected == 202:
+                    await response.read()
+                    # The id from the Location header: no JSON parse on the client's hot path.
+                    accepted.append(response.headers["Location"].rsplit("/", 1)[-1])
+                else:
+                    for item in (await response.json())["data"]:
+                        if item["status"] == 202:
+                            accepted.append(item["transaction"]["id"])
+                        else:
+                            self._error("submit", f"item_{item['status']}")
         except TimeoutError:
             self._error("submit", "timeout")
             return
@@ -131,15 +135,21 @@ class _Generator:
         finally:
             self.last_submit_done = self.loop.time()
         self.result.intake_latencies_seconds.append(self.loop.time() - started)
-        self.result.accepted_ids.append(transaction_id)
-        self.progress.value += 1
+        self.result.accepted_ids.extend(accepted)
+        self.progress.value += len(accepted)
         if self.plan.waiters:
-            self.pending.put_nowait(transaction_id)
+            for transaction_id in accepted:
+                self.pending.put_nowait(transaction_id)
 
-    async def submit_batch(
-        self, session: aiohttp.ClientSession, rng: random.Random, started: float, size: int
-    ) -> None:
-        """Submit ``size`` transactions in one ``POST /v1/transactions/batch``; count each item."""
+    def _request(
+        self, rng: random.Random
+    ) -> tuple[str, dict[str, Any], dict[str, str] | None, int, int]:
+        """Return the next request: path, JSON body, headers, the status that accepts it, items."""
+        size = BATCH_SIZES.get(self.plan.workload)
+        if size is None:
+            body = request_body(self.plan.workload, rng, self.plan.wallets)
+            headers = {"Idempotency-Key": f"{self.key_prefix}-{next(self.counter)}"}
+            return "/v1/transactions", body, headers, 202, 1
         items = [
             {
                 **request_body(self.plan.workload, rng, self.plan.wallets),
@@ -147,32 +157,7 @@ class _Generator:
             }
             for _ in range(size)
         ]
-        self.result.submitted += size
-        try:
-            async with session.post(
-                "/v1/transactions/batch", json={"transactions": items}
-            ) as response:
-                if response.status != 200:
-                    await response.read()
-                    self._error("submit", f"http_{response.status}")
-                    return
-                results = (await response.json())["data"]
-        except TimeoutError:
-            self._error("submit", "timeout")
-            return
-        except (aiohttp.ClientError, OSError):
-            self._error("submit", "connection")
-            await asyncio.sleep(0.01)
-            return
-        finally:
-            self.last_submit_done = self.loop.time()
-        self.result.intake_latencies_seconds.append(self.loop.time() - started)
-        for result in results:
-            if result["status"] != 202:
-                self._error("submit", f"item_{result['status']}")
-                continue
-            self.result.accepted_ids.append(result["transaction"]["id"])
-            self.progress.value += 1
+        return "/v1/transactions/batch", {"transactions": items}, None, 200, size
 
     async def closed_loop(self, session: aiohttp.ClientSession) -> None:
         async def client(seed: int) -> None:
