@@ -30,6 +30,7 @@ from a2wsgi import WSGIMiddleware
 
 from api import create_app
 from shared.config import get_settings
+from shared.metrics import LONG_POLL_WAKEUPS
 from shared.wakeups import SETTLED_CHANNEL
 
 Scope = MutableMapping[str, Any]
@@ -180,8 +181,11 @@ class LongPollMiddleware:
             if not first.pending():
                 await first.replay(send)
                 return
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(settled.wait(), wait_seconds)
+                LONG_POLL_WAKEUPS.labels("announced").inc()
+            except TimeoutError:
+                LONG_POLL_WAKEUPS.labels("deadline").inc()
         await self.inner(dict(read), _no_body, send)
 
 

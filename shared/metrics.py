@@ -57,6 +57,12 @@ RATE_LIMITED = Counter(
     "Requests refused 429 because their API key was over its rate limit, by the key's role.",
     ["role"],
 )
+LONG_POLL_WAKEUPS = Counter(
+    "tally_long_poll_wakeups_total",
+    "Parked long-polls that ended their wait, by reason: the transaction was announced "
+    '("announced") or the wait ran out ("deadline").',
+    ["reason"],
+)
 RATE_LIMIT_STORAGE_ERRORS = Counter(
     "tally_rate_limit_storage_errors_total",
     "Requests let through unlimited because the rate limits' Redis did not answer.",
