@@ -8,6 +8,7 @@ import structlog
 from flask import Flask, Response, json
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from shared.db import is_transient
@@ -155,6 +156,19 @@ def pydantic_errors(error: ValidationError) -> list[dict[str, str]]:
     return out
 
 
+def _retry_later(reason: str) -> Response:
+    """Answer ``503 service_unavailable`` with ``Retry-After: 1`` for a passing outage.
+
+    Args:
+        reason: what was unavailable, the start of the problem's ``detail``.
+    """
+    return problem(
+        "service_unavailable",
+        f"{reason}; nothing was recorded, retry with the same Idempotency-Key",
+        headers={"Retry-After": "1"},
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render every error as problem+json: Tally errors, HTTP errors, database outages, bugs."""
 
@@ -173,14 +187,16 @@ def register_error_handlers(app: Flask) -> None:
     def _database_error(error: DBAPIError) -> Response:
         if is_transient(error):
             _log.warning("database_unavailable", error=str(error.orig))
-            return problem(
-                "service_unavailable",
-                "the database is unavailable; nothing was recorded, retry with the same "
-                "Idempotency-Key",
-                headers={"Retry-After": "1"},
-            )
+            return _retry_later("the database is unavailable")
         _log.error("database_error", exc_info=True)
         return problem("internal_error", "an internal error occurred", status=500)
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_exhausted(error: PoolTimeout) -> Response:
+        # Every pooled connection is busy (SQLAlchemy QueuePool's pool_timeout ran out):
+        # nothing was read or written, so the client may retry as after an outage.
+        _log.warning("database_pool_exhausted", error=str(error))
+        return _retry_later("every database connection is busy")
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(default=3000, ge=10)
     statement_timeout_ms: int = Field(default=15000, ge=100)
     db_pool_size: int = Field(default=10, ge=1, le=100)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
     broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     shard_count: int = Field(default=16, ge=1, le=1024)

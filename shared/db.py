@@ -48,7 +48,8 @@ def create_db_engine(settings: Settings, **overrides: object) -> Engine:
     """Build an engine for ``settings.database_url`` with Tally's session settings.
 
     Args:
-        settings: the configuration (URL, pool size, timeouts in milliseconds).
+        settings: the configuration (URL, pool size and its wait in seconds, statement and
+            lock timeouts in milliseconds).
         overrides: extra keyword arguments for ``sqlalchemy.create_engine``.
     """
     options = (
@@ -59,7 +60,7 @@ def create_db_engine(settings: Settings, **overrides: object) -> Engine:
     kwargs: dict[str, object] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": 0,
-        "pool_timeout": 10,
+        "pool_timeout": settings.db_pool_timeout_seconds,
         "pool_recycle": 1800,
         "connect_args": {"options": options, "connect_timeout": 5, "application_name": "tally"},
     }
