@@ -1,4 +1,4 @@
-"""Rate limits per API key (flask-limiter, counted in Redis), failing open when Redis is down.
+"""Rate limits per API key, counted in each API process's memory (flask-limiter, limits).
 
 Every ``/v1`` request of an authenticated key counts against one limit
 shared by all routes (flask-limiter's application limit, keyed by the API
@@ -9,6 +9,20 @@ IETF draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window
 ends), and a 429 ``Retry-After`` in seconds (RFC 9110 section 10.2.3).
 
+**Counted per process, limited in total.** The counters live in each API
+process (limits' ``MemoryStorage``), so a request costs no round trip to
+Redis; each process allows its share of the configured limit,
+``ceil(limit / TALLY_RATE_LIMIT_PROCESSES)`` (default: ``TALLY_WEB_WORKERS``,
+the processes of one host). Whatever the processes a key's requests reach,
+it never gets more than the configured limit in a window; when its
+requests are spread over the processes (the kernel spreads connections
+over a host's workers; a load balancer over hosts) it gets all of it. With
+several hosts, set ``TALLY_RATE_LIMIT_PROCESSES`` to the API processes of
+all of them. This is the local rate limit of proxies such as Envoy's
+``local_ratelimit``; it trades a key's exact total, when its traffic is
+uneven over the processes, for no shared state on the request path
+(docs/api-conventions.md, "Rate limits").
+
 A request counts 1, except on a view marked with :func:`costs`: a batch
 (``POST /v1/transactions/batch``) counts its items, so a client pays the same
 for a transaction whether it sends it alone or in a batch. To count them, the
@@ -18,42 +32,32 @@ The check runs after authentication (a request without a valid key is a 401
 and counts against nothing) and, a batch aside, before the edge reads the body. Requests
 without a key (``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
 ``/docs``, ``/``) are not limited.
-
-Redis down: flask-limiter's ``swallow_errors`` lets the request through, and
-``_StorageErrors`` turns the library's log record into a counter
-(``tally_rate_limit_storage_errors_total``) and a warning of Tally's own, at
-most one per ``_WARNING_INTERVAL_SECONDS`` per process.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import structlog
 from flask import Flask, Response, current_app, g, request
-from flask_limiter import ApplicationLimit, Limiter, RequestLimit
+from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter.errors import RateLimitExceeded
-from limits.storage import RedisStorage
+from limits import parse_many
 
 from api.errors import problem
 from shared.config import get_settings
-from shared.metrics import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMITED
+from shared.metrics import RATE_LIMITED
 
 #: Flask config key of a ``{"service": "...", "ops": "..."}`` override (tests).
 LIMITS_CONFIG_KEY = "TALLY_RATE_LIMITS"
-#: The prefix of the counters' Redis keys.
-KEY_PREFIX = "tally-ratelimit"
-_WARNING_INTERVAL_SECONDS = 5.0
+#: Flask config key of a ``TALLY_RATE_LIMIT_PROCESSES`` override (tests).
+PROCESSES_CONFIG_KEY = "TALLY_RATE_LIMIT_PROCESSES"
 # View function attribute set by ``costs``.
 _COST_ATTRIBUTE = "tally_rate_limit_cost"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_log = structlog.get_logger(__name__)
 
 
 def costs(counter: Callable[[], int]) -> Callable[[F], F]:
@@ -78,6 +82,22 @@ def _request_cost() -> int:
     return 1 if counter is None else max(1, counter())
 
 
+def share_of(limit: str, processes: int) -> str:
+    """Return one process's share of ``limit``: each item's amount divided, rounded up.
+
+    Args:
+        limit: limits' notation, e.g. ``"20000/second"`` or ``"60 per minute; 1000/hour"``.
+        processes: the API processes that share the key's traffic, at least 1.
+
+    Returns:
+        The same windows with ``ceil(amount / processes)`` each, e.g. ``"10000 per 1 second"``.
+    """
+    return "; ".join(
+        f"{math.ceil(item.amount / processes)} per {item.multiples} {item.GRANULARITY.name}"
+        for item in parse_many(limit)
+    )
+
+
 def install_rate_limits(app: Flask) -> Limiter | None:
     """Limit each API key's ``/v1`` requests by its role; return the limiter (None if disabled).
 
@@ -88,14 +108,15 @@ def install_rate_limits(app: Flask) -> Limiter | None:
     settings = get_settings()
     if not settings.rate_limit_enabled:
         return None
-    by_role = app.config.get(LIMITS_CONFIG_KEY) or {
+    configured = app.config.get(LIMITS_CONFIG_KEY) or {
         "service": settings.rate_limit_service,
         "ops": settings.rate_limit_ops,
     }
-    timeout_seconds = settings.broker_publish_timeout_seconds
+    processes = app.config.get(PROCESSES_CONFIG_KEY) or settings.rate_limit_process_count
+    by_role = {role: share_of(limit, processes) for role, limit in configured.items()}
 
     def limit_of_key() -> str:
-        return str(by_role[str(getattr(g, "role", "service"))])
+        return by_role[str(getattr(g, "role", "service"))]
 
     limiter = Limiter(
         key_func=lambda: str(g.api_key_id),
@@ -106,19 +127,12 @@ def install_rate_limits(app: Flask) -> Limiter | None:
                 cost=_request_cost,
             )
         ],
-        storage_uri=settings.redis_url,
-        storage_options={
-            "socket_connect_timeout": timeout_seconds,  # type: ignore[dict-item]
-            "socket_timeout": timeout_seconds,  # type: ignore[dict-item]
-        },
+        storage_uri="memory://",
         strategy="fixed-window",
-        key_prefix=KEY_PREFIX,
         # The headers are the draft's, written below; flask-limiter's Reset is a timestamp.
         headers_enabled=False,
-        swallow_errors=True,
     )
     limiter.init_app(app)
-    _install_storage_error_filter()
     app.after_request(lambda response: _add_headers(limiter, response))
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     return limiter
@@ -139,77 +153,11 @@ def _add_headers(limiter: Limiter, response: Response) -> Response:
     current = limiter.current_limit
     if current is None:
         return response
-    try:
-        remaining, reset_seconds = _window(limiter, current)
-    except Exception as error:  # Redis gone since the check: no headers, the answer stands
-        _storage_error(error)
-        return response
+    reset_at, remaining = current.window  # counted in memory: no round trip
+    reset_seconds = max(0, math.ceil(reset_at - time.time()))
     response.headers["RateLimit-Limit"] = str(current.limit.amount)
-    response.headers["RateLimit-Remaining"] = str(remaining)
+    response.headers["RateLimit-Remaining"] = str(max(0, remaining))
     response.headers["RateLimit-Reset"] = str(reset_seconds)
     if response.status_code == 429:
         response.headers["Retry-After"] = str(max(1, reset_seconds))
     return response
-
-
-def _window(limiter: Limiter, current: RequestLimit) -> tuple[int, int]:
-    """Return the key's requests remaining and the seconds until its window resets.
-
-    flask-limiter's ``RequestLimit.window`` asks Redis twice in a row (the
-    count, then the key's TTL: limits' ``FixedWindowRateLimiter.get_window_stats``);
-    this sends both in one pipeline, through the same storage and key, so a
-    request costs two round trips to Redis (the hit, then this) instead of three.
-
-    Raises:
-        redis.RedisError: Redis did not answer.
-    """
-    storage = cast(RedisStorage, limiter.storage)
-    key = storage.prefixed_key(current.key)
-    pipeline = storage.get_connection(True).pipeline(transaction=False)
-    count, ttl = pipeline.get(key).ttl(key).execute()
-    # A TTL of -2 (key gone: the window just ended) or -1 reads as a fresh window.
-    return max(0, current.limit.amount - int(count or 0)), max(0, int(ttl))
-
-
-_last_warning = [0.0]
-_warning_lock = threading.Lock()
-
-
-def _storage_error(error: BaseException | None) -> None:
-    """Count a rate-limit storage failure and warn, at most once per interval per process."""
-    RATE_LIMIT_STORAGE_ERRORS.inc()
-    now = time.monotonic()
-    with _warning_lock:
-        if now - _last_warning[0] < _WARNING_INTERVAL_SECONDS:
-            return
-        _last_warning[0] = now
-    _log.warning(
-        "rate_limit_storage_unavailable",
-        error=str(error),
-        detail="requests pass unlimited until Redis answers again",
-    )
-
-
-class _StorageErrors(logging.Filter):
-    """Turn flask-limiter's swallowed storage errors into Tally's counter and warning.
-
-    With ``swallow_errors``, flask-limiter logs "Failed to rate limit. Swallowing
-    error" with a traceback on every request while Redis is down; this filter
-    counts each, warns in Tally's own format, and drops the library's record.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Return False for a swallowed-error record (handled here), True for any other."""
-        message = str(record.msg)
-        if not message.startswith("Failed to"):
-            return True
-        error: Any = record.exc_info[1] if record.exc_info else None
-        _storage_error(error)
-        return False
-
-
-def _install_storage_error_filter() -> None:
-    """Attach one ``_StorageErrors`` filter to flask-limiter's logger (idempotent)."""
-    logger = logging.getLogger("flask-limiter")
-    if not any(isinstance(f, _StorageErrors) for f in logger.filters):
-        logger.addFilter(_StorageErrors())

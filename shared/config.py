@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     rate_limit_service: str = "20000/second"
     rate_limit_ops: str = "2000/second"
     rate_limit_enabled: bool = True
+    #: The API processes that share each key's traffic; each allows its share of the
+    #: limit (api/limits.py). 0: TALLY_WEB_WORKERS, the processes of one host.
+    rate_limit_processes: int = Field(default=0, ge=0, le=4096)
 
     #: The longest a single submission waits to share its INSERT and commit with
     #: others in flight in the same API process (shared/services/group_commit.py),
@@ -183,6 +186,11 @@ class Settings(BaseSettings):
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ValueError("TALLY_LOCK_TIMEOUT_MS must be below TALLY_STATEMENT_TIMEOUT_MS")
         return self
+
+    @property
+    def rate_limit_process_count(self) -> int:
+        """Return the API processes a key's limit is shared over: the setting, or web workers."""
+        return self.rate_limit_processes or self.web_workers
 
     @field_validator("rate_limit_service", "rate_limit_ops")
     @classmethod

@@ -63,10 +63,6 @@ LONG_POLL_WAKEUPS = Counter(
     '("announced") or the wait ran out ("deadline").',
     ["reason"],
 )
-RATE_LIMIT_STORAGE_ERRORS = Counter(
-    "tally_rate_limit_storage_errors_total",
-    "Requests let through unlimited because the rate limits' Redis did not answer.",
-)
 
 # -- apply path ---------------------------------------------------------------------------------
 

@@ -338,7 +338,11 @@ def test_the_rate_limit_counts_items(wallet_factory: Callable[..., uuid.UUID]) -
     from shared.services.api_keys import Role, create_api_key
 
     client = create_app(
-        {"TESTING": True, "TALLY_RATE_LIMITS": {"service": "5/minute", "ops": "5/minute"}}
+        {
+            "TESTING": True,
+            "TALLY_RATE_LIMITS": {"service": "5/minute", "ops": "5/minute"},
+            "TALLY_RATE_LIMIT_PROCESSES": 1,
+        }
     ).test_client()
     with db.transaction() as session:
         _, secret = create_api_key(session, role=Role.SERVICE, name="batch limit")

@@ -1,15 +1,19 @@
-"""Rate limits per API key (flask-limiter, Redis): 429 with Retry-After, per key, failing open."""
+"""Rate limits per API key, counted in each process: 429 with Retry-After, per key, in total."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from api.limits import share_of
 from shared import db
 from shared.services.api_keys import Role, create_api_key
+from tests.servers import LOG_DIR, serve_web
 
 LIMIT = 5
 
@@ -26,7 +30,8 @@ def limited_client() -> Iterator[Any]:
     from api import create_app
 
     limits = {"service": f"{LIMIT}/minute", "ops": f"{LIMIT}/minute"}
-    yield create_app({"TESTING": True, "TALLY_RATE_LIMITS": limits}).test_client()
+    config = {"TESTING": True, "TALLY_RATE_LIMITS": limits, "TALLY_RATE_LIMIT_PROCESSES": 1}
+    yield create_app(config).test_client()
 
 
 def test_a_key_over_its_limit_gets_429_and_another_key_does_not(limited_client: Any) -> None:
@@ -61,20 +66,38 @@ def test_ops_keys_have_their_own_limit(limited_client: Any) -> None:
     assert statuses == [200] * LIMIT + [429]
 
 
-def test_requests_pass_while_redis_is_down(limited_client: Any, redis_server: Any) -> None:
-    from shared.metrics import RATE_LIMIT_STORAGE_ERRORS
-
+def test_limits_hold_while_redis_is_down(limited_client: Any, redis_server: Any) -> None:
     key = _key()
-    before = RATE_LIMIT_STORAGE_ERRORS._value.get()
     redis_server.stop()
     try:
         statuses = [limited_client.get("/v1/wallets?limit=1", headers=key).status_code
-                    for _ in range(LIMIT + 3)]  # fmt: skip
+                    for _ in range(LIMIT + 1)]  # fmt: skip
     finally:
         redis_server.start()
-    assert statuses == [200] * (LIMIT + 3)  # failed open
-    assert RATE_LIMIT_STORAGE_ERRORS._value.get() >= before + LIMIT + 3
-    # Redis back: the limit applies again.
-    statuses = [limited_client.get("/v1/wallets?limit=1", headers=key).status_code
-                for _ in range(LIMIT + 1)]  # fmt: skip
-    assert statuses[-1] == 429
+    assert statuses == [200] * LIMIT + [429]  # counted in the process: no Redis needed
+
+
+def test_a_process_allows_its_share_of_the_limit_rounded_up() -> None:
+    assert share_of("20000/second", 2) == "10000 per 1 second"
+    assert share_of("5 per minute; 1000/hour", 3) == "2 per 1 minute; 334 per 1 hour"
+    assert share_of("7/second", 1) == "7 per 1 second"
+
+
+def test_a_key_gets_no_more_than_its_limit_across_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two API processes, each allowing half: whichever takes each request, 10 pass at most."""
+    monkeypatch.setenv("TALLY_RATE_LIMIT_SERVICE", "10/minute")
+    headers = _key()
+    with serve_web(LOG_DIR, workers=2) as (url, _):
+        statuses = []
+        for _ in range(30):
+            # A connection each, so the kernel may hand each to either process.
+            request = urllib.request.Request(f"{url}/v1/wallets?limit=1", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+    assert set(statuses) <= {200, 429}
+    assert 5 <= statuses.count(200) <= 10, statuses
