@@ -209,8 +209,8 @@ def up(with_flower: bool) -> None:
         supervisor.start()
         servers.wait_ready()
 
-        from cli.main import migrate_database
         from shared.config import get_settings
+        from shared.migrations import migrate_database
 
         migrate_database()
         secrets = _dev_keys()
