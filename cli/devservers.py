@@ -242,7 +242,7 @@ class EmbeddedRedis:
 
         Args:
             log_to_file: True logs to ``data_dir/server.log``; False to stdout
-                (for a supervisor that relays its programs' output).
+                (for a supervisor that logs its programs' output itself).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
