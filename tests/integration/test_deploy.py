@@ -107,10 +107,11 @@ def test_dockerfile_copies_exactly_the_packages_that_serve() -> None:
 
 def test_the_image_needs_only_the_runtime_dependencies() -> None:
     """Every third-party module the image's code imports comes with a runtime dependency."""
-    import ast
     from importlib.metadata import packages_distributions, requires
 
     from packaging.requirements import Requirement
+
+    from tests.unit.test_architecture import imported_modules
 
     runtime = {
         Requirement(line).name.lower().replace("_", "-")
@@ -137,17 +138,11 @@ def test_the_image_needs_only_the_runtime_dependencies() -> None:
         for path in sorted((ROOT / package).rglob("*.py")):
             if str(path.relative_to(ROOT)) in DEV_ONLY_MODULES:
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    roots = {alias.name.split(".")[0] for alias in node.names}
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    roots = {node.module.split(".")[0]}
-                else:
-                    continue
-                for root in roots - local - set(sys.stdlib_module_names):
-                    owners = {d.lower().replace("_", "-") for d in distributions.get(root, [])}
-                    if not owners & closure:
-                        missing[f"{path.relative_to(ROOT)}: {root}"] = owners
+            roots = {name.split(".")[0] for name in imported_modules(path)}
+            for root in roots - local - set(sys.stdlib_module_names):
+                owners = {d.lower().replace("_", "-") for d in distributions.get(root, [])}
+                if not owners & closure:
+                    missing[f"{path.relative_to(ROOT)}: {root}"] = owners
     assert missing == {}, "imported by the image's code, not a runtime dependency"
 
 

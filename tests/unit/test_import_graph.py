@@ -8,28 +8,21 @@ function still makes its package depend on the other one. The layers are
 
 from __future__ import annotations
 
-import ast
 from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.test_architecture import ROOT, imported_modules, sources
+
 PACKAGES = ("api", "worker", "shared", "broker", "cli", "bench")
 
 
 def package_imports(package: str) -> dict[str, set[str]]:
     """Return ``{other top-level package: the modules of package that import it}``."""
     found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                roots = {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                roots = {node.module.split(".")[0]}
-            else:
-                continue
-            for root in roots & set(PACKAGES) - {package}:
-                found.setdefault(root, set()).add(str(path.relative_to(ROOT)))
+    for path in sources(package):
+        roots = {name.split(".")[0] for name in imported_modules(path)}
+        for root in roots & set(PACKAGES) - {package}:
+            found.setdefault(root, set()).add(str(path.relative_to(ROOT)))
     return found
 
 
