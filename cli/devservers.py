@@ -223,7 +223,7 @@ class EmbeddedRedis:
         data_dir: working directory for the AOF and the log.
         port: the TCP port.
         durable: True keeps an append-only file fsynced every second; False
-            keeps nothing on disk (design.md: the sweep recovers lost messages).
+            keeps nothing on disk (docs/architecture.md, "Known pitfalls": the sweep recovers lost messages).
     """
 
     def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:

@@ -62,7 +62,7 @@ def test_two_beats_schedule_each_job_once_per_interval_and_fail_over() -> None:
         second.stop()
 
 
-# --- Beat under supervision, when Redis is emptied (design.md, "Known pitfalls") ---------------
+# --- Beat under supervision, when Redis is emptied (docs/architecture.md, "Known pitfalls") ---------------
 #
 # redbeat's beat exits when its lock vanishes (its tick extends the lock unguarded;
 # redbeat #84, #128, #218, #230) and re-creates its entries only at start-up, so a
