@@ -10,14 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # psycopg[binary] and the other dependencies ship wheels: no compiler needed.
+# Only what `tally serve ...` and `tally migrate` run: not bench/ nor examples/,
+# and none of the extras (`tally up`'s embedded servers, the benchmark's load
+# generator, the tests; pyproject.toml).
 COPY pyproject.toml README.md Procfile alembic.ini ./
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY broker ./broker
 COPY cli ./cli
-COPY bench ./bench
-COPY examples ./examples
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app tally \
     && mkdir /metrics && chown tally /metrics

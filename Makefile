@@ -8,10 +8,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint format bench fuzz clean
 
+# The runtime dependencies and the extras a checkout needs (pyproject.toml):
+# stack for `tally up` (make run), bench for `tally bench`, dev for the tests.
+EXTRAS := stack,bench,dev
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -39,7 +39,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: The longest wait a client may ask for, in seconds (api.md).
+#: The longest wait a client may ask for, in seconds (docs/api.md, "Transactions").
 WAIT_SECONDS_MAX = 30.0
 
 _TRANSACTION_PATH = re.compile(r"^/v1/transactions/([0-9A-Fa-f-]{32,36})$")

@@ -3,9 +3,10 @@
 ``OPERATIONS`` names, for each endpoint of the app (``blueprint.function``),
 the pydantic models of its body, query and answers, its role, and the
 problem statuses it can answer beyond those every route shares
-(``api.openapi.COMMON_PROBLEMS``). ``api.openapi`` turns it and
-``app.url_map`` into the document; tests/contract/test_drift.py fails when an
-endpoint has no entry here, or an entry no endpoint.
+(``api.openapi.EDGE_PROBLEMS``, and ``api.openapi.V1_PROBLEMS`` under ``/v1``).
+``api.openapi`` turns it and ``app.url_map`` into the document;
+tests/integration/test_openapi.py fails when an endpoint has no entry here, or
+an entry no endpoint.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from shared.ledger.errors import TallyError
 
 _log = structlog.get_logger(__name__)
 
-#: HTTP status for each machine code (api.md). Codes not listed fall back by error class.
+#: HTTP status for each machine code (docs/api-conventions.md, "Errors"). Codes not listed fall back by error class.
 STATUS_BY_CODE: dict[str, int] = {
     "malformed_request": 400,
     "idempotency_key_missing": 400,

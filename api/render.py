@@ -1,4 +1,4 @@
-"""JSON renderings of Tally's resources, exactly as api.md describes them.
+"""JSON renderings of Tally's resources, exactly as docs/api.md describes them.
 
 A transaction and a reconciliation run render in ``shared.rendering``, which
 the worker's webhook payloads use too.

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-#: A decimal amount in major units as api.md renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
+#: A decimal amount in major units as docs/api.md ("Conventions") renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
 #: (only a system wallet's balance is negative).
 Amount = Annotated[str, StringConstraints(pattern=r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

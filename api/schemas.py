@@ -44,7 +44,7 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
-#: A positive decimal in major units as api.md accepts it: no sign, exponent or leading zero.
+#: A positive decimal in major units as docs/api.md ("Conventions") accepts it: no sign, exponent or leading zero.
 AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,4})?$"
 
 

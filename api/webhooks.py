@@ -1,4 +1,4 @@
-"""``/v1/webhook-endpoints`` and ``/v1/webhook-deliveries`` (ops): api.md, "Webhooks".
+"""``/v1/webhook-endpoints`` and ``/v1/webhook-deliveries`` (ops): docs/api.md, "Webhooks".
 
 The endpoint's ``secret`` is in the answer to its creation only; no other
 answer, log line or delivery record carries it (docs/webhooks.md).
@@ -79,7 +79,7 @@ def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 
 def delivery_json(delivery: WebhookDelivery, event_type: str) -> dict[str, Any]:
-    """Render a delivery as api.md lists it (no body, no headers: nothing signed or secret)."""
+    """Render a delivery as docs/api.md ("Webhooks") lists it (no body, no headers: nothing signed or secret)."""
     return {
         "id": str(delivery.id),
         "event_id": event_public_id(delivery.event_id),

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.devservers import EmbeddedPostgres, free_port
+
 #: In order: reconciliation before any snapshot exists (every entry summed), then the
 #: snapshot job, the archive job (half of the history), and reconciliation from snapshots.
 PHASES = ("reconcile_cold", "snapshot", "archive", "reconcile")
@@ -300,14 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     postgres = None
     url = os.environ.get("DATABASE_URL")
     if url is None:
-        from cli.devservers import EmbeddedPostgres, free_port
-
         postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
         postgres.start()
         url = postgres.create_database("tally_bench")
         os.environ["DATABASE_URL"] = url
     try:
-        from cli.main import migrate_database
+        from shared.migrations import migrate_database
 
         migrate_database()
         started = time.perf_counter()

@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 
 from bench.stack import cpu_seconds
+from cli.devservers import EmbeddedPostgres, free_port
 
 MODES = ("off", "events", "events+endpoint")
 
@@ -181,14 +182,12 @@ def main() -> None:
     postgres = None
     data_dir = None
     if "DATABASE_URL" not in os.environ:
-        from cli.devservers import EmbeddedPostgres, free_port
-
         postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
         postgres.start()
         os.environ["DATABASE_URL"] = postgres.create_database("tally_bench")
         data_dir = root / "postgres"
     try:
-        from cli.main import migrate_database
+        from shared.migrations import migrate_database
 
         migrate_database()
         # One line, last: migrations may print before it.

@@ -15,7 +15,7 @@ back to a dead-letter queue with only a warning).
 
 Publishing never waits long: a broker that is down raises at once, the
 caller's database row is already durable, and the sweep publishes it later
-(design.md, "Known pitfalls").
+(docs/architecture.md, "Known pitfalls").
 """
 
 from __future__ import annotations

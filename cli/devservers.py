@@ -223,7 +223,7 @@ class EmbeddedRedis:
         data_dir: working directory for the AOF and the log.
         port: the TCP port.
         durable: True keeps an append-only file fsynced every second; False
-            keeps nothing on disk (design.md: the sweep recovers lost messages).
+            keeps nothing on disk (docs/architecture.md, "Known pitfalls": the sweep recovers lost messages).
     """
 
     def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
@@ -242,7 +242,7 @@ class EmbeddedRedis:
 
         Args:
             log_to_file: True logs to ``data_dir/server.log``; False to stdout
-                (for a supervisor that relays its programs' output).
+                (for a supervisor that logs its programs' output itself).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [

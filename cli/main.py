@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import click
 
-from cli.bench import bench
 from cli.maintenance import register as register_maintenance
 from cli.openapi import openapi
 from cli.ops import register as register_ops
 from cli.serve import serve
 from cli.up import up
-from shared import db
-from shared.config import get_settings
-from shared.migrations import upgrade_to_head
-from shared.services import wallets
+from shared.migrations import migrate_database
+
+#: Commands whose code the production image does not carry (the Dockerfile copies
+#: no bench/): ``name -> "module:attribute"``, imported only when invoked and only
+#: where installed (Click docs, "Lazily Loading Subcommands").
+OPTIONAL_COMMANDS = {"bench": "bench.command:bench"}
 
 
-@click.group()
+def _installed(target: str) -> bool:
+    return importlib.util.find_spec(target.split(".")[0]) is not None
+
+
+class TallyGroup(click.Group):
+    """The ``tally`` group: its own commands plus the :data:`OPTIONAL_COMMANDS` installed here."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return every command's name, the installed optional ones included, sorted."""
+        optional = [name for name, target in OPTIONAL_COMMANDS.items() if _installed(target)]
+        return sorted({*super().list_commands(ctx), *optional})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return the command ``cmd_name``, importing an optional one now; None if there is none."""
+        command = super().get_command(ctx, cmd_name)
+        target = OPTIONAL_COMMANDS.get(cmd_name)
+        if command is not None or target is None or not _installed(target):
+            return command
+        module, attribute = target.split(":")
+        loaded: click.Command = getattr(importlib.import_module(module), attribute)
+        return loaded
+
+
+@click.group(cls=TallyGroup)
 def main() -> None:
     """Tally: an asynchronous wallet transaction processor."""
-
-
-def migrate_database() -> None:
-    """Apply the migrations and enable the configured currencies with their system wallets."""
-    settings = get_settings()
-    upgrade_to_head(settings.database_url)
-    with db.transaction() as session:
-        wallets.ensure_currencies(session, settings.currencies)
 
 
 @main.command("migrate")
@@ -36,7 +55,6 @@ def migrate() -> None:
     click.echo("database is at the latest revision")
 
 
-main.add_command(bench)
 main.add_command(openapi)
 register_maintenance(main)
 register_ops(main)

@@ -9,8 +9,10 @@ same directory reaches the same servers; migrates; creates a ``service`` and an
 Everything runs under supervisord (cli/supervise.py): the embedded servers
 start first, the Procfile's processes once the database is migrated, and any
 of them that exits is started again instead of taking the others down
-(docs/operations.md, "Process supervision"). Ctrl-C or SIGTERM stops every
-process it started, embedded servers included.
+(docs/operations.md, "Process supervision"). Each program's output goes to
+``.tally/logs/<program>.log``; supervisord's own lines (spawned, exited) to
+stdout. Ctrl-C or SIGTERM stops every process it started, embedded servers
+included.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def _dev_keys() -> dict[str, str]:
     return secrets
 
 
-def _announce_when_ready(url: str, secrets: dict[str, str], flower_url: str | None) -> None:
+def _announce_when_ready(
+    url: str, secrets: dict[str, str], flower_url: str | None, supervisor: Supervisor
+) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -99,6 +103,8 @@ def _announce_when_ready(url: str, secrets: dict[str, str], flower_url: str | No
     click.echo(f"  metrics:     {url}/metrics")
     if flower_url is not None:
         click.echo(f"  flower:      {flower_url}")
+    click.echo(f"  logs:        {supervisor.log_dir}/<program>.log, or")
+    click.echo(f"               supervisorctl -c {supervisor.config_path} tail -f web")
     click.echo('  try: curl -H "Authorization: Bearer $KEY" ' + url + "/v1/wallets\n")
 
 
@@ -209,8 +215,8 @@ def up(with_flower: bool) -> None:
         supervisor.start()
         servers.wait_ready()
 
-        from cli.main import migrate_database
         from shared.config import get_settings
+        from shared.migrations import migrate_database
 
         migrate_database()
         secrets = _dev_keys()
@@ -220,7 +226,7 @@ def up(with_flower: bool) -> None:
         supervisor.start_programs(app.name for app in apps)
         flower_url = f"http://{settings.host}:{settings.flower_port}" if with_flower else None
         threading.Thread(
-            target=_announce_when_ready, args=(url, secrets, flower_url), daemon=True
+            target=_announce_when_ready, args=(url, secrets, flower_url, supervisor), daemon=True
         ).start()
         # supervisord returns on `supervisorctl shutdown` (0) or a fatal error of its own.
         code = supervisor.wait()

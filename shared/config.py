@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
-    #: How long a delivery is retried before it ends ``failed`` (api.md: at least 24 h).
+    #: How long a delivery is retried before it ends ``failed`` (docs/api.md, "Webhooks": at least 24 h).
     webhook_retry_window_seconds: float = Field(default=86400.0, gt=0)
     #: An endpoint is disabled once its attempts have failed this many times in a row
     #: AND for TALLY_WEBHOOK_DISABLE_AFTER_SECONDS since its last success: both.
@@ -171,7 +171,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _timeouts_in_order(self) -> Settings:
-        """Require the timeouts that design.md orders to be in that order.
+        """Require the timeouts that docs/architecture.md orders ("Transient failures") to be in that order.
 
         Redis's visibility timeout must exceed the longest retry countdown (a
         longer countdown is delivered twice: kombu#337, celery#5935), and

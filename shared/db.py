@@ -2,7 +2,7 @@
 
 Other modules receive a ``Session``; only :func:`transaction` begins, commits
 and rolls back. Every connection sets ``lock_timeout`` below
-``statement_timeout`` for its whole session (design.md, "Known pitfalls").
+``statement_timeout`` for its whole session (docs/architecture.md, "Known pitfalls").
 
 Dead pooled connections (after a PostgreSQL restart) are replaced at checkout
 without a round trip: a connection the server has closed has a readable

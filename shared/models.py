@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Orders transactions within a lane (the wallet whose debits they are); design.md invariant 6.
+#: Orders transactions within a lane (the wallet whose debits they are); docs/architecture.md, invariant 6.
 lane_sequence = Sequence("transaction_lane_seq")
 
 
@@ -453,7 +453,7 @@ ledger_entries_all = table(
 # Notifications (migration 0007): the transactional outbox of events, webhook
 # endpoints and one delivery per (event, endpoint). docs/webhooks.md.
 
-#: The event types of api.md's "Webhooks", in the order the API lists them.
+#: The event types of docs/api.md's "Webhooks", in the order the API lists them.
 EVENT_TYPES = (
     "transaction.completed",
     "transaction.failed",

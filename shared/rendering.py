@@ -1,4 +1,4 @@
-"""JSON renderings of a Transaction and a reconciliation run, exactly as api.md describes them.
+"""JSON renderings of a Transaction and a reconciliation run, exactly as docs/api.md describes them.
 
 Both the API's answers and the webhook payloads (``shared.services.events``)
 render through here, so a transaction looks the same whichever way a client

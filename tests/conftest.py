@@ -65,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    from cli.main import migrate_database
+    from shared.migrations import migrate_database
 
     migrate_database()
 

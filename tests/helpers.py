@@ -109,7 +109,7 @@ def balance_minor(wallet_id: uuid.UUID | str) -> int:
 
 
 def assert_ledger_consistent() -> None:
-    """Check design.md's invariants 1, 2 and 5 over the whole database.
+    """Check docs/architecture.md's invariants 1, 2 and 5 over the whole database.
 
     - every currency's wallets sum to zero, and every transaction's entries too;
     - no non-system wallet has a negative balance or available balance;

@@ -338,7 +338,7 @@ def _out_of_order(book: Book, accepted: dict[str, Accepted]) -> list[str]:
     insertion) should follow their transactions' ``lane_sequence``. Two
     transactions whose requests overlapped in time may apply either way round:
     the one that drew the smaller number may commit, and so become visible to
-    the stream, after the other (docs/architecture.md, "Acceptance order"). A
+    the stream, after the other (docs/architecture.md, invariant 6). A
     pair out of ``lane_sequence`` is therefore an error only when the client
     knows the later-applied one had been accepted before the other was sent.
     """

@@ -175,8 +175,13 @@ class TallyUp:
         return self
 
     def output(self) -> str:
-        """Return everything it printed so far."""
+        """Return everything it printed so far: its own lines and supervisord's."""
         return self.log_path.read_text(errors="replace")
+
+    def program_output(self, program: str) -> str:
+        """Return what supervised ``program`` wrote so far (its log file; "" before it ran)."""
+        path = self.data_dir / "logs" / f"{program}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def supervised_pid(self, program: str) -> int | None:
         """Return the pid supervisord reports for ``program`` while it runs, else None.

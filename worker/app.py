@@ -1,6 +1,6 @@
 """The Celery app, built from ``shared.config``.
 
-Settings that matter for correctness (design.md; Celery docs, "Configuration
+Settings that matter for correctness (docs/architecture.md, "Celery settings"; Celery docs, "Configuration
 and defaults"): ``task_acks_late`` with ``task_reject_on_worker_lost`` so a
 message whose worker died is delivered again; ``worker_prefetch_multiplier=1``
 so a dying worker strands as few messages as possible; a Redis

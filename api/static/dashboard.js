@@ -162,7 +162,7 @@ async function retry(id, button, outcome) {
   outcome.replaceChildren(statusBadge("pending"));
   try {
     let t = await api(`/v1/transactions/${id}/retry`, { method: "POST" });
-    // Long-poll until a worker has applied it (api.md: GET ?wait=N).
+    // Long-poll until a worker has applied it (docs/api.md, "Transactions": GET ?wait=N).
     for (let i = 0; i < 6 && t.status === "pending"; i++) {
       t = await api(`/v1/transactions/${id}?wait=10`);
     }

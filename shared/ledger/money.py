@@ -15,7 +15,7 @@ from babel.numbers import get_currency_precision, list_currencies
 
 from shared.ledger.errors import InvalidAmount, UnknownCurrency
 
-#: The largest amount accepted, in minor units (api.md: 10^15).
+#: The largest amount accepted, in minor units (docs/api.md, "Conventions": 10^15).
 AMOUNT_MINOR_MAX = 10**15
 
 # ASCII digits only: str.isdigit() would accept other scripts' digits.

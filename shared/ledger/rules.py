@@ -5,7 +5,7 @@ without a database and the apply path (``shared.services.processor``) only
 loads state, calls :func:`post`, and writes what it returns.
 
 Amounts are integer minor units. A debit lowers a wallet's balance, a credit
-raises it; every posting's signed entries sum to zero (design.md invariant 1).
+raises it; every posting's signed entries sum to zero (docs/architecture.md, invariant 1).
 A non-system wallet's available balance (balance - held) never goes below zero
 (invariant 2).
 """

@@ -1,8 +1,10 @@
 """Alembic migrations: the only way Tally's schema changes.
 
-``upgrade_to_head`` runs them programmatically (``tally migrate``, ``tally up``,
-the test fixtures); ``alembic.ini`` at the repository root serves the
-``alembic`` command for authoring new revisions.
+``migrate_database`` brings a database to what the code expects (``tally
+migrate``, ``tally up``, the benchmarks, the test fixtures): the schema through
+``upgrade_to_head``, then the enabled currencies' system wallets.
+``alembic.ini`` at the repository root serves the ``alembic`` command for
+authoring new revisions.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
+from shared import db
+from shared.config import get_settings
+from shared.services import wallets
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 
@@ -31,3 +37,16 @@ def upgrade_to_head(database_url: str) -> None:
     joins them.
     """
     command.upgrade(alembic_config(database_url), "heads")
+
+
+def migrate_database() -> None:
+    """Migrate the configured database to head and enable the configured currencies.
+
+    Reads ``DATABASE_URL`` and ``TALLY_CURRENCIES`` (``shared.config``); idempotent:
+    a second run changes nothing. Each enabled currency gets its system wallet
+    (docs/api.md, "Wallets").
+    """
+    settings = get_settings()
+    upgrade_to_head(settings.database_url)
+    with db.transaction() as session:
+        wallets.ensure_currencies(session, settings.currencies)

@@ -4,7 +4,7 @@ The caller (``shared.services.processor``) holds the shard's lock and has
 counted the attempt. Here the batch's rows are re-read and locked, every
 wallet they touch is locked in sorted id order, the pure posting rules
 (``shared.ledger.rules.post``) run in acceptance order, and the entries,
-hold entries, balances and statuses are written together (design.md
+hold entries, balances and statuses are written together (docs/architecture.md,
 invariants 1-5), with one event per status change and its webhook deliveries
 (``shared.services.events``: the transactional outbox).
 

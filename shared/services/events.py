@@ -1,6 +1,6 @@
 """The events outbox: every status change the contract names, appended in the same transaction.
 
-api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
+docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
 ``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``. Each
 function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
@@ -188,7 +188,7 @@ class _AsOf:
 
 
 def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Render events as api.md's payload: ``{"id", "type", "created_at", "data"}``.
+    """Render events as the payload of docs/api.md, "Webhooks": ``{"id", "type", "created_at", "data"}``.
 
     ``data`` is the Transaction object as it was at the event (live or
     archived), or the reconciliation run. Three reads at most, whatever the

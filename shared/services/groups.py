@@ -6,7 +6,7 @@ negative): the first in ``transactions.lane_wallet_id``, the others in
 ``group_lanes`` while it is pending. The apply path picks a group only when
 nothing older is pending in any of its lanes, and later debits of those
 wallets wait behind it (``shared.services.processor.claim_batch``), so
-per-wallet order holds for every wallet a group debits (design.md invariant 6).
+per-wallet order holds for every wallet a group debits (docs/architecture.md, invariant 6).
 Legs may be in different currencies; each currency's legs balance by
 construction (one debit and one credit per leg).
 """

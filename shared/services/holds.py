@@ -173,7 +173,7 @@ def _destination(session: Session, wallet_id: uuid.UUID | None, currency: str) -
 #: One expiry per held hold past its ``expires_at``, in the hold's lane; the
 #: idempotency key ``expiry <hold id>`` (under the hold's API key) makes a second
 #: run, or a concurrent one, insert nothing. Its space is not a visible ASCII
-#: character, so no client's ``Idempotency-Key`` (api.md) can take it first.
+#: character, so no client's ``Idempotency-Key`` (docs/api.md, "Transactions") can take it first.
 _EXPIRE_SQL = text(
     """
 INSERT INTO transactions (

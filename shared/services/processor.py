@@ -7,7 +7,7 @@ of that sequence is the order in which the API accepted them. One drain at a
 time, whichever worker process holds the stream's advisory lock, takes the
 oldest pending transactions of all wallets in that order and applies them as
 one batch per database transaction. Every transaction is therefore applied
-seeing the effect of every transaction accepted before it (design invariant 6
+seeing the effect of every transaction accepted before it (invariant 6
 in docs/architecture.md): money received is always applied before money
 spent from it, and per-wallet order follows. A broker message means "there
 is pending work"; a duplicate or late message finds nothing to do, so

@@ -2,7 +2,7 @@
 
 For each wallet, the ledger balance is its latest balance snapshot plus the
 signed sum (credit +, debit -) of its entries in ``ledger_entries_all`` (live
-or archived) with a higher ``sequence`` than the snapshot's (design.md invariant 5).
+or archived) with a higher ``sequence`` than the snapshot's (docs/architecture.md, invariant 5).
 Its held amount must equal both the signed sum of its ``hold_entries`` (hold +,
 release -) and the sum of its holds still ``held``; a difference is reported
 like a balance mismatch, with both held amounts. For each

@@ -83,7 +83,7 @@ def create_endpoint(
     """Register an enabled endpoint; return it and its secret (the only time it is given out).
 
     Args:
-        event_types: the event types to deliver (api.md's list); None: all of them.
+        event_types: the event types to deliver (docs/api.md, "Webhooks"); None: all of them.
         actor: the operator; when given, ``webhook_endpoint.create`` is appended
             to the audit log in the same transaction (never the secret).
 

@@ -116,7 +116,7 @@ class Outcome:
 
     @property
     def succeeded(self) -> bool:
-        """Tell whether the receiver answered 2xx (api.md: success)."""
+        """Tell whether the receiver answered 2xx (docs/api.md, "Webhooks": success)."""
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
@@ -201,7 +201,7 @@ def send(
     """POST ``body`` (JSON text) to ``url`` with ``headers``; never raise.
 
     Args:
-        timeout_seconds: for connecting, and for each read and write (api.md: 10 s).
+        timeout_seconds: for connecting, and for each read and write (docs/api.md, "Webhooks": 10 s).
         allow_private_networks: see :func:`check_destination`.
 
     Returns:

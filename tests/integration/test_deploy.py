@@ -1,8 +1,9 @@
-"""The deployment files: docker-compose.yml is valid, the Dockerfile ships every package,
-and the Prometheus rules load."""
+"""The deployment files: docker-compose.yml is valid, the Dockerfile ships the packages that
+serve and their runtime dependencies only, and the Prometheus rules load."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -86,11 +87,63 @@ def test_compose_gives_every_tally_service_the_same_environment(compose: dict[st
     assert environments[0]["TALLY_LOG_FORMAT"] == "json"
 
 
-def test_dockerfile_copies_every_package_the_project_installs() -> None:
+#: Packages of the repository that serve nothing: left out of the production image.
+NOT_IN_IMAGE = {"bench", "examples"}
+#: Modules of cli/ that only `tally up`, `tally openapi` and their kind run: they may
+#: import the extras (pyproject.toml, `stack` and `dev`); the image never runs them.
+DEV_ONLY_MODULES = {"cli/up.py", "cli/devservers.py", "cli/supervise.py", "cli/reaper.py",
+                    "cli/openapi.py"}  # fmt: skip
+
+
+def test_dockerfile_copies_exactly_the_packages_that_serve() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
-    assert packages <= copied, f"not copied into the image: {packages - copied}"
+    assert copied == packages - NOT_IN_IMAGE
+    assert re.search(r"^RUN pip install \. ", (ROOT / "Dockerfile").read_text(), re.M), (
+        "the image installs the runtime dependencies only, no extras"
+    )
+
+
+def test_the_image_needs_only_the_runtime_dependencies() -> None:
+    """Every third-party module the image's code imports comes with a runtime dependency."""
+    from importlib.metadata import packages_distributions, requires
+
+    from packaging.requirements import Requirement
+
+    from tests.unit.test_architecture import imported_modules
+
+    runtime = {
+        Requirement(line).name.lower().replace("_", "-")
+        for line in requires("tally") or []
+        if "extra ==" not in line
+    }
+    # What the runtime dependencies pull in is there too (celery[redis] brings kombu).
+    closure, todo = set(), list(runtime)
+    while todo:
+        name = todo.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        with contextlib.suppress(Exception):
+            todo += [
+                Requirement(line).name.lower().replace("_", "-")
+                for line in requires(name) or []
+                if "extra ==" not in line
+            ]
+    distributions = packages_distributions()
+    local = {"api", "worker", "shared", "broker", "cli", "tests", *NOT_IN_IMAGE}
+    missing = {}
+    for package in ("api", "worker", "shared", "broker", "cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if str(path.relative_to(ROOT)) in DEV_ONLY_MODULES:
+                continue
+            roots = {name.split(".")[0] for name in imported_modules(path)}
+            for root in roots - local - set(sys.stdlib_module_names):
+                owners = {d.lower().replace("_", "-") for d in distributions.get(root, [])}
+                if not owners & closure:
+                    missing[f"{path.relative_to(ROOT)}: {root}"] = owners
+    assert missing == {}, "imported by the image's code, not a runtime dependency"
 
 
 def test_prometheus_rules_are_valid_and_name_real_metrics() -> None:

@@ -1,4 +1,4 @@
-"""Idempotency (design.md invariant 7): one key per API key maps to one transaction."""
+"""Idempotency (docs/architecture.md, invariant 7): one key per API key maps to one transaction."""
 
 from __future__ import annotations
 

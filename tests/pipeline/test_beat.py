@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +62,7 @@ def test_two_beats_schedule_each_job_once_per_interval_and_fail_over() -> None:
         second.stop()
 
 
-# --- Beat under supervision, when Redis is emptied (design.md, "Known pitfalls") ---------------
+# --- Beat under supervision, when Redis is emptied (docs/architecture.md, "Known pitfalls") ---------------
 #
 # redbeat's beat exits when its lock vanishes (its tick extends the lock unguarded;
 # redbeat #84, #128, #218, #230) and re-creates its entries only at start-up, so a
@@ -77,33 +76,51 @@ BEAT_ARGV = (sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--logl
 
 
 class SupervisedLog:
-    """The combined output of a supervisord and its beats: its log lines and ``name | line``."""
+    """What a supervisord and its beats wrote: its own lines, and each beat's log file.
 
-    def __init__(self, path: Path) -> None:
+    ``lines()`` reads supervisord's lines ("spawned: ...", "exited: ..."),
+    ``lines(name)`` what beat ``name`` wrote (supervisord writes it to
+    ``logs/<name>.log``, appending across restarts).
+    """
+
+    def __init__(self, path: Path, supervisor: Supervisor) -> None:
         self.path = path
+        self.supervisor = supervisor
 
-    def lines(self) -> list[str]:
-        return self.path.read_text(errors="replace").splitlines()
+    def lines(self, name: str | None = None) -> list[str]:
+        path = self.path if name is None else self.supervisor.log_path(name)
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
 
-    def said(self, name: str, text: str) -> Callable[[str], bool]:
-        """Return a test of a line: did beat ``name`` print ``text`` on it."""
-        prefix = re.compile(rf"{re.escape(name)} *\| ")  # names are padded to the longest
-        return lambda line: prefix.match(line) is not None and text in line
+    def said(self, text: str) -> Callable[[str], bool]:
+        """Return a test of a line: does it carry ``text``."""
+        return lambda line: text in line
 
-    def sends(self, name: str, job: str, lines: list[str]) -> int:
-        return sum(map(self.said(name, f"Sending due task {job} "), lines))
+    def sends(self, job: str, lines: list[str]) -> int:
+        return sum(map(self.said(f"Sending due task {job} "), lines))
+
+    def marks(self, names: list[str]) -> dict[str | None, int]:
+        """Return the index of the last line so far of supervisord's lines and of each beat's."""
+        return {name: len(self.lines(name)) - 1 for name in [None, *names]}
 
     def wait_for(
-        self, what: str, test: Callable[[str], bool], *, after: int, timeout_seconds: float
+        self,
+        what: str,
+        test: Callable[[str], bool],
+        *,
+        after: int,
+        timeout_seconds: float,
+        name: str | None = None,
     ) -> int:
-        """Wait for the first line past index ``after`` that passes ``test``; return its index.
+        """Wait for the first line of ``name``'s lines past index ``after`` that passes ``test``.
+
+        Returns the line's index.
 
         Raises:
-            AssertionError: none within ``timeout_seconds``; the message carries the log's tail.
+            AssertionError: none within ``timeout_seconds``; the message carries the lines' tail.
         """
         deadline = time.monotonic() + timeout_seconds
         while True:
-            lines = self.lines()
+            lines = self.lines(name)
             for index in range(after + 1, len(lines)):
                 if test(lines[index]):
                     return index
@@ -115,9 +132,9 @@ class SupervisedLog:
 
 @contextlib.contextmanager
 def supervised_beats(run_dir: Path, names: list[str], **env: str) -> Iterator[SupervisedLog]:
-    """Run one beat per name under supervisord; yield their combined output; stop them."""
-    log = SupervisedLog(run_dir / "supervised.log")
-    with log.path.open("ab") as out:
+    """Run one beat per name under supervisord; yield what they write; stop them."""
+    path = run_dir / "supervisord.out"
+    with path.open("ab") as out:
         supervisor = Supervisor(
             run_dir,
             [Program(name, BEAT_ARGV) for name in names],
@@ -126,13 +143,9 @@ def supervised_beats(run_dir: Path, names: list[str], **env: str) -> Iterator[Su
         )
         try:
             supervisor.start()
-            yield log
+            yield SupervisedLog(path, supervisor)
         finally:
             supervisor.stop()
-
-
-def any_of(*tests: Callable[[str], bool]) -> Callable[[str], bool]:
-    return lambda line: any(test(line) for test in tests)
 
 
 def test_beat_restarted_after_redis_is_emptied_schedules_the_sweep_again(
@@ -141,25 +154,27 @@ def test_beat_restarted_after_redis_is_emptied_schedules_the_sweep_again(
 ) -> None:  # fmt: skip
     started = time.monotonic()
     with supervised_beats(tmp_path, ["beat"]) as log:
-        sweep = log.said("beat", f"Sending due task {SWEEP} ")
-        log.wait_for("a first sweep", sweep, after=-1, timeout_seconds=60)
+        sweep = log.said(f"Sending due task {SWEEP} ")
+        log.wait_for("a first sweep", sweep, after=-1, timeout_seconds=60, name="beat")
         startup_seconds = time.monotonic() - started
         # Pending transactions whose messages the flush will delete: no worker runs yet.
         ids = [submit(client, service_headers, deposit_body(wallet_factory())).get_json()["id"]
                for _ in range(5)]  # fmt: skip
-        mark = len(log.lines()) - 1
+        marks = log.marks(["beat"])
         flushed = time.monotonic()
         redis_client.flushall()
         log.wait_for("beat exiting on its lost lock", lambda line: "exited: beat " in line,
-                     after=mark, timeout_seconds=30)  # fmt: skip
+                     after=marks[None], timeout_seconds=30)  # fmt: skip
         exit_seconds = time.monotonic() - flushed
-        log.wait_for("beat spawned again", lambda line: "spawned: 'beat'" in line, after=mark,
-                     timeout_seconds=30)  # fmt: skip
+        log.wait_for("beat spawned again", lambda line: "spawned: 'beat'" in line,
+                     after=marks[None], timeout_seconds=30)  # fmt: skip
         spawned = time.monotonic()
-        starting_at = log.wait_for("the new beat starting", log.said("beat", "beat: Starting"),
-                                   after=mark, timeout_seconds=60)  # fmt: skip
+        # The old beat printed "beat: Starting" before the flush, so this is the new one.
+        starting_at = log.wait_for("the new beat starting", log.said("beat: Starting"),
+                                   after=marks["beat"], timeout_seconds=60, name="beat")  # fmt: skip
         starting = time.monotonic()
-        log.wait_for("a sweep sent by the new beat", sweep, after=starting_at, timeout_seconds=60)
+        log.wait_for("a sweep sent by the new beat", sweep, after=starting_at,
+                     timeout_seconds=60, name="beat")  # fmt: skip
         sent = time.monotonic()
         restart_startup_seconds = starting - spawned
         print(f"\nbeat: start-up {startup_seconds:.1f}s; after FLUSHALL exited in "
@@ -181,38 +196,41 @@ def test_two_supervised_beats_keep_one_scheduler_through_a_redis_flush(
 ) -> None:
     names = ["beat-a", "beat-b"]
     with supervised_beats(tmp_path, names, **BEAT_ENV) as log:
-        sweep = any_of(*(log.said(n, f"Sending due task {SWEEP} ") for n in names))
         for name in names:
-            log.wait_for(f"{name} starting", log.said(name, "beat: Starting"), after=-1,
-                         timeout_seconds=60)  # fmt: skip
-        log.wait_for("a first sweep", sweep, after=-1, timeout_seconds=60)
-        mark = len(log.lines()) - 1
+            log.wait_for(f"{name} starting", log.said("beat: Starting"), after=-1,
+                         timeout_seconds=60, name=name)  # fmt: skip
+        wait_until("a first sweep", lambda: any(log.sends(SWEEP, log.lines(n)) for n in names))
+        marks = log.marks(names)
         flushed = time.monotonic()
         redis_client.flushall()
         exited_at = log.wait_for("the active beat exiting on its lost lock",
-                                 lambda line: "exited: beat-" in line, after=mark,
+                                 lambda line: "exited: beat-" in line, after=marks[None],
                                  timeout_seconds=30)  # fmt: skip
         exited = next(n for n in names if f"exited: {n} " in log.lines()[exited_at])
         # Settled: the exited beat runs again (it waits on the lock or holds it),
-        # and a sweep was sent after the flush.
-        log.wait_for(f"{exited} starting again", log.said(exited, "beat: Starting"),
-                     after=exited_at, timeout_seconds=60)  # fmt: skip
-        log.wait_for("a sweep after the flush", sweep, after=exited_at, timeout_seconds=60)
-        before = len(log.lines())
+        # and a sweep was sent after the flush. Its "beat: Starting" past the mark
+        # is the new process's: the old one printed it before the flush.
+        log.wait_for(f"{exited} starting again", log.said("beat: Starting"),
+                     after=marks[exited], timeout_seconds=60, name=exited)  # fmt: skip
+        wait_until("a sweep after the flush",
+                   lambda: any(log.sends(SWEEP, log.lines(n)[marks[n] + 1 :]) for n in names))  # fmt: skip
+        before = log.marks(names)
         window_started = time.monotonic()
+
+        def window(name: str) -> list[str]:
+            return log.lines(name)[before[name] + 1 :]
+
         for job in INTERVALS:  # each job sent a few times since: the schedule is running
             wait_until(
                 f"{job} sent three times after the flush",
-                lambda job=job: sum(log.sends(n, job, log.lines()[before:]) for n in names) >= 3,
+                lambda job=job: sum(log.sends(job, window(n)) for n in names) >= 3,
             )
         window_seconds = time.monotonic() - window_started
-        window = log.lines()[before:]
         for job, interval_seconds in INTERVALS.items():
-            counts = sorted(log.sends(name, job, window) for name in names)
+            counts = sorted(log.sends(job, window(name)) for name in names)
             assert counts[0] == 0, f"both beats scheduled {job} after the flush: {counts}"
             assert counts[1] <= window_seconds / interval_seconds + 3, (job, counts)
         # Nor did both schedule during the hand-over: one sweep per interval at most.
         elapsed_seconds = time.monotonic() - flushed
-        after_flush = log.lines()[mark + 1 :]
-        total = sum(log.sends(name, SWEEP, after_flush) for name in names)
+        total = sum(log.sends(SWEEP, log.lines(n)[marks[n] + 1 :]) for n in names)
         assert total <= elapsed_seconds / SWEEP_INTERVAL_SECONDS + 2, (total, elapsed_seconds)

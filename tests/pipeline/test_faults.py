@@ -1,4 +1,4 @@
-"""Faults (design.md invariants 3 and 4): killed workers, lost messages, a database outage.
+"""Faults (docs/architecture.md, invariants 3 and 4): killed workers, lost messages, a database outage.
 
 Every test here starts and stops its own workers (no other worker may consume
 the queue while a test arranges its fault). Each ends with every transaction

@@ -1,4 +1,4 @@
-"""The stuck-transaction sweep (design.md invariant 4) with a real worker and a real beat."""
+"""The stuck-transaction sweep (docs/architecture.md, invariant 4) with a real worker and a real beat."""
 
 from __future__ import annotations
 

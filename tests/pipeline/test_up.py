@@ -203,6 +203,7 @@ def test_tally_up_restarts_a_killed_process_and_serves_again(stack: TallyUp, pro
     old_pid = stack.supervised_pid(program)
     assert old_pid is not None, f"no {program} under supervisord:\n{stack.output()[-4000:]}"
     mark = len(stack.output())
+    program_mark = len(stack.program_output(program))
     killed = time.monotonic()
     os.kill(old_pid, signal.SIGKILL)
     stack.wait_running(program, other_than=old_pid, timeout_seconds=60)
@@ -231,14 +232,15 @@ def test_tally_up_restarts_a_killed_process_and_serves_again(stack: TallyUp, pro
         report += f", the new web process serving after {time.monotonic() - killed:.1f}s"
     if program == "beat":
         # The new beat waits for the killed one's lock to expire, takes it, then schedules.
-        acquired = re.compile(r"^beat\s+\| beat: Acquired lock", re.MULTILINE)
-        sent = re.compile(r"^beat\s+\| .*Sending due task", re.MULTILINE)
+        acquired = re.compile(r"beat: Acquired lock")
+        sent = re.compile(r"Sending due task")
         locked = until(
             "the new beat taking the lock",
-            lambda: acquired.search(stack.output(), mark),
+            lambda: acquired.search(stack.program_output("beat"), program_mark),
             timeout_seconds=120,
         )
-        until("the new beat sending tasks", lambda: sent.search(stack.output(), locked.end()),
+        until("the new beat sending tasks",
+              lambda: sent.search(stack.program_output("beat"), locked.end()),
               timeout_seconds=60)  # fmt: skip
         report += f", sending tasks after {time.monotonic() - killed:.1f}s"
     print(report)

@@ -1,4 +1,4 @@
-"""Settings: strict parsing that names the variable, and the timeouts design.md orders."""
+"""Settings: strict parsing that names the variable, and the timeouts docs/architecture.md orders ("Transient failures")."""
 
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ def test_the_delivery_sweep_is_on_the_beat_schedule() -> None:
 
 
 def test_the_webhook_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    """24 h of retries and a 10 s timeout (api.md); private receivers refused unless enabled."""
+    """24 h of retries and a 10 s timeout (docs/api.md, "Webhooks"); private receivers refused unless enabled."""
     from shared.config import Settings
 
     for name in [n for n in os.environ if n.startswith("TALLY_WEBHOOK_")]:

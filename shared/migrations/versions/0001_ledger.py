@@ -153,7 +153,7 @@ def upgrade() -> None:
     )
     op.create_index("ledger_entries_transaction", "ledger_entries", ["transaction_id"])
 
-    # Append-only ledger (design.md invariant 5): UPDATE is always rejected;
+    # Append-only ledger (docs/architecture.md, invariant 5): UPDATE is always rejected;
     # DELETE only inside a transaction that set tally.archiving = 'on' (the
     # archive job, which moves rows to the archive tables in the same transaction).
     op.execute(

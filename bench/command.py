@@ -1,4 +1,9 @@
-"""``tally bench``: measure the product over HTTP (``http``, the default) or its maintenance jobs."""
+"""``tally bench``: measure the product over HTTP (``http``, the default) or its maintenance jobs.
+
+The ``tally`` command loads this group by name only when ``tally bench`` runs
+(``cli.main``), so that the production image, which carries no bench/, serves
+without it, and cli/ never imports bench/.
+"""
 
 from __future__ import annotations
 
