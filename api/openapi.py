@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.routing import Rule
 
 from api.contract import OPERATIONS, UNDOCUMENTED_ENDPOINTS, Answer, Operation
+from api.errors import TITLE_BY_STATUS
 from api.responses import Problem
 from api.schemas import IDEMPOTENCY_KEY_PATTERN
 
@@ -50,11 +51,6 @@ _DESCRIPTION_BY_STATUS = {
     429: "The key is over its rate limit (RFC 6585); retry after Retry-After seconds.",
     503: "A dependency is unavailable; nothing was recorded. Retry after Retry-After seconds.",
 }
-_TITLE_BY_STATUS = {
-    400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
-    409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
-    422: "Unprocessable content", 429: "Too many requests", 503: "Service unavailable",
-}  # fmt: skip
 
 _HEADERS: dict[str, dict[str, Any]] = {
     "Location": {"description": "Where the resource is.", "schema": {"type": "string"}},
@@ -130,7 +126,7 @@ _SHARED_PROBLEMS = {**EDGE_PROBLEMS, **V1_PROBLEMS, 403: "forbidden"}
 def _problem_response(status: int, code: str, schemas: _Schemas) -> dict[str, Any]:
     example = {
         "type": f"/docs/errors#{code}",
-        "title": _TITLE_BY_STATUS[status],
+        "title": TITLE_BY_STATUS[status],
         "status": status,
         "detail": _DESCRIPTION_BY_STATUS[status],
         "code": code,
