@@ -6,8 +6,8 @@ from flask import Blueprint, Response
 
 from api.auth import require_role
 from api.render import page
-from api.responses import AuditEvent
 from api.requests import query
+from api.responses import AuditEvent
 from api.schemas import AuditEventListQuery
 from shared import db
 from shared.services import audit

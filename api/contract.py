@@ -4,7 +4,7 @@
 the pydantic models of its body, query and answers, its role, and the
 problem statuses it can answer beyond those every route shares
 (``api.openapi.COMMON_PROBLEMS``). ``api.openapi`` turns it and
-``app.url_map`` into the document; tests/contract/test_drift.py fails when an
+``app.url_map`` into the document; tests/integration/test_openapi.py fails when an
 endpoint has no entry here, or an entry no endpoint.
 """
 

@@ -168,7 +168,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = _CODE_BY_HTTP_STATUS.get(status, "internal_error")
-        return problem(code, error.description or TITLE_BY_STATUS.get(status, "Error"), status=status)
+        return problem(
+            code, error.description or TITLE_BY_STATUS.get(status, "Error"), status=status
+        )
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:

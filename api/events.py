@@ -12,8 +12,8 @@ import uuid
 from flask import Blueprint, Response, g
 
 from api.render import page
-from api.responses import Event
 from api.requests import query
+from api.responses import Event
 from api.schemas import ListQuery
 from shared import db
 from shared.models import EventType
@@ -21,6 +21,7 @@ from shared.services.api_keys import Role
 from shared.services.events import list_events
 
 blueprint = Blueprint("events", __name__, url_prefix="/v1/events")
+
 
 class EventListQuery(ListQuery):
     """``GET /v1/events`` filters."""

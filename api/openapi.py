@@ -3,7 +3,8 @@
 ``build_document(app)`` walks the app's routes; for each it reads the entry of
 ``api.contract.OPERATIONS`` (body, query and answer models, role, problem
 statuses) and emits JSON Schema 2020-12 from the same pydantic models the
-routes validate with (OpenAPI 3.1 uses that dialect). Problems are RFC 9457
+routes validate requests with and render answers with (``api.render``;
+OpenAPI 3.1 uses that dialect). Problems are RFC 9457
 ``application/problem+json``. ``GET /openapi.json`` serves the document,
 ``GET /docs`` a Swagger UI viewer whose files come from the installed
 ``swagger-ui-bundle`` package (no CDN), and ``tally openapi`` writes

@@ -34,9 +34,7 @@ def answer(
         headers: response headers (``Location``, ``Retry-After``...).
         context: passed to the shape's serializers (a ledger entry's ``currency``).
     """
-    return Response(
-        shape.render(row, **context), status, headers, mimetype="application/json"
-    )
+    return Response(shape.render(row, **context), status, headers, mimetype="application/json")
 
 
 def page(

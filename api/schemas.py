@@ -29,6 +29,8 @@ from api.edge import MalformedRequest, check_strings
 from shared.ledger.errors import FailureCode, TallyError
 from shared.ledger.money import CURRENCY_PATTERN, exponent_of, parse_amount
 from shared.ledger.states import TransactionType
+from shared.rendering import TransactionStatus
+from shared.rendering import TransactionType as TransactionKind
 from shared.services.bulk_retry import BULK_RETRY_LIMIT_MAX, RetryFilter
 from shared.services.groups import LegRequest
 from shared.services.holds import (
@@ -374,11 +376,8 @@ class ListQuery(BaseModel):
 class TransactionListQuery(ListQuery):
     """``GET /v1/transactions`` filters."""
 
-    status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
-    type: (
-        Literal["deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"]
-        | None
-    ) = None
+    status: TransactionStatus | None = None
+    type: TransactionKind | None = None
     wallet_id: uuid.UUID | None = None
 
 

@@ -173,9 +173,7 @@ def _accepted(transaction: Any, replayed: bool) -> Response:
     return answer(Transaction, transaction, 202, headers)
 
 
-def _hold_operation(
-    transaction_id: str, type_: TransactionType
-) -> Response:
+def _hold_operation(transaction_id: str, type_: TransactionType) -> Response:
     """Record a capture or void of a hold in its lane: 202 with the new transaction."""
     idempotency_key = _idempotency_key()
     operation = parse_hold_operation(type_, _transaction_id(transaction_id), json_body_or_empty())

@@ -8,8 +8,8 @@ from flask import Blueprint, Response
 
 from api.auth import current_actor, require_role
 from api.render import answer, page
-from api.responses import Balance, LedgerEntry, Wallet
 from api.requests import json_body, path_id, query
+from api.responses import Balance, LedgerEntry, Wallet
 from api.schemas import BalanceQuery, ListQuery, WalletCreate, WalletListQuery, WalletPatch
 from shared import db
 from shared.ledger.states import WalletStatus

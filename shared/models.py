@@ -103,7 +103,6 @@ class Wallet(Base):
         return self.balance_minor - self.held_minor
 
 
-
 class Transaction(Base):
     """A request to move money, from ``pending`` to a terminal status.
 

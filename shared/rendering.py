@@ -18,8 +18,8 @@ import uuid
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
-    BaseModel,
     MISSING,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from shared.ledger.money import CURRENCY_PATTERN, format_amount
-from shared.models import EVENT_TYPES, EventType
+from shared.models import EventType
 
 #: A decimal amount in major units as api.md renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
 #: (only a system wallet's balance is negative).
@@ -47,7 +47,9 @@ def event_public_id(event_id: uuid.UUID) -> str:
 #: An event's public id; read from the event row's UUID.
 EventId = Annotated[
     str,
-    BeforeValidator(lambda value: event_public_id(value) if isinstance(value, uuid.UUID) else value),
+    BeforeValidator(
+        lambda value: event_public_id(value) if isinstance(value, uuid.UUID) else value
+    ),
     StringConstraints(pattern=r"^evt_[0-9a-f]{32}$"),
 ]
 
@@ -157,7 +159,7 @@ FailureCode = Literal[
     "retries_exhausted", "hold_expired", "hold_not_open", "capture_exceeds_hold",
 ]  # fmt: skip
 
-TRANSACTION_EXAMPLE = {
+TRANSACTION_EXAMPLE: dict[str, Any] = {
     "id": _OTHER_ID, "type": "transfer", "status": "pending", "amount": "15.00",
     "currency": "SGD", "source_wallet_id": _ID, "destination_wallet_id": _SYSTEM_ID,
     "description": None, "metadata": {}, "failure_code": None, "failure_message": None,
@@ -225,8 +227,12 @@ class Mismatch(Shape):
     currency: Currency
     stored_balance: int = Field(validation_alias="stored_balance_minor")
     ledger_balance: int = Field(validation_alias="ledger_balance_minor")
-    stored_held_balance: int | MISSING = Field(MISSING, validation_alias="stored_held_balance_minor")
-    ledger_held_balance: int | MISSING = Field(MISSING, validation_alias="ledger_held_balance_minor")
+    stored_held_balance: int | MISSING = Field(
+        MISSING, validation_alias="stored_held_balance_minor"
+    )
+    ledger_held_balance: int | MISSING = Field(
+        MISSING, validation_alias="ledger_held_balance_minor"
+    )
     open_holds: int | MISSING = Field(MISSING, validation_alias="open_holds_minor")
 
     @field_serializer(
@@ -237,7 +243,7 @@ class Mismatch(Shape):
         return format_amount(minor, self.currency)
 
 
-RUN_EXAMPLE = {
+RUN_EXAMPLE: dict[str, Any] = {
     "id": _ID, "status": "ok", "started_at": _AT, "finished_at": _AT, "wallets_checked": 1204,
     "mismatches": [], "currency_totals": {"SGD": "0.00", "JPY": "0"}, "error": None,
 }  # fmt: skip
@@ -262,7 +268,7 @@ class ReconciliationRun(Shape):
         return {code: format_amount(minor, code) for code, minor in sorted(totals.items())}
 
 
-EVENT_EXAMPLE = {
+EVENT_EXAMPLE: dict[str, Any] = {
     "id": _EVENT_ID, "type": "reconciliation.error", "created_at": _AT,
     "data": {"id": _ID, "status": "error", "started_at": _AT, "finished_at": _AT,
              "wallets_checked": 0, "mismatches": [], "currency_totals": {}, "error": "timeout"},

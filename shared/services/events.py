@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from shared import db
+from shared import db, rendering
 from shared.metrics import EVENTS_RECORDED
 from shared.models import (
     Event,
@@ -41,7 +41,6 @@ from shared.models import (
     WebhookDelivery,
 )
 from shared.pagination import newest_first_page
-from shared import rendering
 from shared.rendering import event_public_id as event_public_id
 
 #: Called after the commit with the ids of the endpoints that got a due delivery.
