@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_serializer, mode
 from shared.ledger.money import format_amount
 from shared.models import EventType
 from shared.rendering import (
+    OMIT_NULL,
     TRANSACTION_EXAMPLE,
     Amount,
     Currency,
@@ -201,7 +202,7 @@ class Problem(Shape):
     status: Annotated[int, Field(ge=400, le=599)]
     detail: str
     code: str
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = OMIT_NULL
 
 
 class BatchAccepted(Shape):

@@ -17,7 +17,14 @@ from api.limits import costs
 from api.observe import request_id
 from api.render import answer, page
 from api.requests import json_body, json_body_or_empty, path_id, query
-from api.responses import BatchResults, BulkRetryResult, Transaction
+from api.responses import (
+    BatchAccepted,
+    BatchRefused,
+    BatchReplayed,
+    BatchResults,
+    BulkRetryResult,
+    Transaction,
+)
 from api.schemas import (
     BATCH_ITEMS_MAX,
     BatchSubmission,
@@ -35,6 +42,7 @@ from shared.config import get_settings
 from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
+from shared.rendering import Shape
 from shared.services import bulk_retry, transactions
 from shared.services.api_keys import Role
 from shared.services.group_commit import GroupCommitter
@@ -131,18 +139,18 @@ def submit_batch() -> Response:
     return answer(BatchResults, {"data": results})
 
 
-def _batch_result(outcome: Outcome | dict[str, Any]) -> dict[str, Any]:
+def _batch_result(outcome: Outcome | dict[str, Any]) -> Shape:
     """Return one item's result (``api.responses.BatchResults``): ``202`` recorded, ``200``
     replayed, or the problem that refused it."""
     if isinstance(outcome, TallyError):
         outcome = refusal_json(outcome)
     if isinstance(outcome, dict):
-        return {"status": outcome["status"], "problem": outcome}
-    transaction = outcome.transaction
+        return BatchRefused.of({"status": outcome["status"], "problem": outcome})
+    transaction = Transaction.of(outcome.transaction)
     if outcome.replayed:
-        return {"status": 200, "replayed": True, "transaction": transaction}
+        return BatchReplayed(status=200, replayed=True, transaction=transaction)
     TRANSACTIONS_SUBMITTED.labels(outcome.transaction.type).inc()
-    return {"status": 202, "transaction": transaction}
+    return BatchAccepted(status=202, transaction=transaction)
 
 
 def _record(
