@@ -26,6 +26,7 @@ from api.contract import OPERATIONS, UNDOCUMENTED_ENDPOINTS, Answer, Operation
 from api.errors import TITLE_BY_STATUS
 from api.responses import Problem
 from api.schemas import IDEMPOTENCY_KEY_PATTERN
+from shared.rendering import Shape
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -168,9 +169,8 @@ def _answer(answer: Answer, limited: bool, schemas: _Schemas) -> dict[str, Any]:
     else:
         schema = {"type": "string"}
     example = answer.example
-    if example is None and isinstance(answer.model, type):
-        extra = answer.model.model_config.get("json_schema_extra") or {}
-        example = extra.get("examples", [None])[0]  # type: ignore[union-attr]
+    if example is None and isinstance(answer.model, type) and issubclass(answer.model, Shape):
+        example = answer.model.example()
     response["content"] = {answer.media_type: {"schema": schema, "example": example}}
     names = [*answer.headers, *(_RATE_LIMIT_HEADERS if limited else ())]
     if names:

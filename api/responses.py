@@ -329,7 +329,7 @@ def page_of(model: type[Shape]) -> type[Shape]:
     page with ``page_of(Model).render({"data": rows, "next_cursor": cursor})``.
     """
     if model not in _PAGES:
-        example = (model.model_config.get("json_schema_extra") or {}).get("examples", [{}])[0]  # type: ignore[union-attr]
+        example = model.example() or {}
         _PAGES[model] = type(
             f"{model.__name__}List",
             (Shape,),

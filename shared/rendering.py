@@ -105,6 +105,12 @@ class Shape(BaseModel):
     model_config = shape()
 
     @classmethod
+    def example(cls) -> dict[str, Any] | None:
+        """Return the shape's example (the OpenAPI document shows it), or None."""
+        extra: Any = cls.model_config.get("json_schema_extra") or {}
+        return extra.get("examples", [None])[0]
+
+    @classmethod
     def of(cls, row: Any) -> Self:
         """Return the shape of ``row`` (an ORM object, anything with its attributes, or a dict)."""
         try:
