@@ -69,6 +69,7 @@ Timestamp = Annotated[
     PlainSerializer(timestamp, return_type=_RFC3339),
     Field(description="RFC 3339, UTC, with Z."),
 ]
+#: An id: a UUID, rendered as its canonical string.
 Id = uuid.UUID
 
 _ID = "7d1f7c3e-1b7a-4c55-9a57-0c1e2f3a4b5c"
@@ -116,7 +117,9 @@ class Shape(BaseModel):
         try:
             return cls.model_validate(row)
         except ValidationError as error:
-            raise ShapeError(f"{cls.__name__}: {error}") from error
+            # Names the fields and what is wrong, not their values (a row holds client data).
+            misfits = [(e["loc"], e["type"]) for e in error.errors(include_input=False)]
+            raise ShapeError(f"{cls.__name__}: {misfits}") from None
 
     @classmethod
     def render(cls, row: Any, **context: Any) -> str:
