@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from api import events as ev
-from api import notification_responses as n
 from api import responses as r
 from api import schemas as s
 from api import webhooks as wh
@@ -235,11 +234,11 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "events.list_all": Operation(
         "listEvents", "List events, newest first (a service key sees its own)", "Notifications",
-        (Answer(200, "A page of events.", r.page_of(n.Event)),), query=ev.EventListQuery,
+        (Answer(200, "A page of events.", r.page_of(r.Event)),), query=ev.EventListQuery,
     ),
     "webhooks.create_endpoint": Operation(
         "createWebhookEndpoint", "Register a webhook endpoint (ops)", "Notifications",
-        (Answer(201, "Registered; the secret is shown only here.", n.WebhookEndpointCreated,
+        (Answer(201, "Registered; the secret is shown only here.", r.WebhookEndpointCreated,
                 headers=("Location",),
                 links={"GetWebhookEndpoint": _link("getWebhookEndpoint",
                                                    endpoint_id="$response.body#/id")}),),
@@ -247,17 +246,17 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "webhooks.list_endpoints": Operation(
         "listWebhookEndpoints", "List webhook endpoints, newest first (ops)", "Notifications",
-        (Answer(200, "A page of endpoints.", r.page_of(n.WebhookEndpoint)),), role="ops",
+        (Answer(200, "A page of endpoints.", r.page_of(r.WebhookEndpoint)),), role="ops",
         query=s.ListQuery,
     ),
     "webhooks.get_endpoint": Operation(
         "getWebhookEndpoint", "Read a webhook endpoint (ops)", "Notifications",
-        (Answer(200, "The endpoint.", n.WebhookEndpoint),), role="ops",
+        (Answer(200, "The endpoint.", r.WebhookEndpoint),), role="ops",
         problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.update_endpoint": Operation(
         "updateWebhookEndpoint", "Enable, disable or change a webhook endpoint (ops)",
-        "Notifications", (Answer(200, "The endpoint.", n.WebhookEndpoint),), role="ops",
+        "Notifications", (Answer(200, "The endpoint.", r.WebhookEndpoint),), role="ops",
         body=wh.EndpointPatch, problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.delete_endpoint": Operation(
@@ -267,12 +266,12 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "webhooks.list_deliveries": Operation(
         "listWebhookDeliveries", "List an endpoint's deliveries, newest first (ops)",
-        "Notifications", (Answer(200, "A page of deliveries.", r.page_of(n.WebhookDelivery)),),
+        "Notifications", (Answer(200, "A page of deliveries.", r.page_of(r.WebhookDelivery)),),
         role="ops", query=wh.DeliveryListQuery, problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.retry_delivery": Operation(
         "retryWebhookDelivery", "Deliver again now (ops)", "Notifications",
-        (Answer(202, "Due at once.", n.WebhookDelivery),), role="ops",
+        (Answer(202, "Due at once.", r.WebhookDelivery),), role="ops",
         problems={404: "webhook_delivery_not_found", 409: "webhook_endpoint_disabled"},
     ),
 }  # fmt: skip

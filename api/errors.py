@@ -51,7 +51,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal_error": 500,
 }
 
-_TITLES: dict[int, str] = {
+#: The ``title`` of a problem of each status; the OpenAPI document's examples use it too.
+TITLE_BY_STATUS: dict[int, str] = {
     400: "Bad request",
     401: "Unauthenticated",
     403: "Forbidden",
@@ -107,7 +108,7 @@ def problem_json(
     body: dict[str, Any] = {
         # A relative URI reference (RFC 9457 section 3.1.1) into the API's own docs.
         "type": f"/docs/errors#{code}",
-        "title": _TITLES.get(status, "Error"),
+        "title": TITLE_BY_STATUS.get(status, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
@@ -181,7 +182,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = _CODE_BY_HTTP_STATUS.get(status, "internal_error")
-        return problem(code, error.description or _TITLES.get(status, "Error"), status=status)
+        return problem(
+            code, error.description or TITLE_BY_STATUS.get(status, "Error"), status=status
+        )
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:

@@ -27,8 +27,10 @@ from pydantic import (
 
 from api.edge import MalformedRequest, check_strings
 from shared.ledger.errors import FailureCode, TallyError
-from shared.ledger.money import exponent_of, parse_amount
+from shared.ledger.money import CURRENCY_PATTERN, exponent_of, parse_amount
 from shared.ledger.states import TransactionType
+from shared.rendering import TransactionStatus
+from shared.rendering import TransactionType as TransactionKind
 from shared.services.bulk_retry import BULK_RETRY_LIMIT_MAX, RetryFilter
 from shared.services.groups import LegRequest
 from shared.services.holds import (
@@ -38,7 +40,7 @@ from shared.services.holds import (
 )
 from shared.services.intake import BatchItem, TransactionRequest
 
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+CurrencyCode = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
@@ -374,11 +376,8 @@ class ListQuery(BaseModel):
 class TransactionListQuery(ListQuery):
     """``GET /v1/transactions`` filters."""
 
-    status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
-    type: (
-        Literal["deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"]
-        | None
-    ) = None
+    status: TransactionStatus | None = None
+    type: TransactionKind | None = None
     wallet_id: uuid.UUID | None = None
 
 
@@ -388,12 +387,16 @@ class WalletListQuery(ListQuery):
     owner_ref: OwnerRef | None = None
 
 
+#: The longest wait a client may ask for, in seconds (docs/api.md, "Transactions"); ``api.asgi`` parks up to it.
+WAIT_SECONDS_MAX = 30
+
+
 class WaitQuery(BaseModel):
-    """``GET /v1/transactions/{id}?wait=N``: seconds to hold the request, 0..30."""
+    """``GET /v1/transactions/{id}?wait=N``: seconds to hold the request, 0..``WAIT_SECONDS_MAX``."""
 
     model_config = ConfigDict(extra="ignore")
 
-    wait: float = Field(default=0, ge=0, le=30)
+    wait: float = Field(default=0, ge=0, le=WAIT_SECONDS_MAX)
 
 
 class BalanceQuery(BaseModel):

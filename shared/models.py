@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -96,6 +96,11 @@ class Wallet(Base):
         CheckConstraint("is_system = (owner_ref IS NULL)", name="system_has_no_owner"),
         CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
     )
+
+    @property
+    def available_minor(self) -> int:
+        """The available balance in minor units: the balance less what holds reserve."""
+        return self.balance_minor - self.held_minor
 
 
 class Transaction(Base):
@@ -453,8 +458,9 @@ ledger_entries_all = table(
 # Notifications (migration 0007): the transactional outbox of events, webhook
 # endpoints and one delivery per (event, endpoint). docs/webhooks.md.
 
-#: The event types of docs/api.md's "Webhooks", in the order the API lists them.
-EVENT_TYPES = (
+#: The event types of docs/api.md's "Webhooks", in the order the API lists them: the one list
+#: (the events table's CHECK, the webhook endpoint filters, the OpenAPI document).
+EventType = Literal[
     "transaction.completed",
     "transaction.failed",
     "transaction.held",
@@ -462,7 +468,8 @@ EVENT_TYPES = (
     "transaction.expired",
     "reconciliation.mismatch",
     "reconciliation.error",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 class Event(Base):

@@ -20,7 +20,9 @@ AMOUNT_MINOR_MAX = 10**15
 
 # ASCII digits only: str.isdigit() would accept other scripts' digits.
 _AMOUNT_RE = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?", re.ASCII)
-_CODE_RE = re.compile(r"[A-Z]{3}", re.ASCII)
+#: An ISO 4217 alphabetic code's form; whether it names a currency is :func:`exponent_of`'s call.
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+_CODE_RE = re.compile(CURRENCY_PATTERN, re.ASCII)
 
 
 @functools.cache

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from shared import db
+from shared import db, rendering
 from shared.metrics import EVENTS_RECORDED
 from shared.models import (
     Event,
@@ -41,7 +41,7 @@ from shared.models import (
     WebhookDelivery,
 )
 from shared.pagination import newest_first_page
-from shared.rendering import run_json, timestamp, transaction_json
+from shared.rendering import event_public_id as event_public_id
 
 #: Called after the commit with the ids of the endpoints that got a due delivery.
 DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
@@ -171,11 +171,6 @@ def _after_commit(
     db.after_commit(session, committed)
 
 
-def event_public_id(event_id: uuid.UUID) -> str:
-    """Return an event's id as the API and the ``webhook-id`` header show it: ``evt_<32 hex>``."""
-    return f"evt_{event_id.hex}"
-
-
 class _AsOf:
     """A transaction as an event saw it: the event's snapshot columns over the transaction's."""
 
@@ -187,8 +182,9 @@ class _AsOf:
         return getattr(source, name)
 
 
-def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Render events as the payload of docs/api.md, "Webhooks": ``{"id", "type", "created_at", "data"}``.
+def render_events(session: Session, events: Sequence[Event]) -> list[rendering.Event]:
+    """Render events as the payload of docs/api.md, "Webhooks" (``shared.rendering.Event``): ``{"id", "type",
+    "created_at", "data"}``.
 
     ``data`` is the Transaction object as it was at the event (live or
     archived), or the reconciliation run. Three reads at most, whatever the
@@ -222,19 +218,12 @@ def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, A
     )
     rendered = []
     for event in events:
-        data: dict[str, Any] | None = None
+        data: Any = None
         if event.transaction_id is not None and event.transaction_id in transactions:
-            data = transaction_json(_AsOf(transactions[event.transaction_id], event))
+            data = rendering.Transaction.of(_AsOf(transactions[event.transaction_id], event))
         elif event.reconciliation_run_id is not None and event.reconciliation_run_id in runs:
-            data = run_json(runs[event.reconciliation_run_id])
-        rendered.append(
-            {
-                "id": event_public_id(event.id),
-                "type": event.type,
-                "created_at": timestamp(event.created_at),
-                "data": data,
-            }
-        )
+            data = rendering.ReconciliationRun.of(runs[event.reconciliation_run_id])
+        rendered.append(rendering.Event.of(rendering.With(event, data=data)))
     return rendered
 
 
@@ -246,7 +235,7 @@ def list_events(
     transaction_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[rendering.Event], str | None]:
     """Return a page of rendered events, newest first, and the next page's cursor (or None).
 
     Args:
