@@ -25,6 +25,7 @@ def wallet_json(wallet: Wallet) -> dict[str, Any]:
         "balance": format_amount(wallet.balance_minor, currency),
         "available_balance": format_amount(wallet.balance_minor - wallet.held_minor, currency),
         "held_balance": format_amount(wallet.held_minor, currency),
+        "overdraft_limit": format_amount(wallet.overdraft_limit_minor, currency),
         "status": wallet.status,
         "is_system": wallet.is_system,
         "created_at": timestamp(wallet.created_at),

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 #: A decimal amount in major units as api.md renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
-#: (only a system wallet's balance is negative).
+#: (a system wallet's balance, or a wallet's within its overdraft limit).
 Amount = Annotated[str, StringConstraints(pattern=r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Timestamp = Annotated[dt.datetime, Field(description="RFC 3339, UTC, with Z.")]
@@ -34,7 +34,8 @@ def _closed(example: dict[str, Any]) -> ConfigDict:
 
 WALLET_EXAMPLE = {
     "id": _ID, "owner_ref": "+6591234567", "currency": "SGD", "balance": "100.00",
-    "available_balance": "80.00", "held_balance": "20.00", "status": "active",
+    "available_balance": "80.00", "held_balance": "20.00", "overdraft_limit": "0.00",
+    "status": "active",
     "is_system": False, "created_at": _AT, "updated_at": _AT,
 }  # fmt: skip
 
@@ -50,6 +51,7 @@ class Wallet(BaseModel):
     balance: Amount
     available_balance: Amount
     held_balance: Amount
+    overdraft_limit: Amount = Field(description="How far below zero available_balance may go.")
     status: Literal["active", "frozen"]
     is_system: bool
     created_at: Timestamp
