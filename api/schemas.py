@@ -72,7 +72,7 @@ class WalletPatch(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _something(self) -> WalletPatch:
+    def _status_or_limit(self) -> WalletPatch:
         if self.status is None and self.overdraft_limit is None:
             raise ValueError("give status, overdraft_limit, or both")
         return self

@@ -90,7 +90,7 @@ class Wallet(Base):
             postgresql_where=text("is_system"),
         ),
         Index("wallets_created_at_id", "created_at", "id"),
-        # design.md invariant 2, backing the posting rules (migration 0012).
+        # docs/architecture.md, invariant 2, backing the posting rules (migration 0012).
         CheckConstraint(
             "is_system OR balance_minor >= -overdraft_limit_minor", name="balance_within_overdraft"
         ),

@@ -65,7 +65,7 @@ def overdraft_used_minor(balance_minor: int, held_minor: int) -> int:
 
     Returns:
         ``max(0, held_minor - balance_minor)``, in minor units: the smallest
-        overdraft limit the wallet may be given now (design.md invariant 2; a
+        overdraft limit the wallet may be given now (docs/architecture.md, invariant 2; a
         lower one is refused ``overdraft_in_use``, docs/api-conventions.md).
     """
     return max(0, held_minor - balance_minor)

@@ -205,7 +205,7 @@ def set_overdraft_limit(
     takes on every wallet it posts to (``shared.services.apply``), so a change
     and a batch of debits are serialised: the batch posts against the limit
     that was committed before it took the lock, and a lower limit is checked
-    against the balances that batch left (design.md invariant 2; the check
+    against the balances that batch left (docs/architecture.md, invariant 2; the check
     constraints of migration 0012 back both).
 
     Args:

@@ -3,7 +3,7 @@
 ``wallets.overdraft_limit_minor`` (default 0) is how far below zero debits and
 holds may take a non-system wallet's available balance. The checks that kept
 ``balance_minor`` and ``balance_minor - held_minor`` at or above zero now keep
-them at or above ``-overdraft_limit_minor`` (design.md invariant 2; the posting
+them at or above ``-overdraft_limit_minor`` (docs/architecture.md, invariant 2; the posting
 rules enforce the same bound, ``shared.ledger.rules``). With every limit at its
 default of zero they allow exactly what the old checks allowed.
 
