@@ -11,6 +11,10 @@ default of zero they allow exactly what the old checks allowed.
 ``metadata``: it serves ``metadata @> '{"k": "v"}'``, the query of
 ``GET /v1/transactions?metadata[k]=v`` (docs/api-conventions.md, "Lists and
 pagination"; docs/benchmarks.md, "Finding transactions by metadata").
+Building it holds a SHARE lock on ``transactions``, so intake waits while it is
+built. On a large table build it beforehand without blocking writes,
+``CREATE INDEX CONCURRENTLY transactions_metadata ON transactions USING gin
+(metadata jsonb_path_ops)``, and this migration leaves it as it is.
 
 Downgrade drops both; it fails while a wallet's balance is below zero, as the
 old checks would then not hold.
@@ -59,6 +63,7 @@ def upgrade() -> None:
         ["metadata"],
         postgresql_using="gin",
         postgresql_ops={"metadata": "jsonb_path_ops"},
+        if_not_exists=True,  # built beforehand, concurrently (above)
     )
 
 
