@@ -147,9 +147,10 @@ OPERATIONS: dict[str, Operation] = {
         problems={404: "wallet_not_found"},
     ),
     "wallets.patch_wallet": Operation(
-        "updateWallet", "Freeze or unfreeze a wallet (ops)", "Wallets",
-        (Answer(200, "The wallet, with its new status.", r.Wallet),), role="ops",
-        body=s.WalletPatch, problems={404: "wallet_not_found", 409: "system_wallet_immutable"},
+        "updateWallet", "Freeze or unfreeze a wallet, or set its overdraft limit (ops)",
+        "Wallets", (Answer(200, "The wallet, with its new status and limit.", r.Wallet),),
+        role="ops", body=s.WalletPatch,
+        problems={404: "wallet_not_found", 409: "overdraft_in_use"},
     ),
     "wallets.list_entries": Operation(
         "listWalletEntries", "List a wallet's ledger entries, newest first", "Wallets",

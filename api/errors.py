@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_retryable": 409,
     "hold_not_open": 409,
     "system_wallet_immutable": 409,
+    "overdraft_in_use": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_failed": 422,

@@ -191,10 +191,16 @@ def _parameters(rule: Rule, operation: Operation, schemas: _Schemas) -> list[dic
         schema = operation.query.model_json_schema(mode="validation", ref_template=_REF)
         schemas.components.update(schema.pop("$defs", {}))
         required = set(schema.get("required", ()))
+        deep_objects = getattr(operation.query, "deep_objects", ())
         for name, prop in schema["properties"].items():
-            parameters.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
-            )
+            parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if name in deep_objects:  # name[key]=value (api.requests.deep_object)
+                objects = [p for p in prop.get("anyOf", [prop]) if p.get("type") == "object"]
+                description = prop.get("description")
+                parameter |= {"style": "deepObject", "explode": True, "schema": objects[0]}
+                if description:
+                    parameter["description"] = description
+            parameters.append(parameter)
     if operation.idempotency_key:
         parameters.append(
             {

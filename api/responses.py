@@ -42,7 +42,8 @@ _AT = "2026-11-22T10:00:00.000000Z"
 
 WALLET_EXAMPLE = {
     "id": _ID, "owner_ref": "+6591234567", "currency": "SGD", "balance": "100.00",
-    "available_balance": "80.00", "held_balance": "20.00", "status": "active",
+    "available_balance": "80.00", "held_balance": "20.00", "overdraft_limit": "0.00",
+    "status": "active",
     "is_system": False, "created_at": _AT, "updated_at": _AT,
 }  # fmt: skip
 
@@ -58,12 +59,16 @@ class Wallet(Shape):
     balance: int = Field(validation_alias="balance_minor")
     available_balance: int = Field(validation_alias="available_minor")
     held_balance: int = Field(validation_alias="held_minor")
+    overdraft_limit: int = Field(
+        validation_alias="overdraft_limit_minor",
+        description="How far below zero available_balance may go.",
+    )
     status: Literal["active", "frozen"]
     is_system: bool
     created_at: Timestamp
     updated_at: Timestamp
 
-    @field_serializer("balance", "available_balance", "held_balance")
+    @field_serializer("balance", "available_balance", "held_balance", "overdraft_limit")
     def _amount(self, minor: int) -> Amount:
         return format_amount(minor, self.currency)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -60,11 +60,24 @@ class WalletCreate(BaseModel):
 
 
 class WalletPatch(BaseModel):
-    """``PATCH /v1/wallets/{id}`` body."""
+    """``PATCH /v1/wallets/{id}`` body: a new status, a new overdraft limit, or both."""
 
     model_config = _STRICT
 
-    status: Literal["active", "frozen"]
+    status: Literal["active", "frozen"] | None = None
+    # Parsed against the wallet's currency by the service, where the currency is known.
+    overdraft_limit: str | None = Field(
+        default=None,
+        description="How far below zero debits and holds may take the available balance, "
+        'in the wallet\'s currency; "0" removes the overdraft.',
+        json_schema_extra={"pattern": AMOUNT_PATTERN, "examples": ["50.00"]},
+    )
+
+    @model_validator(mode="after")
+    def _status_or_limit(self) -> WalletPatch:
+        if self.status is None and self.overdraft_limit is None:
+            raise ValueError("give status, overdraft_limit, or both")
+        return self
 
 
 Description = Annotated[str, StringConstraints(max_length=500)]
@@ -379,6 +392,14 @@ class TransactionListQuery(ListQuery):
     status: TransactionStatus | None = None
     type: TransactionKind | None = None
     wallet_id: uuid.UUID | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description="`metadata[KEY]=VALUE`, repeatable: only transactions whose metadata "
+        "holds every pair exactly (a GIN index on metadata serves it).",
+    )
+
+    #: Parameters sent as ``name[key]=value`` (OpenAPI ``style: deepObject``).
+    deep_objects: ClassVar[tuple[str, ...]] = ("metadata",)
 
 
 class WalletListQuery(ListQuery):

@@ -217,7 +217,11 @@ def get_transaction(transaction_id: str) -> Response:
 
 @blueprint.get("")
 def list_transactions() -> Response:
-    """List transactions, newest first, filtered by status, type and wallet."""
+    """List transactions, newest first, filtered by status, type, wallet and metadata.
+
+    ``metadata[KEY]=VALUE`` (repeatable) keeps the transactions whose metadata
+    holds every pair exactly; a malformed one is refused with 422 naming it.
+    """
     params = query(TransactionListQuery)
     with db.transaction() as session:
         rows, next_cursor = transactions.list_transactions(
@@ -227,6 +231,7 @@ def list_transactions() -> Response:
             wallet_id=params.wallet_id,
             limit=params.limit,
             cursor=params.cursor,
+            metadata=params.metadata,
         )
     return page(Transaction, rows, next_cursor)
 

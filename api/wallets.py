@@ -1,4 +1,4 @@
-"""``/v1/wallets``: create, read, list, freeze, entries, point-in-time balance."""
+"""``/v1/wallets``: create, read, list, freeze, overdraft limit, entries, point-in-time balance."""
 
 from __future__ import annotations
 
@@ -54,11 +54,19 @@ def get_wallet(wallet_id: str) -> Response:
 @blueprint.patch("/<wallet_id>")
 @require_role(Role.OPS)
 def patch_wallet(wallet_id: str) -> Response:
-    """Freeze or unfreeze a wallet (ops)."""
+    """Freeze or unfreeze a wallet, or set its overdraft limit (ops).
+
+    A limit below what the wallet already uses (its available balance is
+    below minus the new limit) is refused with 409 ``overdraft_in_use``.
+    """
     body = WalletPatch.model_validate(json_body())
     with db.transaction() as session:
-        wallet = wallets.set_wallet_status(
-            session, _wallet_id(wallet_id), WalletStatus(body.status), actor=current_actor()
+        wallet = wallets.update_wallet(
+            session,
+            _wallet_id(wallet_id),
+            status=WalletStatus(body.status) if body.status is not None else None,
+            overdraft_limit=body.overdraft_limit,
+            actor=current_actor(),
         )
     return answer(Wallet, wallet)
 

@@ -76,6 +76,8 @@ class Wallet(Base):
     last_sequence: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
     is_system: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: How far below zero debits and holds may take the available balance (migration 0012).
+    overdraft_limit_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 
@@ -88,10 +90,15 @@ class Wallet(Base):
             postgresql_where=text("is_system"),
         ),
         Index("wallets_created_at_id", "created_at", "id"),
-        CheckConstraint("is_system OR balance_minor >= 0", name="balance_not_negative"),
+        # docs/architecture.md, invariant 2, backing the posting rules (migration 0012).
         CheckConstraint(
-            "is_system OR balance_minor - held_minor >= 0", name="available_not_negative"
+            "is_system OR balance_minor >= -overdraft_limit_minor", name="balance_within_overdraft"
         ),
+        CheckConstraint(
+            "is_system OR balance_minor - held_minor >= -overdraft_limit_minor",
+            name="available_within_overdraft",
+        ),
+        CheckConstraint("overdraft_limit_minor >= 0", name="overdraft_limit_not_negative"),
         CheckConstraint("held_minor >= 0", name="held_not_negative"),
         CheckConstraint("is_system = (owner_ref IS NULL)", name="system_has_no_owner"),
         CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
@@ -185,6 +192,13 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("transactions_created_at_id", "created_at", "id"),
+        # GET /v1/transactions?metadata[KEY]=VALUE: metadata @> '{...}' (migration 0012).
+        Index(
+            "transactions_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
         Index("transactions_source_wallet", "source_wallet_id", "created_at"),
         Index("transactions_destination_wallet", "destination_wallet_id", "created_at"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),

@@ -34,7 +34,7 @@ from shared.ledger.money import CURRENCY_PATTERN, format_amount
 from shared.models import EventType
 
 #: A decimal amount in major units as docs/api.md ("Conventions") renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
-#: (only a system wallet's balance is negative).
+#: (a system wallet's balance, or a wallet's within its overdraft limit).
 Amount = Annotated[str, StringConstraints(pattern=r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")]
 Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 

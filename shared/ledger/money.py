@@ -46,7 +46,7 @@ def _iso_codes() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-def parse_amount(text: object, currency: str) -> int:
+def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> int:
     """Parse a positive decimal amount in major units into integer minor units.
 
     ``parse_amount("10.5", "SGD") == 1050``; ``parse_amount("1200", "JPY") == 1200``.
@@ -54,9 +54,10 @@ def parse_amount(text: object, currency: str) -> int:
     Args:
         text: the amount as sent by a client; must be a ``str``.
         currency: the ISO 4217 code whose exponent bounds the fractional digits.
+        allow_zero: accept zero too (an overdraft limit of ``"0.00"``: none).
 
     Returns:
-        The amount in minor units, ``1 <= amount <= AMOUNT_MINOR_MAX``.
+        The amount in minor units, ``1 <= amount <= AMOUNT_MINOR_MAX`` (from 0 with ``allow_zero``).
 
     Raises:
         InvalidAmount: not a string, a sign, an exponent, whitespace, a comma,
@@ -85,7 +86,7 @@ def parse_amount(text: object, currency: str) -> int:
     amount_minor = int(whole) * 10**exponent + (
         int(fraction.ljust(exponent, "0")) if exponent else 0
     )
-    if amount_minor <= 0:
+    if amount_minor == 0 and not allow_zero:
         raise InvalidAmount("amount must be positive")
     if amount_minor > AMOUNT_MINOR_MAX:
         raise InvalidAmount(

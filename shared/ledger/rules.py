@@ -6,8 +6,8 @@ loads state, calls :func:`post`, and writes what it returns.
 
 Amounts are integer minor units. A debit lowers a wallet's balance, a credit
 raises it; every posting's signed entries sum to zero (docs/architecture.md, invariant 1).
-A non-system wallet's available balance (balance - held) never goes below zero
-(invariant 2).
+A non-system wallet's available balance (balance - held) never goes below
+minus its overdraft limit, zero unless ops set one (invariant 2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class WalletState:
         status: active or frozen.
         is_system: the currency's system wallet (no owner, may go negative).
         last_sequence: the ``sequence`` of the wallet's newest ledger entry (0: none).
+        overdraft_limit_minor: how far below zero debits and holds may take the
+            available balance, in minor units (0: not at all; a system wallet has no limit).
     """
 
     id: uuid.UUID
@@ -41,11 +43,32 @@ class WalletState:
     status: WalletStatus
     is_system: bool
     last_sequence: int
+    overdraft_limit_minor: int = 0
 
     @property
     def available_minor(self) -> int:
-        """Return the balance that new debits and holds may use: balance - held."""
+        """Return the balance not reserved by holds: balance - held (negative in overdraft)."""
         return self.balance_minor - self.held_minor
+
+    @property
+    def spendable_minor(self) -> int:
+        """Return what new debits and holds may use: available balance + overdraft limit."""
+        return self.available_minor + self.overdraft_limit_minor
+
+
+def overdraft_used_minor(balance_minor: int, held_minor: int) -> int:
+    """Return how much of its overdraft a wallet uses: how far its available balance is below 0.
+
+    Args:
+        balance_minor: the wallet's balance, in minor units.
+        held_minor: the sum of its open holds, in minor units.
+
+    Returns:
+        ``max(0, held_minor - balance_minor)``, in minor units: the smallest
+        overdraft limit the wallet may be given now (docs/architecture.md, invariant 2; a
+        lower one is refused ``overdraft_in_use``, docs/api-conventions.md).
+    """
+    return max(0, held_minor - balance_minor)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,11 +210,14 @@ def _check_leg(
         if rejection is not None:
             return rejection
     source = wallets[leg.source_wallet_id]
-    if not source.is_system and source.available_minor < leg.amount_minor:
+    # The available balance after the debit must stay >= -overdraft limit (invariant 2).
+    if not source.is_system and source.spendable_minor < leg.amount_minor:
+        limit = source.overdraft_limit_minor
+        overdraft = f" (an overdraft limit of {limit} included)" if limit else ""
         return Rejection(
             FailureCode.INSUFFICIENT_FUNDS,
-            f"wallet {source.id} has {source.available_minor} minor units available, "
-            f"{leg.amount_minor} needed",
+            f"wallet {source.id} has {source.spendable_minor} minor units available"
+            f"{overdraft}, {leg.amount_minor} needed",
         )
     return None
 

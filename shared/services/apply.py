@@ -363,7 +363,10 @@ def _end_hold(
 def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUID, WalletState]:
     """Lock the wallets ``FOR NO KEY UPDATE`` in sorted id order; return their states by id.
 
-    Sorted order means two batches that share wallets cannot deadlock.
+    Sorted order means two batches that share wallets cannot deadlock. The
+    overdraft limit is read under the same lock that ops' change of it takes
+    (``shared.services.wallets.set_overdraft_limit``), so a batch posts against
+    the limit that holds when it commits.
     """
     rows = session.execute(
         select(
@@ -374,6 +377,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
             Wallet.status,
             Wallet.is_system,
             Wallet.last_sequence,
+            Wallet.overdraft_limit_minor,
         )
         .where(Wallet.id.in_(sorted(wallet_ids)))
         .order_by(Wallet.id)
@@ -388,6 +392,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
             WalletStatus(row.status),
             row.is_system,
             row.last_sequence,
+            row.overdraft_limit_minor,
         )
         for row in rows
     }

@@ -89,17 +89,19 @@ def test_a_wallet_and_its_entries_render_in_its_currency() -> None:
         balance_minor=500,
         held_minor=200,
         available_minor=300,
+        overdraft_limit_minor=50,
         status="active",
         is_system=False,
         created_at=AT,
         updated_at=AT,
     )
     body = Wallet.dump(wallet)
-    assert (body["balance"], body["available_balance"], body["held_balance"]) == (
-        "500",
-        "300",
-        "200",
-    )
+    assert (
+        body["balance"],
+        body["available_balance"],
+        body["held_balance"],
+        body["overdraft_limit"],
+    ) == ("500", "300", "200", "50")
     entry = SimpleNamespace(
         id=42,
         wallet_id=wallet.id,
