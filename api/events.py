@@ -27,6 +27,7 @@ EventType = Literal[
     "transaction.held",
     "transaction.voided",
     "transaction.expired",
+    "transaction.reversed",
     "reconciliation.mismatch",
     "reconciliation.error",
 ]

@@ -16,7 +16,8 @@ from api.responses import ReconciliationRun, Timestamp, Transaction
 
 EventType = Literal[
     "transaction.completed", "transaction.failed", "transaction.held", "transaction.voided",
-    "transaction.expired", "reconciliation.mismatch", "reconciliation.error",
+    "transaction.expired", "transaction.reversed", "reconciliation.mismatch",
+    "reconciliation.error",
 ]  # fmt: skip
 EventId = Annotated[str, StringConstraints(pattern=r"^evt_[0-9a-f]{32}$")]
 

@@ -72,8 +72,9 @@ class LedgerEntry(BaseModel):
     wallet_id: uuid.UUID
     transaction_id: uuid.UUID
     transaction_type: Literal[
-        "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"
-    ]
+        "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry",
+        "reversal",
+    ]  # fmt: skip
     direction: Literal["debit", "credit"]
     amount: Amount
     balance_after: Amount
@@ -93,7 +94,7 @@ class Leg(BaseModel):
 
 
 TransactionType = Literal[
-    "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"
+    "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry", "reversal"
 ]
 TransactionStatus = Literal["pending", "held", "completed", "failed", "voided", "expired"]
 
@@ -102,13 +103,15 @@ TRANSACTION_EXAMPLE = {
     "currency": "SGD", "source_wallet_id": _ID, "destination_wallet_id": _SYSTEM_ID,
     "description": None, "metadata": {}, "failure_code": None, "failure_message": None,
     "attempts": 0, "created_at": _AT, "updated_at": _AT, "completed_at": None,
+    "reversed_amount": "0.00",
 }  # fmt: skip
 
 
 class Transaction(BaseModel):
     """A transaction. A group has ``legs`` in place of ``amount``, ``currency`` and the
     wallet ids; a capture, void or expiry names its hold in ``hold_id``; a hold has
-    ``expires_at``."""
+    ``expires_at``; a reversal names its original in ``reverses_id``; a deposit,
+    withdrawal, transfer or capture has ``reversed_amount``."""
 
     model_config = _closed(TRANSACTION_EXAMPLE)
 
@@ -121,12 +124,15 @@ class Transaction(BaseModel):
     destination_wallet_id: uuid.UUID | None = None
     legs: list[Leg] | None = None
     hold_id: uuid.UUID | None = None
+    reverses_id: uuid.UUID | None = None
+    reversed_amount: Amount | None = None
     description: str | None
     metadata: dict[str, str]
     failure_code: (
         Literal[
             "insufficient_funds", "wallet_frozen", "wallet_not_found", "currency_mismatch",
             "retries_exhausted", "hold_expired", "hold_not_open", "capture_exceeds_hold",
+            "reversal_exceeds_amount",
         ]
         | None
     )  # fmt: skip

@@ -37,6 +37,7 @@ from shared.services.holds import (
     HoldOperation,
 )
 from shared.services.intake import BatchItem, TransactionRequest
+from shared.services.reversals import ReversalRequest
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
@@ -362,6 +363,32 @@ def parse_hold_operation(type_: TransactionType, hold_id: uuid.UUID, body: Any) 
     return HoldOperation(type_, hold_id, capture.amount, capture.destination_wallet_id)
 
 
+class ReverseBody(BaseModel):
+    """``POST /v1/transactions/{id}/reverse`` body; every field optional.
+
+    ``amount`` (default: what is left to reverse) is checked for its form here
+    and against the original's currency (ISO 4217 minor unit) by the service.
+    """
+
+    model_config = _STRICT
+
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, json_schema_extra={"pattern": AMOUNT_PATTERN}
+    )
+    description: Description | None = None
+    metadata: Metadata = {}
+
+
+def parse_reversal(original_id: uuid.UUID, body: Any) -> ReversalRequest:
+    """Validate a reverse body and return the service's request.
+
+    Raises:
+        pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
+    """
+    reverse = ReverseBody.model_validate(body)
+    return ReversalRequest(original_id, reverse.amount, reverse.description, dict(reverse.metadata))
+
+
 class ListQuery(BaseModel):
     """Pagination query parameters shared by every list endpoint."""
 
@@ -376,9 +403,12 @@ class TransactionListQuery(ListQuery):
 
     status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
     type: (
-        Literal["deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"]
+        Literal[
+            "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry",
+            "reversal",
+        ]
         | None
-    ) = None
+    ) = None  # fmt: skip
     wallet_id: uuid.UUID | None = None
 
 

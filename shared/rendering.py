@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from shared.ledger.money import format_amount
+from shared.ledger.states import REVERSIBLE_TYPES
 from shared.models import ReconciliationRun
 
 
@@ -33,7 +34,9 @@ def transaction_json(transaction: Any) -> dict[str, Any]:
     and a withdrawal's destination are the currency's system wallet (the
     counterparty the ledger posts to). A group carries ``legs`` in place of the
     single-leg fields (``amount``, ``currency`` and the wallet ids); a capture,
-    void or expiry names its hold in ``hold_id``; a hold has ``expires_at``.
+    void or expiry names its hold in ``hold_id``; a hold has ``expires_at``. A
+    reversal names its original in ``reverses_id``; a type that can be reversed
+    carries ``reversed_amount``, the sum of its completed reversals.
     """
     currency = transaction.currency
     body: dict[str, Any] = {"id": str(transaction.id), "type": transaction.type}
@@ -55,6 +58,11 @@ def transaction_json(transaction: Any) -> dict[str, Any]:
         body["destination_wallet_id"] = _id(transaction.destination_wallet_id)
     if transaction.hold_id is not None:
         body["hold_id"] = str(transaction.hold_id)
+    if transaction.reverses_id is not None:
+        body["reverses_id"] = str(transaction.reverses_id)
+    if transaction.type in REVERSIBLE_TYPES:
+        # None: an event recorded before reversals existed, when nothing was reversed.
+        body["reversed_amount"] = format_amount(transaction.reversed_minor or 0, currency)
     body |= {
         "description": transaction.description,
         "metadata": transaction.metadata_ or {},
