@@ -142,6 +142,8 @@ def test_bank_under_random_faults(
         customers.join(timeout_seconds=90)
         ids = book.ids
         assert len(ids) > 50
+        kinds = {request.type for request in book.accepted.values()}
+        assert {"reversal", "capture", "group"} <= kinds, kinds  # the workload has them all
         db.reset_engine()
         wait_terminal(ids, timeout_seconds=180, context=workers[-1].log())
         assert_explained(book, allowed_failures=PROVOKED, context=workers[-1].log())
