@@ -352,3 +352,30 @@ def test_a_completed_reversal_gives_its_original_a_reversed_event(
     assert completed_event[0]["data"]["reversed_amount"] == "0.00"
     typed = read(client, service_headers, "/v1/events?type=transaction.reversed&limit=200")
     assert {e["id"] for e in reversed_} <= {e["id"] for e in typed["data"]}
+
+
+def test_an_endpoint_subscribed_to_reversals_gets_a_delivery_per_completed_reversal(
+    client: Any, service_headers: dict[str, str], ops_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    endpoint = client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/x", "events": ["transaction.reversed"]},
+        headers=ops_headers,
+    ).get_json()["id"]
+    try:
+        a = wallet_factory()
+        original = completed(client, service_headers, deposit_body(a, "10.00"))
+        reverse(client, service_headers, original["id"], {"amount": "4.00"})
+        drain_stream()
+        deliveries = read(client, ops_headers, f"/v1/webhook-endpoints/{endpoint}/deliveries")
+        assert [d["event_type"] for d in deliveries["data"]] == ["transaction.reversed"]
+        [event] = [
+            e
+            for e in read(client, service_headers, f"/v1/events?transaction_id={original['id']}")[
+                "data"
+            ]
+            if e["id"] == deliveries["data"][0]["event_id"]
+        ]
+        assert event["data"]["reversed_amount"] == "4.00"
+    finally:
+        client.delete(f"/v1/webhook-endpoints/{endpoint}", headers=ops_headers)
