@@ -194,6 +194,11 @@ OPERATIONS: dict[str, Operation] = {
         body=s.VoidBody, body_required=False, idempotency_key=True,
         problems={404: "transaction_not_found", 409: "hold_not_open"},
     ),
+    "transactions.reverse": Operation(
+        "reverseTransaction", "Reverse a completed transaction (all that is left, or part)",
+        "Transactions", _ACCEPTED, body=s.ReverseBody, body_required=False, idempotency_key=True,
+        problems={404: "transaction_not_found", 409: "not_reversible"},
+    ),
     "transactions.retry": Operation(
         "retryTransaction", "Move a failed transaction back to pending (ops)", "Operations",
         (Answer(202, "Pending again and enqueued.", r.Transaction,

@@ -39,6 +39,7 @@ from shared.services.holds import (
     HoldOperation,
 )
 from shared.services.intake import BatchItem, TransactionRequest
+from shared.services.reversals import ReversalRequest
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
@@ -375,6 +376,32 @@ def parse_hold_operation(type_: TransactionType, hold_id: uuid.UUID, body: Any) 
         return HoldOperation(type_, hold_id)
     capture = CaptureBody.model_validate(body)
     return HoldOperation(type_, hold_id, capture.amount, capture.destination_wallet_id)
+
+
+class ReverseBody(BaseModel):
+    """``POST /v1/transactions/{id}/reverse`` body; every field optional.
+
+    ``amount`` (default: what is left to reverse) is checked for its form here
+    and against the original's currency (ISO 4217 minor unit) by the service.
+    """
+
+    model_config = _STRICT
+
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, json_schema_extra={"pattern": AMOUNT_PATTERN}
+    )
+    description: Description | None = None
+    metadata: Metadata = {}
+
+
+def parse_reversal(original_id: uuid.UUID, body: Any) -> ReversalRequest:
+    """Validate a reverse body and return the service's request.
+
+    Raises:
+        pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
+    """
+    reverse = ReverseBody.model_validate(body)
+    return ReversalRequest(original_id, reverse.amount, reverse.description, dict(reverse.metadata))
 
 
 class ListQuery(BaseModel):

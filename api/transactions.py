@@ -34,6 +34,7 @@ from api.schemas import (
     check_idempotency_key,
     parse_batch_item,
     parse_hold_operation,
+    parse_reversal,
     parse_submission,
 )
 from broker import drain_signaller
@@ -48,6 +49,7 @@ from shared.services.api_keys import Role
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
 from shared.services.intake import BatchItem, Outcome, record_transactions
+from shared.services.reversals import submit_reversal
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
@@ -198,6 +200,19 @@ def capture(transaction_id: str) -> Response:
 def void(transaction_id: str) -> Response:
     """Void a hold: release its funds once applied."""
     return _hold_operation(transaction_id, TransactionType.VOID)
+
+
+@blueprint.post("/<transaction_id>/reverse")
+def reverse(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Reverse a completed deposit, withdrawal, transfer or capture (all that is left, or ``amount``).
+
+    Records a ``reversal`` that, once applied, moves the amount back from the
+    original's destination to its source; it fails ``reversal_exceeds_amount``
+    if the original's completed reversals would then exceed its amount.
+    """
+    idempotency_key = _idempotency_key()
+    request_ = parse_reversal(_transaction_id(transaction_id), json_body_or_empty())
+    return _record(submit_reversal, request_, idempotency_key)
 
 
 @blueprint.get("/<transaction_id>")

@@ -154,6 +154,10 @@ class Transaction(Base):
     #: The ``X-Request-Id`` of the request that submitted it, so
     #: the worker's log lines name the request (migration 0008).
     request_id: Mapped[str | None] = mapped_column(Text)
+    #: A reversal's original (no foreign key: either side archives alone), and
+    #: on the original the sum of its completed reversals (migration 0013).
+    reverses_id: Mapped[uuid.UUID | None] = mapped_column()
+    reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
@@ -175,6 +179,11 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("transactions_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
+        Index(
+            "transactions_reverses",
+            "reverses_id",
+            postgresql_where=text("reverses_id IS NOT NULL"),
+        ),
         Index(
             "transactions_legs",
             "legs",
@@ -203,13 +212,17 @@ class Transaction(Base):
         Index("transactions_destination_wallet", "destination_wallet_id", "created_at"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint("reversed_minor BETWEEN 0 AND amount_minor", name="reversed_within_amount"),
+        CheckConstraint(
+            "(type = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_names_original"
+        ),
         CheckConstraint(
             "status IN ('pending', 'held', 'completed', 'failed', 'voided', 'expired')",
             name="status_known",
         ),
         CheckConstraint(
             "type IN ('deposit', 'withdrawal', 'transfer', 'hold', 'group', "
-            "'capture', 'void', 'expiry')",
+            "'capture', 'void', 'expiry', 'reversal')",
             name="type_known",
         ),
         # Room for the claim's in-place (heap-only) update of attempts.
@@ -384,6 +397,8 @@ class TransactionArchive(Base):
     updated_at: Mapped[dt.datetime] = mapped_column()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
     request_id: Mapped[str | None] = mapped_column(Text)
+    reverses_id: Mapped[uuid.UUID | None] = mapped_column()
+    reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (Index("transactions_archive_created_at_id", "created_at", "id"),)
 
@@ -480,6 +495,7 @@ EventType = Literal[
     "transaction.held",
     "transaction.voided",
     "transaction.expired",
+    "transaction.reversed",
     "reconciliation.mismatch",
     "reconciliation.error",
 ]
@@ -510,6 +526,8 @@ class Event(Base):
     attempts: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime | None] = mapped_column()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
+    #: The transaction's ``reversed_minor`` at the change (migration 0013; None before it).
+    reversed_minor: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _now()
 
     __table_args__ = (

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from shared.ledger.money import CURRENCY_PATTERN, format_amount
+from shared.ledger.states import REVERSIBLE_TYPES
 from shared.models import EventType
 
 #: A decimal amount in major units as docs/api.md ("Conventions") renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
@@ -160,12 +161,13 @@ class Leg(Shape):
 
 
 TransactionType = Literal[
-    "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"
+    "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry", "reversal"
 ]
 TransactionStatus = Literal["pending", "held", "completed", "failed", "voided", "expired"]
 FailureCode = Literal[
     "insufficient_funds", "wallet_frozen", "wallet_not_found", "currency_mismatch",
     "retries_exhausted", "hold_expired", "hold_not_open", "capture_exceeds_hold",
+    "reversal_exceeds_amount",
 ]  # fmt: skip
 
 TRANSACTION_EXAMPLE: dict[str, Any] = {
@@ -173,6 +175,7 @@ TRANSACTION_EXAMPLE: dict[str, Any] = {
     "currency": "SGD", "source_wallet_id": _ID, "destination_wallet_id": _SYSTEM_ID,
     "description": None, "metadata": {}, "failure_code": None, "failure_message": None,
     "attempts": 0, "created_at": _AT, "updated_at": _AT, "completed_at": None,
+    "reversed_amount": "0.00",
 }  # fmt: skip
 
 
@@ -187,7 +190,9 @@ OMIT_NULL: Any = Field(default=None, exclude_if=_none)
 class Transaction(Shape):
     """A transaction. A group has ``legs`` in place of ``amount``, ``currency`` and the
     wallet ids; a capture, void or expiry names its hold in ``hold_id``; a hold has
-    ``expires_at``."""
+    ``expires_at``; a reversal names its original in ``reverses_id``; a type that can be
+    reversed (deposit, withdrawal, transfer, capture) has ``reversed_amount``, the sum of
+    its completed reversals."""
 
     model_config = shape(TRANSACTION_EXAMPLE)
     #: Left out of a group, which has ``legs`` instead.
@@ -202,6 +207,11 @@ class Transaction(Shape):
     destination_wallet_id: Id | None | MISSING = MISSING
     legs: list[Leg] | None = OMIT_NULL
     hold_id: Id | None = OMIT_NULL
+    reverses_id: Id | None = OMIT_NULL
+    # None on a row (or an event's view of one) recorded before reversals: nothing reversed.
+    reversed_amount: int | None | MISSING = Field(
+        default=MISSING, validation_alias="reversed_minor"
+    )
     description: str | None
     metadata: Annotated[dict[str, str], BeforeValidator(lambda value: value or {})] = Field(
         validation_alias="metadata_"
@@ -219,9 +229,13 @@ class Transaction(Shape):
         if self.legs is not None:
             for name in self.SINGLE_LEG:
                 setattr(self, name, MISSING)
+        if self.type in REVERSIBLE_TYPES:
+            self.reversed_amount = self.reversed_amount or 0
+        else:
+            self.reversed_amount = MISSING
         return self
 
-    @field_serializer("amount")
+    @field_serializer("amount", "reversed_amount")
     def _amount(self, minor: int) -> Amount:
         return format_amount(minor, self.currency)  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ import re
 
 from babel.numbers import get_currency_precision, list_currencies
 
-from shared.ledger.errors import InvalidAmount, UnknownCurrency
+from shared.ledger.errors import InvalidAmount, TallyError, UnknownCurrency, ValidationFailed
 
 #: The largest amount accepted, in minor units (docs/api.md, "Conventions": 10^15).
 AMOUNT_MINOR_MAX = 10**15
@@ -93,6 +93,24 @@ def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> in
             f"amount exceeds the maximum of {format_amount(AMOUNT_MINOR_MAX, currency)} {currency}"
         )
     return amount_minor
+
+
+def parse_amount_field(text: object, currency: str, *, field: str = "amount") -> int:
+    """Parse an amount of a request field with :func:`parse_amount`, naming the field if it fails.
+
+    For amounts checked where their currency is first known (a capture's or a
+    reversal's is the original's).
+
+    Raises:
+        ValidationFailed: with the code of :func:`parse_amount`'s error
+            (``invalid_amount``, ``unknown_currency``) and ``errors`` naming ``field``.
+    """
+    try:
+        return parse_amount(text, currency)
+    except TallyError as error:
+        raise ValidationFailed(
+            error.detail, code=error.code, errors=[{"field": field, "message": error.detail}]
+        ) from None
 
 
 def format_amount(amount_minor: int, currency: str) -> str:

@@ -102,6 +102,26 @@ class Release:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Reversal:
+    """The original transaction a reversal moves money back along, as the batch sees it.
+
+    Attributes:
+        original_amount_minor: the original's amount, in minor units.
+        reversed_minor: what its completed reversals moved back so far (at this
+            point of the batch), in minor units; a reversal that would take it
+            past ``original_amount_minor`` is rejected ``reversal_exceeds_amount``.
+    """
+
+    original_amount_minor: int
+    reversed_minor: int
+
+    @property
+    def left_minor(self) -> int:
+        """Return what is left to reverse, in minor units."""
+        return self.original_amount_minor - self.reversed_minor
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Posting:
     """What a transaction asks of the ledger, independent of storage.
 
@@ -112,12 +132,15 @@ class Posting:
             a group, none for a void or an expiry. For a hold, the single leg names
             the wallet to reserve on as its source.
         release: for a capture, void or expiry: the hold it ends.
+        reversal: for a reversal: the original it moves money back along; its one
+            leg runs from the original's destination to its source.
     """
 
     type: TransactionType
     currency: str
     legs: Sequence[Leg]
     release: Release | None = None
+    reversal: Reversal | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,6 +268,22 @@ def _check_release(
     return None
 
 
+def _check_reversal(reversal: Reversal, posting: Posting) -> Rejection | None:
+    """Return why a reversal may not move its amount back, or None.
+
+    Completed reversals of one transaction never add up to more than its
+    amount (docs/api-conventions.md, "Reversals"), whatever their number and order.
+    """
+    for leg in posting.legs:
+        if leg.amount_minor > reversal.left_minor:
+            return Rejection(
+                FailureCode.REVERSAL_EXCEEDS_AMOUNT,
+                f"reversal of {leg.amount_minor} minor units exceeds the "
+                f"{reversal.left_minor} left to reverse of {reversal.original_amount_minor}",
+            )
+    return None
+
+
 def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied | Rejection:
     """Check ``posting`` against ``wallets`` and, if every rule passes, post it.
 
@@ -256,6 +295,10 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
     does not). A capture, void or expiry first releases its hold's whole held
     amount, then a capture moves the captured amount like a transfer: releasing
     first means the held funds pay for it (TigerBeetle, "Two-phase transfers").
+    A reversal moves its amount like a transfer, unless it exceeds what is left
+    to reverse of its original (``reversal_exceeds_amount``); the caller adds
+    the amount of an applied reversal to ``Reversal.reversed_minor`` of the
+    next posting of the same original.
 
     Args:
         posting: the transaction to post.
@@ -281,6 +324,10 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
         wallet = scratch[posting.release.wallet_id]
         wallet.held_minor -= posting.release.amount_minor
         hold_changes.append(HoldChange(wallet.id, -posting.release.amount_minor, wallet.held_minor))
+    if posting.reversal is not None:
+        rejection = _check_reversal(posting.reversal, posting)
+        if rejection is not None:
+            return rejection
     for index, leg in enumerate(posting.legs):
         rejection = _check_leg(leg, posting.currency, scratch)
         if rejection is not None:

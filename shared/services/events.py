@@ -1,7 +1,7 @@
 """The events outbox: every status change the contract names, appended in the same transaction.
 
 docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
-``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``. Each
+``.voided``, ``.expired``, ``.reversed``, ``reconciliation.mismatch`` and ``.error``. Each
 function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
@@ -49,7 +49,15 @@ DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
 _publisher: DeliveryPublisher | None = None
 
 #: The columns of a transaction that an event keeps as they were at the change.
-_SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
+_SNAPSHOT = (
+    "status",
+    "failure_code",
+    "failure_message",
+    "attempts",
+    "updated_at",
+    "completed_at",
+    "reversed_minor",
+)
 
 #: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted;
 #: returns the endpoint of each. A delivery to an endpoint paused after failures is
@@ -69,10 +77,11 @@ _TRANSACTION_EVENTS_SQL = text(
     """
 WITH ev AS (
     INSERT INTO events (id, type, transaction_id, api_key_id, status, failure_code,
-                        failure_message, attempts, updated_at, completed_at, created_at)
+                        failure_message, attempts, updated_at, completed_at, reversed_minor,
+                        created_at)
     SELECT uuidv7(), 'transaction.' || t.status, t.id, t.api_key_id, t.status,
            t.failure_code, t.failure_message, t.attempts, t.updated_at, t.completed_at,
-           t.updated_at
+           t.reversed_minor, t.updated_at
     FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
     RETURNING id, type
 )"""
@@ -89,6 +98,24 @@ WITH ev AS (
     SELECT uuidv7(), 'transaction.held', t.id, t.api_key_id, 'held', t.attempts,
            t.updated_at, t.updated_at - interval '1 microsecond'
     FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
+    RETURNING id, type
+)"""
+    + _DELIVERIES_SQL
+)
+
+#: ``transaction.reversed`` of originals, one per reversal completed, each with the
+#: original's ``reversed_minor`` right after that reversal, in the batch's order.
+_REVERSED_SQL = text(
+    """
+WITH ev AS (
+    INSERT INTO events (id, type, transaction_id, api_key_id, status, attempts, updated_at,
+                        completed_at, reversed_minor, created_at)
+    SELECT uuidv7(), 'transaction.reversed', t.id, t.api_key_id, t.status, t.attempts,
+           t.updated_at, t.completed_at, v.reversed_minor, t.updated_at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:reversed AS bigint[])) WITH ORDINALITY
+        AS v(id, reversed_minor, ordinal)
+    JOIN transactions t ON t.id = v.id
+    ORDER BY v.ordinal
     RETURNING id, type
 )"""
     + _DELIVERIES_SQL
@@ -116,6 +143,7 @@ def record_transaction_events(
     status_by_id: Mapping[uuid.UUID, str],
     *,
     held_first: Sequence[uuid.UUID] = (),
+    reversed_: Sequence[tuple[uuid.UUID, int]] = (),
 ) -> None:
     """Append one event per transaction, of the status each has now, and its deliveries.
 
@@ -129,6 +157,9 @@ def record_transaction_events(
             event's type is ``transaction.<status>``.
         held_first: holds among them that were held and then ended by another
             transaction of the same batch: each also gets its ``transaction.held``.
+        reversed_: ``(original id, its reversed_minor after)`` for each reversal
+            completed, in order: each gets a ``transaction.reversed`` of its original
+            (which need not be among ``status_by_id``).
     """
     if not status_by_id:
         return
@@ -137,6 +168,10 @@ def record_transaction_events(
     if held_first:
         deliveries += session.scalars(_HELD_FIRST_SQL, {"ids": list(held_first)})
         types["transaction.held"] += len(held_first)
+    if reversed_:
+        ids, amounts = zip(*reversed_, strict=True)
+        deliveries += session.scalars(_REVERSED_SQL, {"ids": list(ids), "reversed": list(amounts)})
+        types["transaction.reversed"] += len(reversed_)
     _after_commit(session, types, deliveries)
 
 
