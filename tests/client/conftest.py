@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tally_client import AsyncTally, Tally
+
 from tests.pipeline.conftest import _no_webhook_endpoints_from_other_modules  # noqa: F401
 from tests.servers import LOG_DIR, serve_web
 

@@ -11,7 +11,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-
 from tally_client import (
     BatchResult,
     ConflictError,
@@ -22,6 +21,7 @@ from tally_client import (
     UnprocessableError,
     Wallet,
 )
+
 from tests.helpers import drain_stream
 
 pytestmark = pytest.mark.pipeline
