@@ -8,8 +8,9 @@ process, or by a real Celery worker where a module asks for ``worker``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -52,35 +53,30 @@ def async_tally(api_url: str, service_headers: dict[str, str]) -> AsyncTally:
     return AsyncTally(api_url, secret_of(service_headers))
 
 
-class RecordingTransport(httpx.HTTPTransport):
-    """An HTTP transport that records every request and answer, and can act between the two.
+class Recorder:
+    """What a recording transport saw: every request and its answer (or error), in order.
 
-    ``exchanges`` holds ``(request, response or the error)`` in order; each
-    exchange also sets ``sent``, so a test can await the first request. A
-    subclass overrides :meth:`after` to act once the server has answered.
+    ``started`` is set when a request starts, ``answered`` when one ends.
+    ``after(request, response)``, if given, runs once the server has answered
+    and before the client sees it: it may act (kill the server) or raise a
+    transport error (the answer was lost).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.exchanges: list[tuple[httpx.Request, Any]] = []
-        self.sent = threading.Event()
+    def __init__(
+        self, after: Callable[[httpx.Request, httpx.Response], None] | None = None
+    ) -> None:
+        self.exchanges: list[tuple[httpx.Request, httpx.Response | httpx.TransportError]] = []
+        self.started, self.answered = threading.Event(), threading.Event()
+        self.after = after
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Forward ``request``, record it with its answer, then call :meth:`after`."""
-        try:
-            response = super().handle_request(request)
-            response.read()
-        except httpx.TransportError as error:
-            self.exchanges.append((request, error))
-            self.sent.set()
-            raise
-        self.exchanges.append((request, response))
-        self.sent.set()
-        return self.after(request, response)
-
-    def after(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
-        """Return the answer the client sees; this one returns the server's."""
-        return response
+    def record(
+        self, request: httpx.Request, outcome: httpx.Response | httpx.TransportError
+    ) -> None:
+        """Keep one exchange; run ``after`` on an answer."""
+        self.exchanges.append((request, outcome))
+        self.answered.set()
+        if self.after is not None and isinstance(outcome, httpx.Response):
+            self.after(request, outcome)
 
     def statuses(self) -> list[int | str]:
         """Return each exchange's status, or its error's class name."""
@@ -88,3 +84,77 @@ class RecordingTransport(httpx.HTTPTransport):
             outcome.status_code if isinstance(outcome, httpx.Response) else type(outcome).__name__
             for _, outcome in self.exchanges
         ]
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """HTTP over TCP that tells a :class:`Recorder` every exchange."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward ``request`` and record it with its answer or error."""
+        self.recorder.started.set()
+        try:
+            response = super().handle_request(request)
+            response.read()
+        except httpx.TransportError as error:
+            self.recorder.record(request, error)
+            raise
+        self.recorder.record(request, response)
+        return response
+
+
+class AsyncRecordingTransport(httpx.AsyncHTTPTransport):
+    """:class:`RecordingTransport` for ``AsyncTally``."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward ``request`` and record it with its answer or error."""
+        self.recorder.started.set()
+        try:
+            response = await super().handle_async_request(request)
+            await response.aread()
+        except httpx.TransportError as error:
+            self.recorder.record(request, error)
+            raise
+        self.recorder.record(request, response)
+        return response
+
+
+FLAVORS = ["sync", "async"]
+
+
+def run_client(
+    flavor: str,
+    url: str,
+    api_key: str,
+    operation: Callable[[Any], Any],
+    *,
+    recorder: Recorder | None = None,
+    max_retries: int = 5,
+) -> Any:
+    """Return ``operation(client)`` run with a ``Tally`` (``flavor`` ``sync``) or an ``AsyncTally``
+    (``async``: awaited in a loop of its own), which sends through ``recorder``'s transport.
+
+    ``operation`` calls the one surface both clients share, e.g.
+    ``lambda c: c.transactions.get(id)``; for ``AsyncTally`` it returns the awaitable.
+    """
+    recorder = recorder or Recorder()
+    if flavor == "sync":
+        with Tally(
+            url, api_key, max_retries=max_retries, transport=RecordingTransport(recorder)
+        ) as client:
+            return operation(client)
+
+    async def run() -> Any:
+        async with AsyncTally(
+            url, api_key, max_retries=max_retries, transport=AsyncRecordingTransport(recorder)
+        ) as client:
+            return await operation(client)
+
+    return asyncio.run(run())
