@@ -15,7 +15,7 @@ import uuid
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
 
@@ -236,6 +236,22 @@ class Event(TallyModel):
     type: str
     created_at: dt.datetime
     data: Transaction | ReconciliationRun | dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_data(cls, value: Any) -> Any:
+        """Read ``data`` as the model its event type names; other types keep a dict."""
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            model = _DATA_BY_TYPE_PREFIX.get(str(value.get("type", "")).split(".")[0])
+            if model is not None:
+                return value | {"data": model.model_validate(value["data"])}
+        return value
+
+
+_DATA_BY_TYPE_PREFIX: dict[str, type[TallyModel]] = {
+    "transaction": Transaction,
+    "reconciliation": ReconciliationRun,
+}
 
 
 class Actor(TallyModel):
