@@ -47,12 +47,6 @@ def tally_ops(api_url: str, ops_headers: dict[str, str]) -> Iterator[Tally]:
         yield client
 
 
-@pytest.fixture
-def async_tally(api_url: str, service_headers: dict[str, str]) -> AsyncTally:
-    """Return an ``AsyncTally`` with a ``service`` key (each test closes it in its own loop)."""
-    return AsyncTally(api_url, secret_of(service_headers))
-
-
 class Recorder:
     """What a recording transport saw: every request and its answer (or error), in order.
 

@@ -7,6 +7,7 @@ however many attempts reach the API there is one transaction (docs/client.md,
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from sqlalchemy import text
+from tally_client import AsyncTally
 
 from shared import db
 from tests.client.conftest import FLAVORS, Recorder, run_client, secret_of
@@ -120,3 +122,42 @@ def test_a_submission_during_a_postgres_restart_is_retried_into_one_transaction(
     assert statuses[-1] == 202 and set(statuses[:-1]) == {503}, statuses
     (key,) = _keys_sent(recorder)
     assert _transactions_keyed(key) == [str(result["tx"].id)]
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_429_is_retried_with_the_same_key_until_the_window_allows(
+    flavor: str,
+    monkeypatch: pytest.MonkeyPatch,
+    service_headers: dict[str, str],
+    wallet_factory: Any,
+) -> None:
+    wallet = wallet_factory()
+    monkeypatch.setenv("TALLY_RATE_LIMIT_SERVICE", "1/second")  # read by the API it starts
+
+    def three_deposits(client: Any) -> Any:
+        calls = [lambda: client.transactions.deposit("1.00", "SGD", wallet) for _ in range(3)]
+        if isinstance(client, AsyncTally):
+
+            async def run() -> list[Any]:
+                return [await call() for call in calls]
+
+            return run()
+        return [call() for call in calls]
+
+    recorder = Recorder()
+    with serve_web(LOG_DIR) as (url, _process):
+        deposits = run_client(
+            flavor, url, secret_of(service_headers), three_deposits, recorder=recorder,
+            max_retries=30,
+        )  # fmt: skip
+
+    statuses = recorder.statuses()
+    assert 429 in statuses and statuses.count(202) == 3, statuses
+    for (request, outcome), (retried, _) in itertools.pairwise(recorder.exchanges):
+        if isinstance(outcome, httpx.Response) and outcome.status_code == 429:
+            assert "Retry-After" in outcome.headers
+            assert retried.headers["Idempotency-Key"] == request.headers["Idempotency-Key"]
+    assert len(_keys_sent(recorder)) == 3
+    for deposit in deposits:
+        (key,) = {r.headers["Idempotency-Key"] for r, o in recorder.exchanges if isinstance(o, httpx.Response) and o.status_code == 202 and o.json()["id"] == str(deposit.id)}  # fmt: skip
+        assert _transactions_keyed(key) == [str(deposit.id)]
