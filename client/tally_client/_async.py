@@ -1,62 +1,34 @@
 """``AsyncTally``: the asyncio client, on ``httpx.AsyncClient``, with ``Tally``'s surface.
 
-As ``Tally`` does, it only sends the calls ``_calls`` builds and sleeps
-between retries; every decision is the shared core's (``_core``).
+As ``Tally`` does, it only sends what the shared surface builds (``_resources``,
+``_calls``) and sleeps between retries; every decision is the shared core's
+(``_core``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import httpx
 
-from tally_client import _calls
-from tally_client._calls import Id, Pages
-from tally_client._core import Amount, Call, Core
-from tally_client.errors import TallyConnectionError, WaitTimeoutError
-from tally_client.models import (
-    AuditEvent,
-    Balance,
-    BatchResult,
-    BulkRetryResult,
-    Event,
-    Health,
-    LedgerEntry,
-    OpsOverview,
-    Readiness,
-    ReconciliationRun,
-    ReconciliationStarted,
-    Transaction,
-    Wallet,
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEndpointCreated,
+from tally_client._calls import Pages, Steps
+from tally_client._core import Call, Core
+from tally_client._resources import (
+    Async,
+    Client,
 )
+from tally_client.errors import TallyConnectionError
 
 T = TypeVar("T")
-Metadata = Mapping[str, str]
 
 
-class AsyncTally:
+class AsyncTally(Client[Async]):
     """An asyncio client of one Tally API: ``Tally``'s methods, awaited (lists: ``async for``).
 
-    Args:
-        base_url: the API's origin, e.g. ``http://127.0.0.1:8000``.
-        api_key: a ``service`` or ``ops`` key.
-        timeout: seconds each attempt may take to connect, send or read
-            (a long-poll adds its ``wait``).
-        max_retries: retries after the first attempt of a call whose
-            connection failed or that was answered ``429`` or ``503``.
-        transport: an httpx transport to send through (default: HTTP over TCP).
-
-    Use it as a context manager, or call :meth:`close`. Every method raises
-    :class:`~tally_client.errors.APIError` (by status) for an error answer and
-    :class:`~tally_client.errors.TallyConnectionError` when the API stayed
-    unreachable.
+    Takes ``Tally``'s arguments (``transport``: an httpx async transport) and
+    raises its exceptions. Use it with ``async with``, or ``await aclose()``.
     """
 
     def __init__(
@@ -68,16 +40,11 @@ class AsyncTally:
         max_retries: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._core = Core(base_url, api_key, timeout_seconds=timeout, max_retries=max_retries)
-        self._http = httpx.AsyncClient(
-            base_url=self._core.base_url, headers=self._core.headers, transport=transport
+        core = Core(base_url, api_key, timeout_seconds=timeout, max_retries=max_retries)
+        super().__init__(
+            core,
+            httpx.AsyncClient(base_url=core.base_url, headers=core.headers, transport=transport),
         )
-        self.wallets = Wallets(self)
-        self.transactions = Transactions(self)
-        self.reconciliations = Reconciliations(self)
-        self.webhook_endpoints = WebhookEndpoints(self)
-        self.events = Events(self)
-        self.audit_events = AuditEvents(self)
 
     async def send(self, call: Call[T]) -> T:
         """Send ``call``, retrying as the core's policy says; return its result.
@@ -88,10 +55,9 @@ class AsyncTally:
         """
         attempt = 0
         while True:
+            request = self._http.build_request(**self._core.request_options(call))
             try:
-                response = await self._http.send(
-                    self._http.build_request(**self._core.request_options(call))
-                )
+                response = await self._http.send(request)
             except httpx.TransportError as error:
                 delay = self._core.policy.delay_seconds(call, attempt, error=error)
                 if delay is None:
@@ -103,7 +69,7 @@ class AsyncTally:
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def paginate(self, pages: Pages) -> AsyncIterator[Any]:
+    async def paginate(self, pages: Pages[T]) -> AsyncIterator[T]:
         """Yield every item of a list, page after page, following ``next_cursor``."""
         cursor: str | None = None
         while True:
@@ -114,25 +80,15 @@ class AsyncTally:
                 return
             cursor = page.next_cursor
 
-    async def health(self) -> Health:
-        """Return ``GET /healthz``: the API process is up."""
-        return await self.send(_calls.health())
-
-    async def readiness(self) -> Readiness:
-        """Return ``GET /readyz``: whether PostgreSQL and Redis answer (``status`` ``ok``/``down``)."""
-        return await self.send(_calls.readiness())
-
-    async def metrics(self) -> str:
-        """Return ``GET /metrics``: Prometheus's text format."""
-        return await self.send(_calls.metrics())
-
-    async def openapi(self) -> dict[str, Any]:
-        """Return ``GET /openapi.json``: the OpenAPI 3.1 document the API serves."""
-        return await self.send(_calls.openapi())
-
-    async def ops_overview(self) -> OpsOverview:
-        """Return ``GET /v1/ops/overview`` (ops): the pending backlog and recent throughput."""
-        return await self.send(_calls.ops_overview())
+    async def run_steps(self, steps: Steps[T]) -> T:
+        """Send each call ``steps`` yields, passing back its result; return its outcome."""
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self.send(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -141,310 +97,5 @@ class AsyncTally:
     async def __aenter__(self) -> AsyncTally:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
-
-
-class _Resource:
-    def __init__(self, client: AsyncTally) -> None:
-        self._client = client
-
-
-class Wallets(_Resource):
-    """``/v1/wallets``: wallets, their ledger entries and balances."""
-
-    async def create(self, owner_ref: str, currency: str) -> Wallet:
-        """Create ``owner_ref``'s wallet in ``currency`` (``409 wallet_exists``: ConflictError)."""
-        return await self._client.send(_calls.create_wallet(owner_ref, currency))
-
-    async def get(self, wallet_id: Id) -> Wallet:
-        """Return a wallet (``404 wallet_not_found``: NotFoundError)."""
-        return await self._client.send(_calls.get_wallet(wallet_id))
-
-    def list(
-        self, *, owner_ref: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[Wallet]:
-        """Iterate over wallets (of ``owner_ref``), newest first, ``limit`` (1..200) per page."""
-        return self._client.paginate(_calls.list_wallets(owner_ref, limit))
-
-    async def update(self, wallet_id: Id, *, status: str) -> Wallet:
-        """Freeze (``frozen``) or unfreeze (``active``) a wallet (ops)."""
-        return await self._client.send(_calls.update_wallet(wallet_id, status))
-
-    def entries(self, wallet_id: Id, *, limit: int | None = None) -> AsyncIterator[LedgerEntry]:
-        """Iterate over a wallet's ledger entries, newest first."""
-        return self._client.paginate(_calls.list_entries(wallet_id, limit))
-
-    async def balance_at(self, wallet_id: Id, as_of: dt.datetime | None = None) -> Balance:
-        """Return the balance after every entry up to ``as_of`` (aware; default now)."""
-        return await self._client.send(_calls.balance_at(wallet_id, as_of))
-
-
-class Transactions(_Resource):
-    """``/v1/transactions``. Every submission carries an idempotency key: ``idempotency_key``,
-    or a fresh UUID4 kept for the call's retries. It answers the transaction ``pending``
-    (``202``), or as it is now on a replay of the same key and request."""
-
-    async def _submit(self, type_: str, key: str | None, **fields: Any) -> Transaction:
-        return await self._client.send(_calls.submit(_calls.submission_body(type_, **fields), key))
-
-    async def deposit(
-        self,
-        amount: Amount,
-        currency: str,
-        destination_wallet_id: Id,
-        *,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Deposit ``amount`` (major units) of ``currency`` into a wallet."""
-        return await self._submit(
-            "deposit",
-            idempotency_key,
-            amount=amount,
-            currency=currency,
-            destination_wallet_id=destination_wallet_id,
-            description=description,
-            metadata=metadata,
-        )
-
-    async def withdraw(
-        self,
-        amount: Amount,
-        currency: str,
-        source_wallet_id: Id,
-        *,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Withdraw ``amount`` from a wallet; fails ``insufficient_funds`` when applied if short."""
-        return await self._submit(
-            "withdrawal",
-            idempotency_key,
-            amount=amount,
-            currency=currency,
-            source_wallet_id=source_wallet_id,
-            description=description,
-            metadata=metadata,
-        )
-
-    async def transfer(
-        self,
-        amount: Amount,
-        currency: str,
-        source_wallet_id: Id,
-        destination_wallet_id: Id,
-        *,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Transfer ``amount`` between two wallets of ``currency``."""
-        return await self._submit(
-            "transfer",
-            idempotency_key,
-            amount=amount,
-            currency=currency,
-            source_wallet_id=source_wallet_id,
-            destination_wallet_id=destination_wallet_id,
-            description=description,
-            metadata=metadata,
-        )
-
-    async def hold(
-        self,
-        amount: Amount,
-        currency: str,
-        source_wallet_id: Id,
-        *,
-        expires_in: int | None = None,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Reserve ``amount`` for ``expires_in`` seconds (default 7 days); ``held`` once applied."""
-        return await self._submit(
-            "hold",
-            idempotency_key,
-            amount=amount,
-            currency=currency,
-            source_wallet_id=source_wallet_id,
-            expires_in=expires_in,
-            description=description,
-            metadata=metadata,
-        )
-
-    async def group(
-        self,
-        legs: Sequence[Mapping[str, Any]],
-        *,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Apply 2..50 legs (``source_wallet_id``, ``destination_wallet_id``, ``amount``,
-        ``currency``) all or none."""
-        return await self._submit(
-            "group", idempotency_key, legs=legs, description=description, metadata=metadata
-        )
-
-    async def capture(
-        self,
-        hold_id: Id,
-        *,
-        amount: Amount | None = None,
-        destination_wallet_id: Id | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Capture a hold (all unless ``amount``) to a wallet (default: the system wallet)."""
-        return await self._client.send(
-            _calls.capture(hold_id, amount, destination_wallet_id, idempotency_key)
-        )
-
-    async def void(self, hold_id: Id, *, idempotency_key: str | None = None) -> Transaction:
-        """Void a hold: its funds are released once applied (``409 hold_not_open`` if ended)."""
-        return await self._client.send(_calls.void(hold_id, idempotency_key))
-
-    async def reverse(
-        self,
-        transaction_id: Id,
-        *,
-        amount: Amount | None = None,
-        description: str | None = None,
-        metadata: Metadata | None = None,
-        idempotency_key: str | None = None,
-    ) -> Transaction:
-        """Reverse a completed transaction, in full (default) or ``amount``: a new ``reversal``."""
-        return await self._client.send(
-            _calls.reverse(transaction_id, amount, description, metadata, idempotency_key)
-        )
-
-    async def submit_batch(self, items: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
-        """Submit up to 1,000 transactions in one commit: one result per item, in order.
-
-        Each item is a ``POST /v1/transactions`` body (``type``, ``amount``, ...);
-        one without ``idempotency_key`` gets a fresh one, kept for retries.
-        """
-        return await self._client.send(_calls.submit_batch(items))
-
-    async def get(self, transaction_id: Id, *, wait: float | None = None) -> Transaction:
-        """Return a transaction; with ``wait`` (0..30 s), once it is not pending or ``wait`` passed."""
-        return await self._client.send(_calls.get_transaction(transaction_id, wait))
-
-    def list(
-        self,
-        *,
-        status: str | None = None,
-        type: str | None = None,
-        wallet_id: Id | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[Transaction]:
-        """Iterate over transactions, newest first, filtered by status, type and wallet."""
-        return self._client.paginate(_calls.list_transactions(status, type, wallet_id, limit))
-
-    async def wait(self, transaction_id: Id, timeout: float = 60.0) -> Transaction:
-        """Return the transaction once it is not ``pending``, long-polling (``?wait=``, 30 s at most
-        per request) until then.
-
-        Raises:
-            WaitTimeoutError: still pending after ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            transaction = await self.get(transaction_id, wait=deadline - time.monotonic())
-            if transaction.is_settled:
-                return transaction
-            if time.monotonic() >= deadline:
-                raise WaitTimeoutError(transaction, timeout)
-
-    async def retry(self, transaction_id: Id) -> Transaction:
-        """Move a failed transaction back to pending (ops; ``409 not_retryable`` otherwise)."""
-        return await self._client.send(_calls.retry(transaction_id))
-
-    async def retry_failed(self, **filters: Any) -> BulkRetryResult:
-        """Retry every failed transaction the filters select (ops): ``failure_code``, ``since``
-        (aware datetime), ``wallet_id``, ``limit``, ``dry_run``."""
-        return await self._client.send(_calls.retry_failed(filters))
-
-
-class Reconciliations(_Resource):
-    """``/v1/reconciliations`` (ops)."""
-
-    async def start(self) -> ReconciliationStarted:
-        """Start a reconciliation now; a worker runs it."""
-        return await self._client.send(_calls.start_reconciliation())
-
-    async def get(self, run_id: Id) -> ReconciliationRun:
-        """Return one run."""
-        return await self._client.send(_calls.get_reconciliation(run_id))
-
-    def list(self, *, limit: int | None = None) -> AsyncIterator[ReconciliationRun]:
-        """Iterate over runs, newest first."""
-        return self._client.paginate(_calls.list_reconciliations(limit))
-
-
-class WebhookEndpoints(_Resource):
-    """``/v1/webhook-endpoints`` and ``/v1/webhook-deliveries`` (ops)."""
-
-    async def create(
-        self, url: str, *, events: Sequence[str] | None = None, description: str | None = None
-    ) -> WebhookEndpointCreated:
-        """Register an endpoint; the answer's ``secret`` is shown this once."""
-        return await self._client.send(_calls.create_webhook_endpoint(url, events, description))
-
-    async def get(self, endpoint_id: Id) -> WebhookEndpoint:
-        """Return one endpoint (without its secret)."""
-        return await self._client.send(_calls.get_webhook_endpoint(endpoint_id))
-
-    def list(self, *, limit: int | None = None) -> AsyncIterator[WebhookEndpoint]:
-        """Iterate over endpoints, newest first."""
-        return self._client.paginate(_calls.list_webhook_endpoints(limit))
-
-    async def update(
-        self,
-        endpoint_id: Id,
-        *,
-        status: str | None = None,
-        events: Sequence[str] | None = None,
-        url: str | None = None,
-    ) -> WebhookEndpoint:
-        """Enable or disable an endpoint, or change its events or URL."""
-        return await self._client.send(
-            _calls.update_webhook_endpoint(endpoint_id, status, events, url)
-        )
-
-    async def delete(self, endpoint_id: Id) -> None:
-        """Delete an endpoint and its deliveries."""
-        await self._client.send(_calls.delete_webhook_endpoint(endpoint_id))
-
-    def deliveries(
-        self, endpoint_id: Id, *, status: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[WebhookDelivery]:
-        """Iterate over an endpoint's deliveries, newest first."""
-        return self._client.paginate(_calls.list_webhook_deliveries(endpoint_id, status, limit))
-
-    async def retry_delivery(self, delivery_id: Id) -> WebhookDelivery:
-        """Deliver again now."""
-        return await self._client.send(_calls.retry_webhook_delivery(delivery_id))
-
-
-class Events(_Resource):
-    """``/v1/events``: a service key sees its own transactions' events, an ops key all."""
-
-    def list(
-        self, *, type: str | None = None, transaction_id: Id | None = None, limit: int | None = None
-    ) -> AsyncIterator[Event]:
-        """Iterate over events, newest first."""
-        return self._client.paginate(_calls.list_events(type, transaction_id, limit))
-
-
-class AuditEvents(_Resource):
-    """``/v1/audit-events`` (ops): operator actions."""
-
-    def list(
-        self, *, action: str | None = None, target_id: Id | None = None, limit: int | None = None
-    ) -> AsyncIterator[AuditEvent]:
-        """Iterate over audit events, newest first."""
-        return self._client.paginate(_calls.list_audit_events(action, target_id, limit))

@@ -11,13 +11,15 @@ fields left out rather than sent as null (the API refuses unknown fields, and
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
 from tally_client._core import Amount, Call, format_amount, jsonable, new_idempotency_key
+from tally_client.errors import WaitTimeoutError
 from tally_client.models import (
     AuditEvent,
     Balance,
@@ -40,14 +42,18 @@ from tally_client.models import (
 )
 
 Id = uuid.UUID | str
+T = TypeVar("T")
+
 #: A page call: given a cursor (None for the first page), the call that reads that page.
-Pages = Callable[[str | None], Call[Page[Any]]]
+Pages = Callable[[str | None], Call[Page[T]]]
+#: A multi-step call: yields the calls to send, receives their results, returns the outcome.
+Steps = Generator[Call[T], T, T]
 
 #: The longest ``?wait=`` the API accepts, in seconds (docs/api-conventions.md, "Transactions").
 WAIT_SECONDS_MAX = 30.0
 
 
-def _pages(path: str, model: type[Any], limit: int | None, **filters: Any) -> Pages:
+def _pages(path: str, model: type[Any], limit: int | None, **filters: Any) -> Pages[Any]:
     """Return the page calls of the list at ``path``: ``limit`` per page, ``filters`` as query."""
 
     def page(cursor: str | None) -> Call[Page[Any]]:
@@ -75,7 +81,7 @@ def get_wallet(wallet_id: Id) -> Call[Wallet]:
     return Call.of("GET", f"/v1/wallets/{wallet_id}", Wallet)
 
 
-def list_wallets(owner_ref: str | None, limit: int | None) -> Pages:
+def list_wallets(owner_ref: str | None, limit: int | None) -> Pages[Wallet]:
     """``GET /v1/wallets?owner_ref``, newest first."""
     return _pages("/v1/wallets", Wallet, limit, owner_ref=owner_ref)
 
@@ -85,7 +91,7 @@ def update_wallet(wallet_id: Id, status: str) -> Call[Wallet]:
     return Call.of("PATCH", f"/v1/wallets/{wallet_id}", Wallet, body={"status": status})
 
 
-def list_entries(wallet_id: Id, limit: int | None) -> Pages:
+def list_entries(wallet_id: Id, limit: int | None) -> Pages[LedgerEntry]:
     """``GET /v1/wallets/{id}/entries``, newest first."""
     return _pages(f"/v1/wallets/{wallet_id}/entries", LedgerEntry, limit)
 
@@ -242,9 +248,26 @@ def get_transaction(transaction_id: Id, wait_seconds: float | None) -> Call[Tran
     )
 
 
+def wait_steps(transaction_id: Id, timeout_seconds: float) -> Steps[Transaction]:
+    """Long-poll a transaction until it is not ``pending`` (``held`` counts) or the timeout.
+
+    Each step asks ``GET /v1/transactions/{id}?wait=N`` with N the time left (at most 30 s).
+
+    Raises:
+        WaitTimeoutError: still pending after ``timeout_seconds``.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        transaction = yield get_transaction(transaction_id, deadline - time.monotonic())
+        if transaction.is_settled:
+            return transaction
+        if time.monotonic() >= deadline:
+            raise WaitTimeoutError(transaction, timeout_seconds)
+
+
 def list_transactions(
     status: str | None, type_: str | None, wallet_id: Id | None, limit: int | None
-) -> Pages:
+) -> Pages[Transaction]:
     """``GET /v1/transactions?status&type&wallet_id``, newest first."""
     return _pages(
         "/v1/transactions", Transaction, limit, status=status, type=type_, wallet_id=wallet_id
@@ -283,7 +306,7 @@ def get_reconciliation(run_id: Id) -> Call[ReconciliationRun]:
     return Call.of("GET", f"/v1/reconciliations/{run_id}", ReconciliationRun)
 
 
-def list_reconciliations(limit: int | None) -> Pages:
+def list_reconciliations(limit: int | None) -> Pages[ReconciliationRun]:
     """``GET /v1/reconciliations`` (ops), newest first."""
     return _pages("/v1/reconciliations", ReconciliationRun, limit)
 
@@ -307,7 +330,7 @@ def get_webhook_endpoint(endpoint_id: Id) -> Call[WebhookEndpoint]:
     return Call.of("GET", f"/v1/webhook-endpoints/{endpoint_id}", WebhookEndpoint)
 
 
-def list_webhook_endpoints(limit: int | None) -> Pages:
+def list_webhook_endpoints(limit: int | None) -> Pages[WebhookEndpoint]:
     """``GET /v1/webhook-endpoints`` (ops), newest first."""
     return _pages("/v1/webhook-endpoints", WebhookEndpoint, limit)
 
@@ -327,7 +350,9 @@ def delete_webhook_endpoint(endpoint_id: Id) -> Call[None]:
     )
 
 
-def list_webhook_deliveries(endpoint_id: Id, status: str | None, limit: int | None) -> Pages:
+def list_webhook_deliveries(
+    endpoint_id: Id, status: str | None, limit: int | None
+) -> Pages[WebhookDelivery]:
     """``GET /v1/webhook-endpoints/{id}/deliveries?status`` (ops), newest first."""
     return _pages(
         f"/v1/webhook-endpoints/{endpoint_id}/deliveries", WebhookDelivery, limit, status=status
@@ -341,12 +366,14 @@ def retry_webhook_delivery(delivery_id: Id) -> Call[WebhookDelivery]:
     )
 
 
-def list_events(type_: str | None, transaction_id: Id | None, limit: int | None) -> Pages:
+def list_events(type_: str | None, transaction_id: Id | None, limit: int | None) -> Pages[Event]:
     """``GET /v1/events?type&transaction_id``, newest first."""
     return _pages("/v1/events", Event, limit, type=type_, transaction_id=transaction_id)
 
 
-def list_audit_events(action: str | None, target_id: Id | None, limit: int | None) -> Pages:
+def list_audit_events(
+    action: str | None, target_id: Id | None, limit: int | None
+) -> Pages[AuditEvent]:
     """``GET /v1/audit-events?action&target_id`` (ops), newest first."""
     return _pages("/v1/audit-events", AuditEvent, limit, action=action, target_id=target_id)
 

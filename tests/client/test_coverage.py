@@ -8,7 +8,6 @@ adds without a client method fails here, as does a method that is gone.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import operator
 
 import pytest
@@ -79,8 +78,7 @@ def test_every_served_operation_has_a_client_method(
     for (method, path), name in CLIENT_METHODS.items():
         assert callable(operator.attrgetter(name)(client)), (method, path, name)
     for name in SUBMISSIONS:
-        submit = getattr(client.transactions, name)
-        assert inspect.iscoroutinefunction(submit) == (client_class is AsyncTally), name
+        assert callable(getattr(client.transactions, name)), name
     if isinstance(client, AsyncTally):
         asyncio.run(client.aclose())
     else:
