@@ -116,6 +116,7 @@ def test_a_submission_during_a_postgres_restart_is_retried_into_one_transaction(
         )
     finally:
         postgres_server.start()
+        db.reset_engine()  # this process's pooled connections died with PostgreSQL
     threads.join(timeout_seconds=300)
 
     statuses = recorder.statuses()
