@@ -352,10 +352,20 @@ class Transactions(Resource[M]):
         return _calls.retry(transaction_id)
 
     @operation
-    def retry_failed(self, **filters: Any) -> Call[BulkRetryResult]:
-        """Retry every failed transaction the filters select (ops): ``failure_code``, ``since``
-        (aware datetime), ``wallet_id``, ``limit``, ``dry_run``."""
-        return _calls.retry_failed(filters)
+    def retry_failed(
+        self,
+        *,
+        failure_code: str | None = None,
+        since: dt.datetime | None = None,
+        wallet_id: Id | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
+    ) -> Call[BulkRetryResult]:
+        """Retry every failed transaction the filters select, all matching (ops): its
+        ``failure_code``, failed at or after ``since`` (aware), touching ``wallet_id``, the
+        oldest ``limit`` (1..10,000; default 1,000). ``dry_run`` only counts."""
+        filters = {"failure_code": failure_code, "since": since, "wallet_id": wallet_id}
+        return _calls.retry_failed(filters | {"limit": limit, "dry_run": dry_run})
 
 
 class Reconciliations(Resource[M]):
