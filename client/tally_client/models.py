@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
 
-#: Statuses a transaction leaves only by an ops retry (docs/api-conventions.md, "Holds and
-#: groups"); ``held`` ends with a capture, void or expiry.
+#: Statuses a transaction leaves only by an ops retry; ``held`` ends with a capture, void
+#: or expiry (docs/api.md, "Transactions").
 TERMINAL_STATUSES = frozenset({"completed", "failed", "voided", "expired", "canceled"})
 
 
