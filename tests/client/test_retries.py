@@ -36,6 +36,27 @@ def _transactions_keyed(key: str) -> list[str]:
     return [str(row.id) for row in rows]
 
 
+def _deposit_in_thread(
+    threads: ClientThreads,
+    result: dict[str, Any],
+    flavor: str,
+    url: str,
+    api_key: str,
+    wallet: Any,
+    recorder: Recorder,
+) -> None:
+    """Deposit 3.00 into ``wallet`` in a client thread, with retries enough to outlast a
+    restart; the transaction goes into ``result["tx"]``."""
+
+    def deposit() -> None:
+        operation = lambda c: c.transactions.deposit("3.00", "SGD", wallet)  # noqa: E731
+        result["tx"] = run_client(
+            flavor, url, api_key, operation, recorder=recorder, max_retries=60
+        )
+
+    threads.start(deposit)
+
+
 def _keys_sent(recorder: Recorder) -> set[str]:
     return {request.headers["Idempotency-Key"] for request, _ in recorder.exchanges}
 
@@ -56,15 +77,9 @@ def test_an_answer_lost_with_a_killed_api_is_retried_into_one_transaction(
                 raise httpx.RemoteProtocolError("the API died mid-answer", request=request)
 
         recorder = Recorder(after=kill_then_lose_the_answer)
-        deposit = lambda c: c.transactions.deposit("7.00", "SGD", wallet)  # noqa: E731
-        threads.start(
-            lambda: result.update(
-                tx=run_client(
-                    flavor, url, secret_of(service_headers), deposit, recorder=recorder,
-                    max_retries=60,
-                )
-            )
-        )  # fmt: skip
+        _deposit_in_thread(
+            threads, result, flavor, url, secret_of(service_headers), wallet, recorder
+        )
         wait_for(lambda: process.poll() is not None, timeout_seconds=120, what="the API killed")
     port = urlparse(url).port
     with serve_web(LOG_DIR, port=port):  # the API restarted on the same address
@@ -98,15 +113,9 @@ def test_a_submission_during_a_postgres_restart_is_retried_into_one_transaction(
     threads, result, recorder = ClientThreads(), {}, Recorder()
     postgres_server.stop()
     try:
-        deposit = lambda c: c.transactions.deposit("3.00", "SGD", wallet)  # noqa: E731
-        threads.start(
-            lambda: result.update(
-                tx=run_client(
-                    flavor, api_url, secret_of(service_headers), deposit, recorder=recorder,
-                    max_retries=60,
-                )
-            )
-        )  # fmt: skip
+        _deposit_in_thread(
+            threads, result, flavor, api_url, secret_of(service_headers), wallet, recorder
+        )
         # The API refuses while the database is down (nothing recorded), and the client retries.
         wait_for(
             lambda: 503 in recorder.statuses(),
