@@ -2,16 +2,22 @@
 
 ``CLIENT_METHODS`` maps each operation of the served OpenAPI document (its
 method and path) to the client method that calls it; an operation the API
-adds without a client method fails here, as does a method that is gone.
+adds without a client method fails here, as does a method that is gone, or
+one that sends another method or path than its operation's (checked on a
+transport that records the request and sends nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import operator
+import re
+import uuid
+from typing import Any
 
+import httpx
 import pytest
-from tally_client import AsyncTally, Tally
+from tally_client import AsyncTally, Tally, TallyConnectionError
 
 pytestmark = pytest.mark.pipeline
 
@@ -83,3 +89,55 @@ def test_every_served_operation_has_a_client_method(
         asyncio.run(client.aclose())
     else:
         client.close()
+
+
+class _Sent(httpx.TransportError):
+    """Raised by the recording transport once it has a request: nothing goes on the wire."""
+
+
+#: Arguments for the methods that take some; the rest are called without.
+ID = uuid.uuid4()
+ARGUMENTS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    "wallets.create": (("owner", "SGD"), {}),
+    "wallets.update": ((ID,), {"status": "frozen"}),
+    "transactions.deposit": (("1.00", "SGD", ID), {}),
+    "transactions.withdraw": (("1.00", "SGD", ID), {}),
+    "transactions.transfer": (("1.00", "SGD", ID, ID), {}),
+    "transactions.hold": (("1.00", "SGD", ID), {}),
+    "transactions.group": (([],), {}),
+    "transactions.submit_batch": (([],), {}),
+    "webhook_endpoints.create": (("http://127.0.0.1:9/",), {}),
+    "webhook_endpoints.update": ((ID,), {"status": "disabled"}),
+}
+#: Methods whose first argument is the path's id.
+BY_ID = ("get", "entries", "balance_at", "capture", "void", "reverse", "retry", "delete",
+         "deliveries", "retry_delivery")  # fmt: skip
+
+
+def _request_of(name: str) -> tuple[str, str]:
+    """Return the method and path ``Tally``'s method ``name`` sends (nothing reaches a server)."""
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        raise _Sent("recorded", request=request)
+
+    with Tally("http://tally.invalid", "key", max_retries=0, transport=httpx.MockTransport(record)) as client:  # fmt: skip
+        args, kwargs = ARGUMENTS.get(name, ((ID,) if name.endswith(BY_ID) else (), {}))
+        with pytest.raises(TallyConnectionError):
+            result = operator.attrgetter(name)(client)(*args, **kwargs)
+            list(result)  # a list sends only when it is read
+    return sent[0].method, sent[0].url.path
+
+
+@pytest.mark.parametrize(("operation", "name"), sorted(CLIENT_METHODS.items()))
+def test_each_method_sends_its_operation(operation: tuple[str, str], name: str) -> None:
+    method, path = operation
+    pattern = re.sub(r"\\{[a-z_]+\\}", "[0-9a-f-]{36}", re.escape(path))
+    sent_method, sent_path = _request_of(name)
+    assert sent_method == method and re.fullmatch(pattern, sent_path), (sent_method, sent_path)
+
+
+@pytest.mark.parametrize("name", SUBMISSIONS)
+def test_each_submission_sends_post_v1_transactions(name: str) -> None:
+    assert _request_of(f"transactions.{name}") == ("POST", "/v1/transactions")
