@@ -9,9 +9,10 @@ process, or by a real Celery worker where a module asks for ``worker``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from tally_client import AsyncTally, Tally
 
 from tests.pipeline.conftest import _no_webhook_endpoints_from_other_modules  # noqa: F401
 from tests.servers import LOG_DIR, serve_web
+
+T = TypeVar("T")
 
 
 def secret_of(headers: dict[str, str]) -> str:
@@ -123,6 +126,14 @@ class AsyncRecordingTransport(httpx.AsyncHTTPTransport):
 FLAVORS = ["sync", "async"]
 
 
+def run_in_own_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Return the result of the coroutine ``make()`` run on a new event loop in a thread of its
+    own: the main thread may already run a loop (the browser tests' Playwright keeps one
+    there for the session), and ``asyncio.run`` refuses to start inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
 def run_client(
     flavor: str,
     url: str,
@@ -151,4 +162,4 @@ def run_client(
         ) as client:
             return await operation(client)
 
-    return asyncio.run(run())
+    return run_in_own_loop(run)

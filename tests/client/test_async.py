@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from tally_client import AsyncTally, ConflictError, NotFoundError, UnprocessableError
 
-from tests.client.conftest import secret_of
+from tests.client.conftest import run_in_own_loop, secret_of
 from tests.helpers import drain_stream
 
 pytestmark = pytest.mark.pipeline
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.pipeline
 def test_async_client_operations(
     api_url: str, service_headers: dict[str, str], ops_headers: dict[str, str]
 ) -> None:
-    asyncio.run(_operations(api_url, secret_of(service_headers), secret_of(ops_headers)))
+    run_in_own_loop(
+        lambda: _operations(api_url, secret_of(service_headers), secret_of(ops_headers))
+    )
 
 
 async def _operations(url: str, service_key: str, ops_key: str) -> None:

@@ -9,7 +9,6 @@ transport that records the request and sends nothing).
 
 from __future__ import annotations
 
-import asyncio
 import operator
 import re
 import uuid
@@ -18,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from tally_client import AsyncTally, Tally, TallyConnectionError
+
+from tests.client.conftest import run_in_own_loop
 
 pytestmark = pytest.mark.pipeline
 
@@ -86,7 +87,7 @@ def test_every_served_operation_has_a_client_method(
     for name in SUBMISSIONS:
         assert callable(getattr(client.transactions, name)), name
     if isinstance(client, AsyncTally):
-        asyncio.run(client.aclose())
+        run_in_own_loop(client.aclose)
     else:
         client.close()
 
