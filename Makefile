@@ -12,10 +12,12 @@ STAMP  := $(VENV)/.installed
 # stack for `tally up` (make run), bench for `tally bench`, dev for the tests.
 EXTRAS := stack,bench,dev
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	# The Python client (docs/client.md): its own package, which the tests use.
+	$(BIN)/python -m pip install --quiet -e ./client
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,7 +36,7 @@ test-fast: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared broker
+	$(BIN)/mypy shared broker client/tally_client
 
 format: $(STAMP)
 	$(BIN)/ruff format .

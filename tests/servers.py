@@ -279,8 +279,10 @@ class TallyUp:
 
 
 @contextlib.contextmanager
-def serve_web(log_dir: Path, *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run the API as production does (``tally serve web``) on a free port.
+def serve_web(
+    log_dir: Path, *, workers: int = 1, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run the API as production does (``tally serve web``) on ``port`` (default: a free one).
 
     Yields ``(url, process)`` once ``/healthz`` answers; stops the server after.
 
@@ -289,7 +291,7 @@ def serve_web(log_dir: Path, *, workers: int = 1) -> Iterator[tuple[str, subproc
     """
     from cli.devservers import free_port
 
-    port = free_port()
+    port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"web-{time.time_ns()}.log"
     env = {**os.environ, "TALLY_PORT": str(port), "TALLY_WEB_WORKERS": str(workers)}

@@ -26,6 +26,7 @@ import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tally_client import Tally, TallyError
 
 from cli.devservers import free_port
 from tests.servers import TALLY, TallyUp
@@ -43,8 +44,8 @@ def request(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int
 
 
 def until(what: str, attempt: Any, *, timeout_seconds: float) -> Any:
-    """Call ``attempt()`` until it returns a truthy value (503s and refused connections are
-    awaited like None); return that value.
+    """Call ``attempt()`` until it returns a truthy value (503s, refused connections and the
+    client's errors are awaited like None); return that value.
 
     Raises:
         AssertionError: nothing truthy within ``timeout_seconds``; names ``what`` and the last error.
@@ -56,7 +57,7 @@ def until(what: str, attempt: Any, *, timeout_seconds: float) -> Any:
             result = attempt()
             if result:
                 return result
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, TallyError) as exc:
             last = exc
         time.sleep(0.2)
     raise AssertionError(f"{what}: not within {timeout_seconds}s (last error: {last!r})")
@@ -166,36 +167,34 @@ def descendants(pid: int) -> list[int]:
 
 
 def deposit_completes(stack: TallyUp, *, timeout_seconds: float) -> None:
-    """Create a wallet and deposit into it over HTTP, retrying with one key; await ``completed``."""
+    """Create a wallet and deposit into it with the client, the deposit under one key; await
+    ``completed``.
+
+    The client retries refused connections and 503s itself (the deposit with its
+    key); ``until`` covers an outage longer than its retries.
+    """
     key = json.loads((stack.data_dir / "api-keys.json").read_text())["service"]
-    headers = {"Authorization": f"Bearer {key}"}
-
-    def create_wallet() -> str | None:
-        body = {"owner_ref": f"up-{uuid.uuid4()}", "currency": "SGD"}
-        response = requests.post(f"{stack.url}/v1/wallets", json=body, headers=headers, timeout=30)
-        return response.json()["id"] if response.status_code == 201 else None
-
-    wallet_id = until("a wallet created", create_wallet, timeout_seconds=timeout_seconds)
-    body = {"type": "deposit", "amount": "1.00", "currency": "SGD",
-            "destination_wallet_id": wallet_id}  # fmt: skip
-    idempotency = {**headers, "Idempotency-Key": str(uuid.uuid4())}
-
-    def submit() -> str | None:
-        response = requests.post(
-            f"{stack.url}/v1/transactions", json=body, headers=idempotency, timeout=30
+    with Tally(stack.url, key, timeout=30) as tally:
+        wallet = until(
+            "a wallet created",
+            lambda: tally.wallets.create(f"up-{uuid.uuid4()}", "SGD"),
+            timeout_seconds=timeout_seconds,
         )
-        return response.json()["id"] if response.status_code in (200, 201, 202) else None
-
-    transaction_id = until("a deposit accepted", submit, timeout_seconds=timeout_seconds)
-
-    def completed() -> bool:
-        response = requests.get(
-            f"{stack.url}/v1/transactions/{transaction_id}?wait=5", headers=headers, timeout=30
+        idempotency_key = str(uuid.uuid4())
+        deposit = until(
+            "a deposit accepted",
+            lambda: tally.transactions.deposit(
+                "1.00", "SGD", wallet.id, idempotency_key=idempotency_key
+            ),
+            timeout_seconds=timeout_seconds,
         )
-        assert response.json().get("status") in (None, "pending", "completed"), response.text
-        return response.status_code == 200 and response.json()["status"] == "completed"
 
-    until("the deposit completed", completed, timeout_seconds=timeout_seconds)
+        def completed() -> bool:
+            settled = tally.transactions.wait(deposit.id, timeout=5)
+            assert settled.status == "completed", settled
+            return True
+
+        until("the deposit completed", completed, timeout_seconds=timeout_seconds)
 
 
 @pytest.mark.parametrize("program", ["worker", "beat", "web", "redis", "postgres"])
