@@ -86,9 +86,17 @@ def list_wallets(owner_ref: str | None, limit: int | None) -> Pages[Wallet]:
     return _pages("/v1/wallets", Wallet, limit, owner_ref=owner_ref)
 
 
-def update_wallet(wallet_id: Id, status: str) -> Call[Wallet]:
-    """``PATCH /v1/wallets/{id}`` (ops): ``frozen`` or ``active``; setting it twice is harmless."""
-    return Call.of("PATCH", f"/v1/wallets/{wallet_id}", Wallet, body={"status": status})
+def update_wallet(
+    wallet_id: Id, status: str | None, overdraft_limit: Amount | None
+) -> Call[Wallet]:
+    """``PATCH /v1/wallets/{id}`` (ops): ``status`` ``frozen`` or ``active``, and/or the
+    ``overdraft_limit`` (major units); setting either twice is harmless."""
+    body: dict[str, Any] = {}
+    if status is not None:
+        body["status"] = status
+    if overdraft_limit is not None:
+        body["overdraft_limit"] = format_amount(overdraft_limit)
+    return Call.of("PATCH", f"/v1/wallets/{wallet_id}", Wallet, body=body)
 
 
 def list_entries(wallet_id: Id, limit: int | None) -> Pages[LedgerEntry]:
@@ -266,11 +274,25 @@ def wait_steps(transaction_id: Id, timeout_seconds: float) -> Steps[Transaction]
 
 
 def list_transactions(
-    status: str | None, type_: str | None, wallet_id: Id | None, limit: int | None
+    status: str | None,
+    type_: str | None,
+    wallet_id: Id | None,
+    metadata: Mapping[str, str] | None,
+    limit: int | None,
 ) -> Pages[Transaction]:
-    """``GET /v1/transactions?status&type&wallet_id``, newest first."""
+    """``GET /v1/transactions?status&type&wallet_id&metadata[KEY]=VALUE``, newest first.
+
+    Every ``metadata`` pair must match exactly (docs/api-conventions.md).
+    """
+    pairs = {f"metadata[{key}]": value for key, value in (metadata or {}).items()}
     return _pages(
-        "/v1/transactions", Transaction, limit, status=status, type=type_, wallet_id=wallet_id
+        "/v1/transactions",
+        Transaction,
+        limit,
+        status=status,
+        type=type_,
+        wallet_id=wallet_id,
+        **pairs,
     )
 
 

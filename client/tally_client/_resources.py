@@ -166,9 +166,20 @@ class Wallets(Resource[M]):
         return _calls.list_wallets(owner_ref, limit)
 
     @operation
-    def update(self, wallet_id: Id, *, status: str) -> Call[Wallet]:
-        """Freeze (``frozen``) or unfreeze (``active``) a wallet (ops)."""
-        return _calls.update_wallet(wallet_id, status)
+    def update(
+        self,
+        wallet_id: Id,
+        *,
+        status: str | None = None,
+        overdraft_limit: Amount | None = None,
+    ) -> Call[Wallet]:
+        """Freeze (``frozen``) or unfreeze (``active``) a wallet, or set how far below zero
+        its available balance may go (``overdraft_limit``, major units) (ops).
+
+        Raises:
+            ConflictError: ``overdraft_in_use``, a limit below what the wallet already uses.
+        """
+        return _calls.update_wallet(wallet_id, status, overdraft_limit)
 
     @listing
     def entries(self, wallet_id: Id, *, limit: int | None = None) -> Pages[LedgerEntry]:
@@ -331,10 +342,12 @@ class Transactions(Resource[M]):
         status: str | None = None,
         type: str | None = None,
         wallet_id: Id | None = None,
+        metadata: Mapping[str, str] | None = None,
         limit: int | None = None,
     ) -> Pages[Transaction]:
-        """Iterate over transactions, newest first, filtered by status, type and wallet."""
-        return _calls.list_transactions(status, type, wallet_id, limit)
+        """Iterate over transactions, newest first, filtered by status, type, wallet and
+        metadata (every pair must match exactly)."""
+        return _calls.list_transactions(status, type, wallet_id, metadata, limit)
 
     @steps
     def wait(self, transaction_id: Id, timeout: float = 60.0) -> Steps[Transaction]:

@@ -40,7 +40,8 @@ class Page(TallyModel, Generic[T]):
 class Wallet(TallyModel):
     """A wallet: one owner (None for a currency's system wallet), one currency, its balances.
 
-    ``available_balance`` is ``balance - held_balance``; all three in major units.
+    ``available_balance`` is ``balance - held_balance``; all in major units. It may go
+    down to ``-overdraft_limit``.
     """
 
     id: uuid.UUID
@@ -49,6 +50,7 @@ class Wallet(TallyModel):
     balance: Decimal
     available_balance: Decimal
     held_balance: Decimal
+    overdraft_limit: Decimal = Decimal(0)
     status: str
     is_system: bool
     created_at: dt.datetime
@@ -106,6 +108,8 @@ class Transaction(TallyModel):
     legs: list[Leg] | None = None
     hold_id: uuid.UUID | None = None
     reverses_id: uuid.UUID | None = None
+    #: The sum of its completed reversals (deposit, withdrawal, transfer, capture).
+    reversed_amount: Decimal | None = None
     description: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     failure_code: str | None = None

@@ -176,14 +176,30 @@ def test_ops_retry_and_bulk_retry(tally: Tally, tally_ops: Tally) -> None:
 
 
 def test_reverse(tally: Tally) -> None:
-    if "/v1/transactions/{transaction_id}/reverse" not in tally.openapi()["paths"]:
-        pytest.skip("the served OpenAPI document has no reversal operation yet")
     wallet = _wallet(tally)
     deposit = _settled(tally, tally.transactions.deposit("10.00", "SGD", wallet.id))
+    assert deposit.reversed_amount == Decimal("0.00")
     reversal = tally.transactions.reverse(deposit.id, amount=Decimal("4.00"))
     assert (reversal.type, reversal.reverses_id) == ("reversal", deposit.id)
     assert _settled(tally, reversal).status == "completed"
     assert tally.wallets.get(wallet.id).balance == Decimal("6.00")
+    assert tally.transactions.get(deposit.id).reversed_amount == Decimal("4.00")
+
+
+def test_overdraft_limit_and_metadata_filter(tally: Tally, tally_ops: Tally) -> None:
+    wallet = _wallet(tally)
+    limited = tally_ops.wallets.update(wallet.id, overdraft_limit=Decimal("50.00"))
+    assert limited.overdraft_limit == Decimal("50.00")
+    tag = str(uuid.uuid4())
+    spent = tally.transactions.withdraw("30.00", "SGD", wallet.id, metadata={"order": tag})
+    other = tally.transactions.withdraw("5.00", "SGD", wallet.id, metadata={"order": "other"})
+    drain_stream()
+    assert tally.wallets.get(wallet.id).available_balance == Decimal("-35.00")
+    assert [t.id for t in tally.transactions.list(metadata={"order": tag})] == [spent.id]
+    assert other.id not in {t.id for t in tally.transactions.list(metadata={"order": tag})}
+    with pytest.raises(ConflictError) as in_use:
+        tally_ops.wallets.update(wallet.id, overdraft_limit="10.00")
+    assert in_use.value.code == "overdraft_in_use"
 
 
 def test_reconciliations_events_audit_overview_and_meta(tally: Tally, tally_ops: Tally) -> None:
