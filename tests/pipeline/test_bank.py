@@ -1,5 +1,6 @@
 """The bank test: clients keep paying, holding, splitting and reversing payments while
-workers die, PostgreSQL restarts and messages vanish.
+workers die, PostgreSQL restarts and messages vanish. Half the wallets may go
+into an overdraft, up to a limit ops set (and lower, once, under the load).
 
 Clients retry a 503 with the same Idempotency-Key, as a careful client does;
 any other answer, or an exception in a client's thread, fails the test.
@@ -20,6 +21,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from shared import db
 from tests.helpers import ClientThreads, deposit_body, submit, transfer_body, wait_terminal
@@ -82,9 +84,34 @@ def random_payment(rng: random.Random, wallets: list[Any]) -> dict[str, Any]:
             "source_wallet_id": str(rng.choice(wallets)), "expires_in": rng.randint(1, 3)}  # fmt: skip
 
 
+#: The overdraft limit of the first half of the wallets, then the one ops lower it to.
+OVERDRAFT_LIMITS = ("30.00", "10.00")
+
+
+def set_overdraft_limit(client: Any, headers: dict[str, str], wallet: Any, limit: str) -> bool:
+    """PATCH a wallet's overdraft limit, retrying 503s; return False if it is in use (409).
+
+    Raises:
+        AssertionError: any other answer, or 503s for 60 s.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.patch(
+            f"/v1/wallets/{wallet}", json={"overdraft_limit": limit}, headers=headers
+        )
+        if response.status_code == 200:
+            return True
+        if (response.status_code, response.get_json().get("code")) == (409, "overdraft_in_use"):
+            return False
+        assert response.status_code == 503, response.get_json()
+        assert time.monotonic() < deadline, "the API stayed unavailable for 60 s"
+        time.sleep(0.2)
+
+
 def test_bank_under_random_faults(
     app: Any,
     service_headers: dict[str, str],
+    ops_headers: dict[str, str],
     wallet_factory: Any,
     postgres_server: Any,
     redis_client: Any,
@@ -96,6 +123,9 @@ def test_bank_under_random_faults(
     client = app.test_client()
     for wallet in wallets:
         submit_until_accepted(client, service_headers, deposit_body(wallet), book)
+    overdrawn = wallets[: len(wallets) // 2]
+    for wallet in overdrawn:
+        assert set_overdraft_limit(client, ops_headers, wallet, OVERDRAFT_LIMITS[0])
     workers = [CeleryProcess("worker", "bank-0").start()]
     stop = threading.Event()
 
@@ -124,6 +154,9 @@ def test_bank_under_random_faults(
     try:
         for round_ in range(6):  # the chaos
             time.sleep(rng.uniform(0.8, 1.6))
+            if round_ == 3:  # ops lower the limits while the debits apply: some are in use
+                for wallet in overdrawn:
+                    set_overdraft_limit(client, ops_headers, wallet, OVERDRAFT_LIMITS[1])
             fault = ("kill_worker", "restart_postgres", "drop_messages")[round_ % 3]
             if fault == "kill_worker":
                 workers[-1].kill()
@@ -147,6 +180,13 @@ def test_bank_under_random_faults(
         db.reset_engine()
         wait_terminal(ids, timeout_seconds=180, context=workers[-1].log())
         assert_explained(book, allowed_failures=PROVOKED, context=workers[-1].log())
+        with db.transaction() as session:
+            lowest = session.execute(
+                text("SELECT min(balance_minor - held_minor) FROM wallets WHERE id = ANY(:ids)"),
+                {"ids": overdrawn},
+            ).scalar_one()
+        # The workload spends past zero (the oracles above bound it by each wallet's limit).
+        assert lowest < 0, lowest
     finally:
         for process in workers:
             process.stop()
