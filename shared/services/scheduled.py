@@ -66,7 +66,7 @@ def initial_state(
     reads) applies at once: ``pending`` with no ``scheduled_at``, recorded as
     usual (docs/api.md, "Scheduled transactions").
     """
-    if scheduled_at is None or scheduled_at <= session.scalar(select(func.now())):
+    if scheduled_at is None or scheduled_at <= session.execute(select(func.now())).scalar_one():
         return TransactionStatus.PENDING.value, None
     return TransactionStatus.SCHEDULED.value, scheduled_at
 
