@@ -195,7 +195,7 @@ class Transaction(Shape):
     wallet ids; a capture, void or expiry names its hold in ``hold_id``; a hold has
     ``expires_at``; a reversal names its original in ``reverses_id``; a type that can be
     reversed (deposit, withdrawal, transfer, capture) has ``reversed_amount``, the sum of
-    its completed reversals."""
+    its completed reversals; ``scheduled_at`` is always there, null unless it was scheduled."""
 
     model_config = shape(TRANSACTION_EXAMPLE)
     #: Left out of a group, which has ``legs`` instead.
