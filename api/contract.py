@@ -199,6 +199,12 @@ OPERATIONS: dict[str, Operation] = {
         "Transactions", _ACCEPTED, body=s.ReverseBody, body_required=False, idempotency_key=True,
         problems={404: "transaction_not_found", 409: "not_reversible"},
     ),
+    "transactions.cancel": Operation(
+        "cancelTransaction", "Cancel a scheduled transaction before it is due", "Transactions",
+        (Answer(200, "The transaction, canceled: nothing moved.", r.Transaction),),
+        body=s.CancelBody, body_required=False,
+        problems={404: "transaction_not_found", 409: "not_cancelable"},
+    ),
     "transactions.retry": Operation(
         "retryTransaction", "Move a failed transaction back to pending (ops)", "Operations",
         (Answer(202, "Pending again and enqueued.", r.Transaction,

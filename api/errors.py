@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_retryable": 409,
     "hold_not_open": 409,
     "not_reversible": 409,
+    "not_cancelable": 409,
     "system_wallet_immutable": 409,
     "overdraft_in_use": 409,
     "payload_too_large": 413,

@@ -28,6 +28,7 @@ from pydantic import (
 from api.edge import MalformedRequest, check_strings
 from shared.ledger.errors import FailureCode, TallyError
 from shared.ledger.money import CURRENCY_PATTERN, exponent_of, parse_amount
+from shared.ledger.schedule import check_scheduled_at
 from shared.ledger.states import TransactionType
 from shared.rendering import TransactionStatus
 from shared.rendering import TransactionType as TransactionKind
@@ -135,24 +136,52 @@ class _Submission(_Amount):
             description=self.description,
             metadata=dict(self.metadata),
             expires_in_seconds=getattr(self, "expires_in", None),
+            scheduled_at=getattr(self, "scheduled_at", None),
         )
 
 
-class DepositSubmission(_Submission):
+class _Schedulable(BaseModel):
+    """``scheduled_at``: when the transaction becomes due (docs/api.md, "Scheduled transactions")."""
+
+    scheduled_at: dt.datetime | None = Field(
+        default=None,
+        description="RFC 3339 with a time zone, at most 366 days ahead: the transaction waits "
+        "as `scheduled` until then. A past time applies at once.",
+    )
+
+    @field_validator("scheduled_at", mode="before")
+    @classmethod
+    def _rfc_3339(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("scheduled_at must be an RFC 3339 string, e.g. 2026-11-22T10:00:00Z")
+        return value
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _within_bounds(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        try:
+            return check_scheduled_at(value, now=dt.datetime.now(dt.UTC))
+        except TallyError as error:
+            raise ValueError(error.detail) from None
+
+
+class DepositSubmission(_Submission, _Schedulable):
     """A deposit: money from outside (the system wallet) into ``destination_wallet_id``."""
 
     type: Literal["deposit"]
     destination_wallet_id: uuid.UUID
 
 
-class WithdrawalSubmission(_Submission):
+class WithdrawalSubmission(_Submission, _Schedulable):
     """A withdrawal: money from ``source_wallet_id`` out (to the system wallet)."""
 
     type: Literal["withdrawal"]
     source_wallet_id: uuid.UUID
 
 
-class TransferSubmission(_Submission):
+class TransferSubmission(_Submission, _Schedulable):
     """A transfer between two wallets of the same currency."""
 
     type: Literal["transfer"]
@@ -189,7 +218,7 @@ class GroupLeg(_Amount):
         return self
 
 
-class GroupSubmission(BaseModel):
+class GroupSubmission(_Schedulable):
     """A group: 2..50 legs applied together or not at all."""
 
     model_config = _STRICT
@@ -217,6 +246,7 @@ class GroupSubmission(BaseModel):
             description=self.description,
             metadata=dict(self.metadata),
             legs=legs,
+            scheduled_at=self.scheduled_at,
         )
 
 
@@ -361,6 +391,12 @@ class CaptureBody(BaseModel):
 
 class VoidBody(BaseModel):
     """``POST /v1/transactions/{id}/void`` body: empty (``{}``) or absent."""
+
+    model_config = _STRICT
+
+
+class CancelBody(BaseModel):
+    """``POST /v1/transactions/{id}/cancel`` body: empty (``{}``) or absent."""
 
     model_config = _STRICT
 

@@ -1,4 +1,4 @@
-"""``/v1/transactions``: submit (idempotent), read with long-poll, list, ops retry."""
+"""``/v1/transactions``: submit (idempotent), read with long-poll, list, cancel, ops retry."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from api.schemas import (
     BATCH_ITEMS_MAX,
     BatchSubmission,
     BulkRetryBody,
+    CancelBody,
     TransactionListQuery,
     WaitQuery,
     check_idempotency_key,
@@ -44,7 +45,7 @@ from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.rendering import Shape
-from shared.services import bulk_retry, transactions
+from shared.services import bulk_retry, scheduled, transactions
 from shared.services.api_keys import Role
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
@@ -213,6 +214,15 @@ def reverse(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
     idempotency_key = _idempotency_key()
     request_ = parse_reversal(_transaction_id(transaction_id), json_body_or_empty())
     return _record(submit_reversal, request_, idempotency_key)
+
+
+@blueprint.post("/<transaction_id>/cancel")
+def cancel(transaction_id: str) -> Response:
+    """Cancel a scheduled transaction: 200 with it ``canceled``; any other status: 409 ``not_cancelable``."""
+    CancelBody.model_validate(json_body_or_empty())
+    with db.transaction() as session:
+        transaction = scheduled.cancel_transaction(session, _transaction_id(transaction_id))
+    return answer(Transaction, transaction)
 
 
 @blueprint.get("/<transaction_id>")

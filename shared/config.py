@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     sweep_pending_age_seconds: float = Field(default=30.0, ge=0)
     stream_lock_idle_seconds: float = Field(default=60.0, gt=0)
     hold_expiry_interval_seconds: float = Field(default=60.0, gt=0)
+    #: How often beat releases due scheduled transactions (docs/api.md, "Scheduled transactions").
+    schedule_interval_seconds: float = Field(default=5.0, gt=0)
     snapshot_hour_utc: int = Field(default=0, ge=0, le=23)
     snapshot_minute_utc: int = Field(default=10, ge=0, le=59)
     archive_interval_seconds: float = Field(default=86400.0, gt=0)

@@ -124,6 +124,10 @@ BEAT_JOB_DURATION = Histogram(
     ["job"],
     buckets=_JOB_BUCKETS_SECONDS,
 )
+SCHEDULED_RELEASED = Counter(
+    "tally_scheduled_transactions_released_total",
+    "Scheduled transactions released to pending by beat once due.",
+)
 RECONCILIATION_MISMATCHES = Counter(
     "tally_reconciliation_mismatches_total",
     "Wallets found with a stored balance or held amount that disagrees with the ledger.",

@@ -158,6 +158,8 @@ class Transaction(Base):
     #: on the original the sum of its completed reversals (migration 0013).
     reverses_id: Mapped[uuid.UUID | None] = mapped_column()
     reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    #: When a scheduled transaction becomes due; None when none was asked (migration 0014).
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column()
 
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
@@ -208,6 +210,12 @@ class Transaction(Base):
             postgresql_using="gin",
             postgresql_ops={"metadata": "jsonb_path_ops"},
         ),
+        # Beat's release reads the due scheduled transactions (shared.services.scheduled).
+        Index(
+            "transactions_scheduled_at",
+            "scheduled_at",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
         Index("transactions_source_wallet", "source_wallet_id", "created_at"),
         Index("transactions_destination_wallet", "destination_wallet_id", "created_at"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -217,7 +225,8 @@ class Transaction(Base):
             "(type = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_names_original"
         ),
         CheckConstraint(
-            "status IN ('pending', 'held', 'completed', 'failed', 'voided', 'expired')",
+            "status IN ('pending', 'held', 'completed', 'failed', 'voided', 'expired', "
+            "'scheduled', 'canceled')",
             name="status_known",
         ),
         CheckConstraint(
@@ -399,6 +408,7 @@ class TransactionArchive(Base):
     request_id: Mapped[str | None] = mapped_column(Text)
     reverses_id: Mapped[uuid.UUID | None] = mapped_column()
     reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column()
 
     __table_args__ = (Index("transactions_archive_created_at_id", "created_at", "id"),)
 
@@ -496,6 +506,7 @@ EventType = Literal[
     "transaction.voided",
     "transaction.expired",
     "transaction.reversed",
+    "transaction.canceled",
     "reconciliation.mismatch",
     "reconciliation.error",
 ]

@@ -163,7 +163,9 @@ class Leg(Shape):
 TransactionType = Literal[
     "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry", "reversal"
 ]
-TransactionStatus = Literal["pending", "held", "completed", "failed", "voided", "expired"]
+TransactionStatus = Literal[
+    "pending", "held", "completed", "failed", "voided", "expired", "scheduled", "canceled"
+]
 FailureCode = Literal[
     "insufficient_funds", "wallet_frozen", "wallet_not_found", "currency_mismatch",
     "retries_exhausted", "hold_expired", "hold_not_open", "capture_exceeds_hold",
@@ -176,6 +178,7 @@ TRANSACTION_EXAMPLE: dict[str, Any] = {
     "description": None, "metadata": {}, "failure_code": None, "failure_message": None,
     "attempts": 0, "created_at": _AT, "updated_at": _AT, "completed_at": None,
     "reversed_amount": "0.00",
+    "scheduled_at": None,
 }  # fmt: skip
 
 
@@ -192,7 +195,7 @@ class Transaction(Shape):
     wallet ids; a capture, void or expiry names its hold in ``hold_id``; a hold has
     ``expires_at``; a reversal names its original in ``reverses_id``; a type that can be
     reversed (deposit, withdrawal, transfer, capture) has ``reversed_amount``, the sum of
-    its completed reversals."""
+    its completed reversals; ``scheduled_at`` is always there, null unless it was scheduled."""
 
     model_config = shape(TRANSACTION_EXAMPLE)
     #: Left out of a group, which has ``legs`` instead.
@@ -223,6 +226,11 @@ class Transaction(Shape):
     updated_at: Timestamp
     completed_at: Timestamp | None
     expires_at: Timestamp | None = OMIT_NULL
+    scheduled_at: Timestamp | None = Field(
+        default=None,
+        description='When it was scheduled for (docs/api.md, "Scheduled transactions"); '
+        "null when not scheduled.",
+    )
 
     @model_validator(mode="after")
     def _group(self) -> Self:

@@ -24,6 +24,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "tally.sweep_webhook_deliveries",
             "schedule": settings.webhook_sweep_interval_seconds,
         },
+        # Scheduled transactions whose time has come become pending.
+        "release-scheduled-transactions": {
+            "task": "tally.release_scheduled_transactions",
+            "schedule": settings.schedule_interval_seconds,
+        },
         "expire-holds": {
             "task": "tally.expire_holds",
             "schedule": settings.hold_expiry_interval_seconds,

@@ -19,10 +19,11 @@ from shared.metrics import (
     DRAIN_RETRIES,
     PENDING_OLDEST_AGE,
     PENDING_TRANSACTIONS,
+    SCHEDULED_RELEASED,
     STREAM_LOCKS_RELEASED,
 )
 from shared.retry import backoff_seconds
-from shared.services import holds, overview, processor, sweeper
+from shared.services import holds, overview, processor, scheduled, sweeper
 from shared.wakeups import publish_settled
 
 _log = structlog.get_logger(__name__)
@@ -153,3 +154,34 @@ def expire_holds() -> int:
         except Exception:  # the expiries are pending rows: the sweep publishes them
             _log.warning("hold_expiry_publish_failed", shards=shards, exc_info=True)
     return len(shards)
+
+
+@shared_task(name="tally.release_scheduled_transactions")
+def release_scheduled_transactions() -> int:
+    """Release every due scheduled transaction to pending, then signal a drain; return how many.
+
+    One commit per batch of ``shared.services.scheduled.RELEASE_BATCH_MAX``,
+    repeated while batches come back full; the drain is signalled after each
+    commit, as intake signals it. Safe to run twice or concurrently.
+    """
+    released = 0
+    while True:
+        try:
+            with db.transaction() as session:
+                batch = scheduled.release_due(session)
+        except Exception as error:
+            if not db.is_transient(error):
+                raise
+            _log.warning("release_skipped_database_unavailable", error=str(error))
+            return released  # beat runs the job again; the transactions are still due
+        if not batch:
+            return released
+        released += len(batch)
+        SCHEDULED_RELEASED.inc(len(batch))
+        _log.info("scheduled_released", transactions=[str(i) for i in batch])
+        try:
+            broker.signal_drain()
+        except Exception:  # released rows are pending: the sweep publishes them
+            _log.warning("release_publish_failed", exc_info=True)
+        if len(batch) < scheduled.RELEASE_BATCH_MAX:
+            return released

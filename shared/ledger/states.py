@@ -2,7 +2,8 @@
 
 ``pending`` -> ``completed`` | ``failed`` | ``held``; a ``held`` hold ->
 ``completed`` (captured) | ``voided`` | ``expired``; an ops retry moves
-``failed`` back to ``pending``. TigerBeetle's two-phase transfers
+``failed`` back to ``pending``. A scheduled transaction starts ``scheduled``
+and becomes ``pending`` when beat releases it, or ``canceled``. TigerBeetle's two-phase transfers
 (pending -> post / void / expire) are the model for holds.
 """
 
@@ -59,6 +60,8 @@ class TransactionStatus(StrEnum):
     FAILED = "failed"
     VOIDED = "voided"
     EXPIRED = "expired"
+    SCHEDULED = "scheduled"
+    CANCELED = "canceled"
 
 
 HOLD_OUTCOMES.update(
@@ -94,6 +97,7 @@ TERMINAL_STATUSES = frozenset(
         TransactionStatus.FAILED,
         TransactionStatus.VOIDED,
         TransactionStatus.EXPIRED,
+        TransactionStatus.CANCELED,
     }
 )
 
@@ -108,6 +112,8 @@ ALLOWED_TRANSITIONS: dict[TransactionStatus, frozenset[TransactionStatus]] = {
     TransactionStatus.COMPLETED: frozenset(),
     TransactionStatus.VOIDED: frozenset(),
     TransactionStatus.EXPIRED: frozenset(),
+    TransactionStatus.SCHEDULED: frozenset({TransactionStatus.PENDING, TransactionStatus.CANCELED}),
+    TransactionStatus.CANCELED: frozenset(),
 }
 
 

@@ -1,8 +1,8 @@
 """The events outbox: every status change the contract names, appended in the same transaction.
 
 docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
-``.voided``, ``.expired``, ``.reversed``, ``reconciliation.mismatch`` and ``.error``. Each
-function here takes the session of the database transaction that makes the
+``.voided``, ``.expired``, ``.reversed``, ``.canceled``, ``reconciliation.mismatch``
+and ``.error``. Each function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
 endpoint subscribed to the event's type; after the commit the endpoints that
@@ -153,7 +153,8 @@ def record_transaction_events(
 
     Args:
         status_by_id: the transactions that changed, and the status each reached
-            (``completed``, ``failed``, ``held``, ``voided``, ``expired``); the
+            (``completed``, ``failed``, ``held``, ``voided``, ``expired``,
+            ``canceled``); the
             event's type is ``transaction.<status>``.
         held_first: holds among them that were held and then ended by another
             transaction of the same batch: each also gets its ``transaction.held``.

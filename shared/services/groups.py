@@ -14,6 +14,7 @@ construction (one debit and one credit per leg).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -25,6 +26,7 @@ from shared.db import after_commit
 from shared.ledger.errors import ValidationFailed
 from shared.ledger.states import TransactionType
 from shared.models import Currency, GroupLane, Transaction, Wallet
+from shared.services import scheduled
 from shared.services.idempotency import Publish, insert_or_replay
 from shared.services.processor import shard_of
 from shared.services.wallets import currency_not_enabled, wallet_not_found
@@ -59,6 +61,7 @@ def submit_group(
     shard_count: int,
     publish: Publish,
     request_id: str | None = None,
+    scheduled_at: dt.datetime | None = None,
 ) -> tuple[Transaction, bool]:
     """Record a group as one pending transaction; publish the shards of its lanes after commit.
 
@@ -67,6 +70,8 @@ def submit_group(
         request_hash: the request's fingerprint, to detect a reused key.
         shard_count: ``TALLY_SHARD_COUNT``.
         request_id: the HTTP request's ``X-Request-Id``, stored with the row.
+        scheduled_at: when the whole group becomes due; a future one records
+            it ``scheduled`` (``shared.services.scheduled.initial_state``).
 
     Returns:
         ``(transaction, replayed)`` as ``shared.services.intake.submit_transaction``.
@@ -79,6 +84,7 @@ def submit_group(
     """
     wallets = _load_wallets(session, legs)
     _check_legs(legs, wallets)
+    status, scheduled_at = scheduled.initial_state(session, scheduled_at)
     lanes = _lanes_of(legs, wallets)
     transaction_id = uuid.uuid4()
     transaction, replayed = insert_or_replay(
@@ -105,6 +111,8 @@ def submit_group(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             request_id=request_id,
+            scheduled_at=scheduled_at,
+            status=status,
         ),
         publish=publish,
     )

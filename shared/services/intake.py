@@ -48,6 +48,9 @@ class TransactionRequest:
         metadata: flat string map, at most 50 keys.
         expires_in_seconds: a hold's lifetime in seconds; None for other types.
         legs: a group's legs; empty for other types.
+        scheduled_at: when it becomes due (UTC, ``shared.ledger.schedule``); a
+            later time than the database's ``now()`` records it ``scheduled``;
+            None: due at once.
     """
 
     type: TransactionType
@@ -59,6 +62,7 @@ class TransactionRequest:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     expires_in_seconds: int | None = None
     legs: tuple[groups.LegRequest, ...] = ()
+    scheduled_at: dt.datetime | None = None
 
     def fingerprint(self) -> str:
         """Return the SHA-256 (hex) of the request's canonical JSON, to detect a reused key."""
@@ -66,6 +70,9 @@ class TransactionRequest:
         # the intake profile; legs are dataclasses of plain values.
         fields = {name: getattr(self, name) for name in _REQUEST_FIELDS}
         fields["legs"] = [dataclasses.astuple(leg) for leg in self.legs]
+        if self.scheduled_at is None:
+            # Absent, so that requests recorded before scheduling keep their fingerprints.
+            del fields["scheduled_at"]
         return fingerprint(fields)
 
 
@@ -110,6 +117,8 @@ Outcome = Recorded | TallyError
 #: first the wallets allow is inserted; a later one replays it. Rows are
 #: inserted in item order (``ORDER BY ordinal``), so the ``lane_sequence``
 #: default (``nextval``, evaluated per inserted row) follows the items' order.
+#: An item whose ``scheduled_at`` is after ``now()`` is recorded ``scheduled``
+#: (``shared.services.scheduled``); an earlier one is pending as usual.
 _RECORD_SQL = text(
     """
 WITH item AS (
@@ -119,10 +128,11 @@ WITH item AS (
         CAST(:lane_id AS uuid[]), CAST(:shard AS smallint[]), CAST(:description AS text[]),
         CAST(:metadata AS jsonb[]), CAST(:api_key_id AS uuid[]),
         CAST(:idempotency_key AS text[]), CAST(:request_hash AS text[]),
-        CAST(:expires_at AS timestamptz[]), CAST(:request_id AS text[])
+        CAST(:expires_at AS timestamptz[]), CAST(:request_id AS text[]),
+        CAST(:scheduled_at AS timestamptz[])
     ) WITH ORDINALITY AS i(id, type, amount_minor, currency, source_id, destination_id,
         lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
-        expires_at, request_id, ordinal)
+        expires_at, request_id, scheduled_at, ordinal)
 ), checked AS (
     SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
         sys.id AS system_wallet_id
@@ -143,12 +153,13 @@ WITH item AS (
     INSERT INTO transactions (
         id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
         lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
-        request_hash, expires_at, request_id)
+        request_hash, expires_at, request_id, scheduled_at, status)
     SELECT id, type, amount_minor, currency,
         COALESCE(source_id, CASE WHEN type = 'deposit' THEN system_wallet_id END),
         COALESCE(destination_id, CASE WHEN type = 'withdrawal' THEN system_wallet_id END),
         lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
-        expires_at, request_id
+        expires_at, request_id, CASE WHEN scheduled_at > now() THEN scheduled_at END,
+        CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'pending' END
     FROM allowed
     ORDER BY ordinal
     ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING
@@ -293,6 +304,7 @@ def _record_group(
                 shard_count=context.shard_count,
                 publish=context.publish,
                 request_id=item.request_id,
+                scheduled_at=request.scheduled_at,
             )
     except TallyError as error:
         return error
@@ -337,6 +349,7 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
                 "request_hash": request.fingerprint(),
                 "expires_at": expires_at,
                 "request_id": item.request_id,
+                "scheduled_at": request.scheduled_at,
             }
         )
         sent.append(index)

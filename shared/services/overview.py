@@ -27,8 +27,9 @@ class Backlog:
 
     Attributes:
         count: transactions in ``pending``.
-        oldest_age_seconds: seconds since the oldest of them was submitted
-            (``created_at``), 0.0 when none is pending.
+        oldest_age_seconds: seconds since the oldest of them became pending
+            (``updated_at``: its submission, or its ops retry or release from
+            ``scheduled``, which accept it anew), 0.0 when none is pending.
     """
 
     count: int
@@ -41,7 +42,7 @@ class MinuteThroughput:
 
     Attributes:
         minute: the start of the minute (UTC).
-        completed, failed: how many reached each; ``other``: voided or expired.
+        completed, failed: how many reached each; ``other``: voided, expired or canceled.
     """
 
     minute: dt.datetime
@@ -53,7 +54,7 @@ class MinuteThroughput:
 _BACKLOG_SQL = text(
     """
 SELECT count(*) AS pending_count,
-       coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_age_seconds
+       coalesce(extract(epoch FROM now() - min(updated_at)), 0) AS oldest_age_seconds
 FROM transactions WHERE status = 'pending'
 """
 )

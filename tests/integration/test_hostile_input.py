@@ -57,6 +57,7 @@ def _transfer(world: World) -> dict[str, Any]:
         "type": "transfer", "amount": "1.00", "currency": "SGD",
         "source_wallet_id": world.wallet_id, "destination_wallet_id": world.other_wallet_id,
         "description": "rent", "metadata": {"note": "april"},
+        "scheduled_at": "2026-01-01T00:00:00Z",  # past: applied at once, as without it
     }  # fmt: skip
 
 
@@ -97,6 +98,7 @@ ROUTES: dict[tuple[str, str], Route] = {
             "destination_wallet_id",
             "description",
             "metadata.note",
+            "scheduled_at",
         ),  # fmt: skip
         containers=("", "metadata"),
     ),
@@ -128,6 +130,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         fields=("amount", "description", "metadata.n"),
         containers=("", "metadata"),
     ),
+    ("POST", "/v1/transactions/<transaction_id>/cancel"): Route(body=lambda world: {}),
     ("POST", "/v1/reconciliations"): Route(),
     ("GET", "/v1/reconciliations"): Route(query=LIST),
     ("GET", "/v1/reconciliations/<run_id>"): Route(),

@@ -23,7 +23,7 @@ def transaction_row(**overrides: Any) -> SimpleNamespace:
         source_wallet_id=uuid.uuid4(), destination_wallet_id=uuid.uuid4(), legs=None,
         hold_id=None, description=None, metadata_=None, failure_code=None,
         failure_message=None, attempts=0, created_at=AT, updated_at=AT, completed_at=None,
-        expires_at=None, lane_sequence=7,
+        expires_at=None, scheduled_at=None, lane_sequence=7,
     )  # fmt: skip
     return SimpleNamespace(**(row | overrides))
 
@@ -34,7 +34,7 @@ def test_a_transfer_renders_every_field_in_order_and_no_column_it_does_not_decla
     assert list(body) == [
         "id", "type", "status", "amount", "currency", "source_wallet_id",
         "destination_wallet_id", "description", "metadata", "failure_code", "failure_message",
-        "attempts", "created_at", "updated_at", "completed_at",
+        "attempts", "created_at", "updated_at", "completed_at", "scheduled_at",
     ]  # fmt: skip
     assert body["amount"] == "15.50" and body["metadata"] == {}
     assert body["created_at"] == "2026-11-22T10:00:00.000000Z"

@@ -18,7 +18,8 @@ S = TransactionStatus
 @pytest.mark.parametrize(
     ("current", "new"),
     [(S.PENDING, S.COMPLETED), (S.PENDING, S.FAILED), (S.PENDING, S.HELD), (S.HELD, S.COMPLETED),
-     (S.HELD, S.VOIDED), (S.HELD, S.EXPIRED), (S.FAILED, S.PENDING)],
+     (S.HELD, S.VOIDED), (S.HELD, S.EXPIRED), (S.FAILED, S.PENDING), (S.SCHEDULED, S.PENDING),
+     (S.SCHEDULED, S.CANCELED)],
 )  # fmt: skip
 def test_check_transition_allows(current: S, new: S) -> None:
     check_transition(current, new)
@@ -27,7 +28,8 @@ def test_check_transition_allows(current: S, new: S) -> None:
 @pytest.mark.parametrize(
     ("current", "new"),
     [(S.COMPLETED, S.PENDING), (S.COMPLETED, S.FAILED), (S.VOIDED, S.PENDING),
-     (S.EXPIRED, S.HELD), (S.PENDING, S.VOIDED), (S.FAILED, S.COMPLETED)],
+     (S.EXPIRED, S.HELD), (S.PENDING, S.VOIDED), (S.FAILED, S.COMPLETED),
+     (S.SCHEDULED, S.COMPLETED), (S.PENDING, S.CANCELED), (S.CANCELED, S.PENDING)],
 )  # fmt: skip
 def test_check_transition_rejects(current: S, new: S) -> None:
     with pytest.raises(InvalidTransition):
