@@ -27,6 +27,8 @@ EventType = Literal[
     "transaction.held",
     "transaction.voided",
     "transaction.expired",
+    "balance_monitor.triggered",
+    "balance_monitor.cleared",
     "reconciliation.mismatch",
     "reconciliation.error",
 ]

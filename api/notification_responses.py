@@ -12,11 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.responses import ReconciliationRun, Timestamp, Transaction
+from api.responses import BalanceMonitorEvent, ReconciliationRun, Timestamp, Transaction
 
 EventType = Literal[
     "transaction.completed", "transaction.failed", "transaction.held", "transaction.voided",
-    "transaction.expired", "reconciliation.mismatch", "reconciliation.error",
+    "transaction.expired", "balance_monitor.triggered", "balance_monitor.cleared",
+    "reconciliation.mismatch", "reconciliation.error",
 ]  # fmt: skip
 EventId = Annotated[str, StringConstraints(pattern=r"^evt_[0-9a-f]{32}$")]
 
@@ -44,7 +45,7 @@ class Event(BaseModel):
     id: EventId
     type: EventType
     created_at: Timestamp
-    data: Transaction | ReconciliationRun | None
+    data: Transaction | ReconciliationRun | BalanceMonitorEvent | None
 
 
 ENDPOINT_EXAMPLE = {

@@ -349,3 +349,42 @@ def page_of(model: type[BaseModel]) -> type[BaseModel]:
         },
     )
     return page
+
+
+MONITOR_EXAMPLE = {
+    "id": _OTHER_ID, "wallet_id": _ID, "field": "available_balance", "operator": "lt",
+    "value": "100.00", "description": "top up", "state": "triggered", "triggered_at": _AT,
+    "created_at": _AT,
+}  # fmt: skip
+
+
+class BalanceMonitor(BaseModel):
+    """A condition on a wallet's balance or available balance; ``triggered`` while it holds."""
+
+    model_config = _closed(MONITOR_EXAMPLE)
+
+    id: uuid.UUID
+    wallet_id: uuid.UUID
+    field: Literal["balance", "available_balance"]
+    operator: Literal["lt", "lte", "gt", "gte"]
+    value: Amount
+    description: str | None
+    state: Literal["clear", "triggered"]
+    triggered_at: Timestamp | None
+    created_at: Timestamp
+
+
+class BalanceMonitorEvent(BaseModel):
+    """A monitor's state change: the monitor and its wallet's balances at that moment, and
+    the transaction that crossed the threshold (null when the monitor was created)."""
+
+    model_config = _closed(
+        {"monitor": MONITOR_EXAMPLE, "currency": "SGD", "balance": "90.00",
+         "available_balance": "90.00", "transaction_id": _SYSTEM_ID}
+    )  # fmt: skip
+
+    monitor: BalanceMonitor
+    currency: Currency
+    balance: Amount
+    available_balance: Amount
+    transaction_id: uuid.UUID | None

@@ -7,7 +7,7 @@ answer, log line or delivery record carries it (docs/webhooks.md).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -29,7 +29,7 @@ blueprint = Blueprint("webhooks", __name__, url_prefix="/v1")
 
 _STRICT = ConfigDict(extra="forbid")
 Url = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^https?://\S+$")]
-EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=7)]
+EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(get_args(EventType)))]
 
 
 class EndpointCreate(BaseModel):

@@ -8,6 +8,8 @@ learns of it. No Flask: the worker renders events too.
 from __future__ import annotations
 
 import datetime as dt
+import types
+import uuid
 from typing import Any
 
 from shared.ledger.money import format_amount
@@ -102,4 +104,52 @@ def run_json(run: ReconciliationRun) -> dict[str, Any]:
             for code, total_minor in sorted(run.currency_totals.items())
         },
         "error": run.error,
+    }
+
+
+def balance_monitor_json(monitor: Any, currency: str) -> dict[str, Any]:
+    """Render a BalanceMonitor object; ``value`` in its wallet's ``currency``.
+
+    ``monitor`` is a ``shared.models.BalanceMonitor`` or anything with its
+    attributes (an event's snapshot of one).
+    """
+    return {
+        "id": str(monitor.id),
+        "wallet_id": str(monitor.wallet_id),
+        "field": monitor.field,
+        "operator": monitor.operator,
+        "value": format_amount(monitor.value_minor, currency),
+        "description": monitor.description,
+        "state": monitor.state,
+        "triggered_at": timestamp(monitor.triggered_at),
+        "created_at": timestamp(monitor.created_at),
+    }
+
+
+def monitor_event_json(
+    snapshot: dict[str, Any], transaction_id: uuid.UUID | None
+) -> dict[str, Any]:
+    """Render a balance monitor event's ``data`` from the snapshot the event keeps.
+
+    Returns ``{"monitor": BalanceMonitor, "currency", "balance",
+    "available_balance", "transaction_id"}``: the monitor and its wallet's
+    balances as they were at the change, and the transaction that crossed the
+    threshold (null at the monitor's creation). ``snapshot`` holds minor units
+    and PostgreSQL's JSON timestamps (``shared.services.monitors``).
+    """
+    currency = snapshot["currency"]
+    monitor = types.SimpleNamespace(
+        **snapshot
+        | {
+            name: None if snapshot[name] is None else dt.datetime.fromisoformat(snapshot[name])
+            for name in ("triggered_at", "created_at")
+        }
+    )
+    balance_minor, held_minor = snapshot["balance_minor"], snapshot["held_minor"]
+    return {
+        "monitor": balance_monitor_json(monitor, currency),
+        "currency": currency,
+        "balance": format_amount(balance_minor, currency),
+        "available_balance": format_amount(balance_minor - held_minor, currency),
+        "transaction_id": _id(transaction_id),
     }
