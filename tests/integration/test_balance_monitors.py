@@ -248,3 +248,28 @@ def test_apply_batch_issues_one_monitor_statement_not_one_per_transaction(
             text("SELECT state, count(*) FROM balance_monitors WHERE wallet_id = ANY(:ids) "
                  "GROUP BY state"), {"ids": wallets}).all()  # fmt: skip
     assert dict(states) == {"triggered": 10}  # 1.00 >= 0.50 on every wallet
+
+
+def test_sql_condition_agrees_with_the_pure_rule() -> None:
+    """The apply path's SQL condition (built from the same table) gives the pure rule's answer."""
+    import itertools
+
+    from shared.ledger.monitors import MonitorField, MonitorOperator, condition_holds
+    from shared.services.monitors import condition_sql
+
+    cases = list(itertools.product(MonitorField, MonitorOperator, (-1, 0, 1), (-1, 0, 1, 2),
+                                   (0, 1, 2)))  # fmt: skip
+    with db.transaction() as session:
+        rows = session.execute(
+            text(
+                f"SELECT {condition_sql()} FROM unnest(CAST(:fields AS text[]), "
+                "CAST(:ops AS text[]), CAST(:values AS bigint[])) WITH ORDINALITY "
+                "AS m(field, operator, value_minor, n) JOIN unnest(CAST(:balances AS bigint[]), "
+                "CAST(:held AS bigint[])) WITH ORDINALITY AS w(balance_minor, held_minor, n) "
+                "USING (n) ORDER BY n"
+            ),
+            {"fields": [c[0].value for c in cases], "ops": [c[1].value for c in cases],
+             "values": [c[2] for c in cases], "balances": [c[3] for c in cases],
+             "held": [c[4] for c in cases]},
+        ).scalars().all()  # fmt: skip
+    assert rows == [condition_holds(*case) for case in cases]
