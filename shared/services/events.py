@@ -1,7 +1,9 @@
 """The events outbox: every status change the contract names, appended in the same transaction.
 
 docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
-``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``. Each
+``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``; the
+balance monitors' ``balance_monitor.triggered`` and ``.cleared`` come through
+:func:`record_events` (``shared.services.monitors``). Each
 function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
