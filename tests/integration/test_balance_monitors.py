@@ -273,3 +273,69 @@ def test_sql_condition_agrees_with_the_pure_rule() -> None:
              "held": [c[4] for c in cases]},
         ).scalars().all()  # fmt: skip
     assert rows == [condition_holds(*case) for case in cases]
+
+
+def test_expiry_of_a_hold_clears_an_available_balance_monitor(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    import datetime as dt
+
+    from shared.services.holds import expire_holds
+
+    wallet = wallet_factory()
+    applied(client, service_headers, deposit_body(wallet, "100.00"))
+    low = create(client, service_headers, wallet, field="available_balance", value="50.00")
+    hold = applied(client, service_headers, {"type": "hold", "amount": "60.00", "currency": "SGD",
+                                             "source_wallet_id": str(wallet), "expires_in": 60})  # fmt: skip
+    assert monitor(client, service_headers, low.get_json()["id"])["state"] == "triggered"
+    with db.transaction() as session:
+        expire_holds(session, now=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2))
+    drain_stream()
+    [*_, cleared] = monitor_events(client, service_headers, low.get_json()["id"])
+    assert cleared["type"] == "balance_monitor.cleared"
+    assert cleared["data"]["available_balance"] == "100.00"
+    with db.transaction() as session:
+        expiry = session.execute(
+            text("SELECT id FROM transactions WHERE hold_id = :h AND type = 'expiry'"),
+            {"h": hold},
+        ).scalar_one()
+    assert cleared["data"]["transaction_id"] == str(expiry)
+
+
+def test_migration_0015_downgrades_and_upgrades_again(postgres_server: Any) -> None:
+    """Downgrade drops the monitors and their events; the event types check keeps the others."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from shared.migrations import alembic_config, upgrade_to_head
+
+    url = postgres_server.create_database(f"tally_migrate_{uuid.uuid4().hex[:12]}")
+    upgrade_to_head(url)
+    engine = create_engine(url)
+    check = (
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conname = 'event_type_known' AND conrelid = 'events'::regclass"
+    )
+    try:
+        with engine.begin() as connection:
+            assert "balance_monitor.cleared" in connection.execute(text(check)).scalar_one()
+            connection.execute(
+                text("INSERT INTO events (id, type, status) VALUES (:id, 'balance_monitor.cleared', "
+                     "'clear'), (:other, 'transaction.completed', 'completed')"),
+                {"id": uuid.uuid4(), "other": uuid.uuid4()},
+            )  # fmt: skip
+        command.downgrade(alembic_config(url), "0015-1")
+        with engine.begin() as connection:
+            constraint = connection.execute(text(check)).scalar_one()
+            assert "balance_monitor" not in constraint and "transaction.completed" in constraint
+            assert connection.execute(text("SELECT type FROM events")).scalars().all() == [
+                "transaction.completed"
+            ]
+            assert (
+                connection.execute(text("SELECT to_regclass('balance_monitors')")).scalar() is None
+            )
+        upgrade_to_head(url)
+        with engine.begin() as connection:
+            assert "balance_monitor.triggered" in connection.execute(text(check)).scalar_one()
+    finally:
+        engine.dispose()
