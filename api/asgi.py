@@ -29,6 +29,7 @@ import structlog
 from a2wsgi import WSGIMiddleware
 
 from api import create_app
+from api.schemas import WAIT_SECONDS_MAX
 from shared.config import get_settings
 from shared.metrics import LONG_POLL_WAKEUPS
 from shared.wakeups import SETTLED_CHANNEL
@@ -38,9 +39,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: The longest wait a client may ask for, in seconds (docs/api.md, "Transactions").
-WAIT_SECONDS_MAX = 30.0
 
 _TRANSACTION_PATH = re.compile(r"^/v1/transactions/([0-9A-Fa-f-]{32,36})$")
 _log = structlog.get_logger(__name__)

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from api.auth import require_role
-from api.render import page_json, timestamp
+from api.render import page
 from api.requests import query
+from api.responses import AuditEvent
 from api.schemas import AuditEventListQuery
 from shared import db
-from shared.models import AuditEvent
 from shared.services import audit
 from shared.services.api_keys import Role
 
 blueprint = Blueprint("audit", __name__, url_prefix="/v1/audit-events")
-
-
-def event_json(event: AuditEvent) -> dict[str, Any]:
-    """Render an AuditEvent object: who (``actor``), what, to which ids, when, which request."""
-    return {
-        "id": str(event.id),
-        "action": event.action,
-        "actor": {
-            "type": event.actor_type,
-            "api_key_id": None if event.actor_key_id is None else str(event.actor_key_id),
-            "name": event.actor_name,
-        },
-        "target_ids": [str(target) for target in event.target_ids],
-        "details": event.details,
-        "request_id": event.request_id,
-        "created_at": timestamp(event.created_at),
-    }
 
 
 @blueprint.get("")
@@ -48,4 +29,4 @@ def list_events() -> Response:
             limit=params.limit,
             cursor=params.cursor,
         )
-    return jsonify(page_json([event_json(e) for e in rows], next_cursor))
+    return page(AuditEvent, rows, next_cursor)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, TypeAdapter
 
 from api import events as ev
 from api import monitors as mo
-from api import notification_responses as n
 from api import responses as r
 from api import schemas as s
 from api import webhooks as wh
@@ -149,9 +148,10 @@ OPERATIONS: dict[str, Operation] = {
         problems={404: "wallet_not_found"},
     ),
     "wallets.patch_wallet": Operation(
-        "updateWallet", "Freeze or unfreeze a wallet (ops)", "Wallets",
-        (Answer(200, "The wallet, with its new status.", r.Wallet),), role="ops",
-        body=s.WalletPatch, problems={404: "wallet_not_found", 409: "system_wallet_immutable"},
+        "updateWallet", "Freeze or unfreeze a wallet, or set its overdraft limit (ops)",
+        "Wallets", (Answer(200, "The wallet, with its new status and limit.", r.Wallet),),
+        role="ops", body=s.WalletPatch,
+        problems={404: "wallet_not_found", 409: "overdraft_in_use"},
     ),
     "wallets.list_entries": Operation(
         "listWalletEntries", "List a wallet's ledger entries, newest first", "Wallets",
@@ -217,6 +217,11 @@ OPERATIONS: dict[str, Operation] = {
         body=s.VoidBody, body_required=False, idempotency_key=True,
         problems={404: "transaction_not_found", 409: "hold_not_open"},
     ),
+    "transactions.reverse": Operation(
+        "reverseTransaction", "Reverse a completed transaction (all that is left, or part)",
+        "Transactions", _ACCEPTED, body=s.ReverseBody, body_required=False, idempotency_key=True,
+        problems={404: "transaction_not_found", 409: "not_reversible"},
+    ),
     "transactions.retry": Operation(
         "retryTransaction", "Move a failed transaction back to pending (ops)", "Operations",
         (Answer(202, "Pending again and enqueued.", r.Transaction,
@@ -258,11 +263,11 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "events.list_all": Operation(
         "listEvents", "List events, newest first (a service key sees its own)", "Notifications",
-        (Answer(200, "A page of events.", r.page_of(n.Event)),), query=ev.EventListQuery,
+        (Answer(200, "A page of events.", r.page_of(r.Event)),), query=ev.EventListQuery,
     ),
     "webhooks.create_endpoint": Operation(
         "createWebhookEndpoint", "Register a webhook endpoint (ops)", "Notifications",
-        (Answer(201, "Registered; the secret is shown only here.", n.WebhookEndpointCreated,
+        (Answer(201, "Registered; the secret is shown only here.", r.WebhookEndpointCreated,
                 headers=("Location",),
                 links={"GetWebhookEndpoint": _link("getWebhookEndpoint",
                                                    endpoint_id="$response.body#/id")}),),
@@ -270,17 +275,17 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "webhooks.list_endpoints": Operation(
         "listWebhookEndpoints", "List webhook endpoints, newest first (ops)", "Notifications",
-        (Answer(200, "A page of endpoints.", r.page_of(n.WebhookEndpoint)),), role="ops",
+        (Answer(200, "A page of endpoints.", r.page_of(r.WebhookEndpoint)),), role="ops",
         query=s.ListQuery,
     ),
     "webhooks.get_endpoint": Operation(
         "getWebhookEndpoint", "Read a webhook endpoint (ops)", "Notifications",
-        (Answer(200, "The endpoint.", n.WebhookEndpoint),), role="ops",
+        (Answer(200, "The endpoint.", r.WebhookEndpoint),), role="ops",
         problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.update_endpoint": Operation(
         "updateWebhookEndpoint", "Enable, disable or change a webhook endpoint (ops)",
-        "Notifications", (Answer(200, "The endpoint.", n.WebhookEndpoint),), role="ops",
+        "Notifications", (Answer(200, "The endpoint.", r.WebhookEndpoint),), role="ops",
         body=wh.EndpointPatch, problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.delete_endpoint": Operation(
@@ -290,12 +295,12 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "webhooks.list_deliveries": Operation(
         "listWebhookDeliveries", "List an endpoint's deliveries, newest first (ops)",
-        "Notifications", (Answer(200, "A page of deliveries.", r.page_of(n.WebhookDelivery)),),
+        "Notifications", (Answer(200, "A page of deliveries.", r.page_of(r.WebhookDelivery)),),
         role="ops", query=wh.DeliveryListQuery, problems={404: "webhook_endpoint_not_found"},
     ),
     "webhooks.retry_delivery": Operation(
         "retryWebhookDelivery", "Deliver again now (ops)", "Notifications",
-        (Answer(202, "Due at once.", n.WebhookDelivery),), role="ops",
+        (Answer(202, "Due at once.", r.WebhookDelivery),), role="ops",
         problems={404: "webhook_delivery_not_found", 409: "webhook_endpoint_disabled"},
     ),
 }  # fmt: skip

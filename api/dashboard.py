@@ -19,8 +19,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from api.auth import require_role
-from api.render import timestamp
 from shared import db
+from shared.rendering import timestamp
 from shared.services import overview
 from shared.services.api_keys import Role
 

@@ -37,7 +37,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "wallet_exists": 409,
     "not_retryable": 409,
     "hold_not_open": 409,
+    "not_reversible": 409,
     "system_wallet_immutable": 409,
+    "overdraft_in_use": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_failed": 422,
@@ -47,12 +49,14 @@ STATUS_BY_CODE: dict[str, int] = {
     "currency_mismatch": 422,
     "idempotency_key_reused": 422,
     "capture_exceeds_hold": 422,
+    "reversal_exceeds_amount": 422,
     "rate_limited": 429,
     "service_unavailable": 503,
     "internal_error": 500,
 }
 
-_TITLES: dict[int, str] = {
+#: The ``title`` of a problem of each status; the OpenAPI document's examples use it too.
+TITLE_BY_STATUS: dict[int, str] = {
     400: "Bad request",
     401: "Unauthenticated",
     403: "Forbidden",
@@ -108,7 +112,7 @@ def problem_json(
     body: dict[str, Any] = {
         # A relative URI reference (RFC 9457 section 3.1.1) into the API's own docs.
         "type": f"/docs/errors#{code}",
-        "title": _TITLES.get(status, "Error"),
+        "title": TITLE_BY_STATUS.get(status, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
@@ -182,7 +186,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = _CODE_BY_HTTP_STATUS.get(status, "internal_error")
-        return problem(code, error.description or _TITLES.get(status, "Error"), status=status)
+        return problem(
+            code, error.description or TITLE_BY_STATUS.get(status, "Error"), status=status
+        )
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:

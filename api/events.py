@@ -8,30 +8,19 @@ reconciliation ones included, because operators watch the whole ledger.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g
 
-from api.render import page_json
+from api.render import page
 from api.requests import query
+from api.responses import Event
 from api.schemas import ListQuery
 from shared import db
+from shared.models import EventType
 from shared.services.api_keys import Role
 from shared.services.events import list_events
 
 blueprint = Blueprint("events", __name__, url_prefix="/v1/events")
-
-EventType = Literal[
-    "transaction.completed",
-    "transaction.failed",
-    "transaction.held",
-    "transaction.voided",
-    "transaction.expired",
-    "balance_monitor.triggered",
-    "balance_monitor.cleared",
-    "reconciliation.mismatch",
-    "reconciliation.error",
-]
 
 
 class EventListQuery(ListQuery):
@@ -54,4 +43,4 @@ def list_all() -> Response:
             limit=params.limit,
             cursor=params.cursor,
         )
-    return jsonify(page_json(rows, next_cursor))
+    return page(Event, rows, next_cursor)

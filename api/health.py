@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 
+from api.render import answer
+from api.responses import Health, Readiness
 from shared import db
 from shared.config import get_settings
 from shared.metrics import DEPENDENCY_UP
@@ -18,11 +20,11 @@ blueprint = Blueprint("health", __name__)
 @blueprint.get("/healthz")
 def healthz() -> Response:
     """Answer 200 while the process is up."""
-    return jsonify({"status": "ok"})
+    return answer(Health, {"status": "ok"})
 
 
 @blueprint.get("/readyz")
-def readyz() -> tuple[Response, int]:
+def readyz() -> Response:
     """Answer 200 when PostgreSQL and Redis both answer, else 503, naming each check.
 
     Also sets ``tally_dependency_up{dependency="postgresql"|"redis"}`` to 1 or 0.
@@ -40,7 +42,8 @@ def readyz() -> tuple[Response, int]:
     DEPENDENCY_UP.labels("postgresql").set(checks["database"] == "ok")
     DEPENDENCY_UP.labels("redis").set(checks["broker"] == "ok")
     ready = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ok" if ready else "down", "checks": checks}), (200 if ready else 503)
+    body = {"status": "ok" if ready else "down", "checks": checks}
+    return answer(Readiness, body, 200 if ready else 503)
 
 
 @blueprint.get("/metrics")

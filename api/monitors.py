@@ -10,15 +10,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.render import page_json
+from api.render import answer, page
 from api.requests import json_body, path_id, query
 from api.schemas import Description, ListQuery
 from shared import db
 from shared.ledger.monitors import MonitorField, MonitorOperator
-from shared.rendering import balance_monitor_json
+from shared.rendering import BalanceMonitor, With
 from shared.services import monitors
 
 blueprint = Blueprint("monitors", __name__, url_prefix="/v1/balance-monitors")
@@ -55,7 +55,7 @@ def _monitor_id(value: str) -> uuid.UUID:
 
 
 @blueprint.post("")
-def create_monitor() -> tuple[Response, int, dict[str, str]]:
+def create_monitor() -> Response:
     """Create a monitor, evaluated at once: 201 with ``Location``; 404 ``wallet_not_found``."""
     body = MonitorCreate.model_validate(json_body())
     with db.transaction() as session:
@@ -68,8 +68,8 @@ def create_monitor() -> tuple[Response, int, dict[str, str]]:
             description=body.description,
             api_key_id=g.api_key_id,
         )
-        answer = balance_monitor_json(monitor, currency)
-    return jsonify(answer), 201, {"Location": f"/v1/balance-monitors/{monitor.id}"}
+    location = {"Location": f"/v1/balance-monitors/{monitor.id}"}
+    return answer(BalanceMonitor, With(monitor, currency=currency), 201, location)
 
 
 @blueprint.get("")
@@ -80,8 +80,7 @@ def list_monitors() -> Response:
         rows, next_cursor = monitors.list_monitors(
             session, wallet_id=params.wallet_id, limit=params.limit, cursor=params.cursor
         )
-        data = [balance_monitor_json(m, currency) for m, currency in rows]
-    return jsonify(page_json(data, next_cursor))
+    return page(BalanceMonitor, [With(m, currency=c) for m, c in rows], next_cursor)
 
 
 @blueprint.get("/<monitor_id>")
@@ -89,8 +88,7 @@ def get_monitor(monitor_id: str) -> Response:
     """Return one monitor."""
     with db.transaction() as session:
         monitor, currency = monitors.get_monitor(session, _monitor_id(monitor_id))
-        answer = balance_monitor_json(monitor, currency)
-    return jsonify(answer)
+    return answer(BalanceMonitor, With(monitor, currency=currency))
 
 
 @blueprint.delete("/<monitor_id>")

@@ -3,7 +3,8 @@
 ``build_document(app)`` walks the app's routes; for each it reads the entry of
 ``api.contract.OPERATIONS`` (body, query and answer models, role, problem
 statuses) and emits JSON Schema 2020-12 from the same pydantic models the
-routes validate with (OpenAPI 3.1 uses that dialect). Problems are RFC 9457
+routes validate requests with and render answers with (``api.render``;
+OpenAPI 3.1 uses that dialect). Problems are RFC 9457
 ``application/problem+json``. ``GET /openapi.json`` serves the document,
 ``GET /docs`` a Swagger UI viewer whose files come from the installed
 ``swagger-ui-bundle`` package (no CDN), and ``tally openapi`` writes
@@ -22,8 +23,10 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.routing import Rule
 
 from api.contract import OPERATIONS, UNDOCUMENTED_ENDPOINTS, Answer, Operation
+from api.errors import TITLE_BY_STATUS
 from api.responses import Problem
 from api.schemas import IDEMPOTENCY_KEY_PATTERN
+from shared.rendering import Shape
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -50,11 +53,6 @@ _DESCRIPTION_BY_STATUS = {
     429: "The key is over its rate limit (RFC 6585); retry after Retry-After seconds.",
     503: "A dependency is unavailable; nothing was recorded. Retry after Retry-After seconds.",
 }
-_TITLE_BY_STATUS = {
-    400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
-    409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
-    422: "Unprocessable content", 429: "Too many requests", 503: "Service unavailable",
-}  # fmt: skip
 
 _HEADERS: dict[str, dict[str, Any]] = {
     "Location": {"description": "Where the resource is.", "schema": {"type": "string"}},
@@ -130,7 +128,7 @@ _SHARED_PROBLEMS = {**EDGE_PROBLEMS, **V1_PROBLEMS, 403: "forbidden"}
 def _problem_response(status: int, code: str, schemas: _Schemas) -> dict[str, Any]:
     example = {
         "type": f"/docs/errors#{code}",
-        "title": _TITLE_BY_STATUS[status],
+        "title": TITLE_BY_STATUS[status],
         "status": status,
         "detail": _DESCRIPTION_BY_STATUS[status],
         "code": code,
@@ -171,9 +169,8 @@ def _answer(answer: Answer, limited: bool, schemas: _Schemas) -> dict[str, Any]:
     else:
         schema = {"type": "string"}
     example = answer.example
-    if example is None and isinstance(answer.model, type):
-        extra = answer.model.model_config.get("json_schema_extra") or {}
-        example = extra.get("examples", [None])[0]  # type: ignore[union-attr]
+    if example is None and isinstance(answer.model, type) and issubclass(answer.model, Shape):
+        example = answer.model.example()
     response["content"] = {answer.media_type: {"schema": schema, "example": example}}
     names = [*answer.headers, *(_RATE_LIMIT_HEADERS if limited else ())]
     if names:
@@ -194,10 +191,16 @@ def _parameters(rule: Rule, operation: Operation, schemas: _Schemas) -> list[dic
         schema = operation.query.model_json_schema(mode="validation", ref_template=_REF)
         schemas.components.update(schema.pop("$defs", {}))
         required = set(schema.get("required", ()))
+        deep_objects = getattr(operation.query, "deep_objects", ())
         for name, prop in schema["properties"].items():
-            parameters.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
-            )
+            parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if name in deep_objects:  # name[key]=value (api.requests.deep_object)
+                objects = [p for p in prop.get("anyOf", [prop]) if p.get("type") == "object"]
+                description = prop.get("description")
+                parameter |= {"style": "deepObject", "explode": True, "schema": objects[0]}
+                if description:
+                    parameter["description"] = description
+            parameters.append(parameter)
     if operation.idempotency_key:
         parameters.append(
             {

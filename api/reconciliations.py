@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 import broker
 from api.auth import current_actor, require_role
-from api.render import page_json
+from api.render import answer, page
 from api.requests import path_id, query
+from api.responses import ReconciliationRun, ReconciliationStarted
 from api.schemas import ListQuery
 from shared import db
-from shared.rendering import run_json
 from shared.services import reconciliation
 from shared.services.api_keys import Role
 
@@ -28,7 +28,7 @@ def _run_id(value: str) -> uuid.UUID:
 
 @blueprint.post("")
 @require_role(Role.OPS)
-def start() -> tuple[Response, int, dict[str, str]]:
+def start() -> Response:
     """Start a reconciliation: 202 ``{"id", "status": "running"}``; a worker runs it.
 
     The message is published after the run's row commits. If the broker is
@@ -39,8 +39,8 @@ def start() -> tuple[Response, int, dict[str, str]]:
     with db.transaction() as session:
         run_id = reconciliation.start_reconciliation(session, actor=current_actor())
         db.after_commit(session, lambda: broker.send(RECONCILE_TASK, str(run_id)))
-    body = {"id": str(run_id), "status": "running"}
-    return jsonify(body), 202, {"Location": f"/v1/reconciliations/{run_id}"}
+    body = {"id": run_id, "status": "running"}
+    return answer(ReconciliationStarted, body, 202, {"Location": f"/v1/reconciliations/{run_id}"})
 
 
 @blueprint.get("")
@@ -52,7 +52,7 @@ def list_runs() -> Response:
         rows, next_cursor = reconciliation.list_runs(
             session, limit=params.limit, cursor=params.cursor
         )
-    return jsonify(page_json([run_json(r) for r in rows], next_cursor))
+    return page(ReconciliationRun, rows, next_cursor)
 
 
 @blueprint.get("/<run_id>")
@@ -61,4 +61,4 @@ def get_run(run_id: str) -> Response:
     """Return one reconciliation run."""
     with db.transaction() as session:
         run = reconciliation.get_run(session, _run_id(run_id))
-    return jsonify(run_json(run))
+    return answer(ReconciliationRun, run)

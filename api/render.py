@@ -1,52 +1,44 @@
-"""JSON renderings of Tally's resources, exactly as docs/api.md describes them.
+"""Answers rendered through the response shapes (``api.responses``), exactly as docs/api.md describes.
 
-A transaction and a reconciliation run render in ``shared.rendering``, which
-the worker's webhook payloads use too.
+The shape that documents a response in the OpenAPI document is the one that
+renders it here, so the two cannot differ. Pydantic writes the JSON text
+(``model_dump_json``): no dict in between and no second encoder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.ledger.money import format_amount
-from shared.models import LedgerEntry, Wallet
-from shared.rendering import timestamp, transaction_json
+from flask import Response
 
-__all__ = ["entry_json", "page_json", "timestamp", "transaction_json", "wallet_json"]
+from api.responses import page_of
+from shared.rendering import Shape
 
-
-def wallet_json(wallet: Wallet) -> dict[str, Any]:
-    """Render a Wallet object: balances as decimal strings in the wallet's currency."""
-    currency = wallet.currency
-    return {
-        "id": str(wallet.id),
-        "owner_ref": wallet.owner_ref,
-        "currency": currency,
-        "balance": format_amount(wallet.balance_minor, currency),
-        "available_balance": format_amount(wallet.balance_minor - wallet.held_minor, currency),
-        "held_balance": format_amount(wallet.held_minor, currency),
-        "status": wallet.status,
-        "is_system": wallet.is_system,
-        "created_at": timestamp(wallet.created_at),
-        "updated_at": timestamp(wallet.updated_at),
-    }
+__all__ = ["answer", "page"]
 
 
-def entry_json(entry: LedgerEntry, currency: str) -> dict[str, Any]:
-    """Render a LedgerEntry object; ``currency`` is its wallet's."""
-    return {
-        "id": str(entry.id),
-        "wallet_id": str(entry.wallet_id),
-        "transaction_id": str(entry.transaction_id),
-        "transaction_type": entry.transaction_type,
-        "direction": entry.direction,
-        "amount": format_amount(entry.amount_minor, currency),
-        "balance_after": format_amount(entry.balance_after_minor, currency),
-        "sequence": entry.sequence,
-        "created_at": timestamp(entry.created_at),
-    }
+def answer(
+    shape: type[Shape],
+    row: Any,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    **context: Any,
+) -> Response:
+    """Return ``row`` rendered as ``shape``, as an ``application/json`` response.
+
+    Args:
+        shape: the response model, e.g. ``api.responses.Wallet``.
+        row: what it reads (an ORM object, anything with its attributes, or a dict).
+        status: the HTTP status.
+        headers: response headers (``Location``, ``Retry-After``...).
+        context: passed to the shape's serializers (a ledger entry's ``currency``).
+    """
+    return Response(shape.render(row, **context), status, headers, mimetype="application/json")
 
 
-def page_json(data: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
-    """Render a list page: ``{"data": [...], "next_cursor": str | None}``."""
-    return {"data": data, "next_cursor": next_cursor}
+def page(
+    shape: type[Shape], rows: Iterable[Any], next_cursor: str | None, **context: Any
+) -> Response:
+    """Return a list page: ``{"data": [shape...], "next_cursor": str | None}`` (200)."""
+    return answer(page_of(shape), {"data": rows, "next_cursor": next_cursor}, **context)

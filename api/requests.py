@@ -7,6 +7,7 @@ not JSON, not UTF-8, nested too deep, or holds text PostgreSQL cannot store.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, TypeVar
 
@@ -18,6 +19,9 @@ from api.errors import pydantic_errors
 from shared.ledger.errors import NotFound, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The ``[key]`` of a deep-object query parameter: one key, not empty, no brackets.
+_DEEP_OBJECT_KEY = re.compile(r"\[([^\[\]]+)\]")
 
 
 def json_body() -> dict[str, Any]:
@@ -50,15 +54,57 @@ def json_body_or_empty() -> dict[str, Any]:
 def query(model: type[M]) -> M:
     """Validate the query string with ``model``.
 
+    A parameter the model lists in ``deep_objects`` is read from
+    ``name[key]=value`` pairs (OpenAPI ``style: deepObject``) into a dict
+    (:func:`deep_object`); errors name it as sent (``metadata[source]``).
+
     Raises:
         ValidationFailed: 422 ``validation_failed``, one error per parameter.
     """
+    args: dict[str, Any] = request.args.to_dict()
+    deep_objects: tuple[str, ...] = getattr(model, "deep_objects", ())
+    for name in deep_objects:
+        args.pop(name, None)
+        pairs = deep_object(name)
+        if pairs:
+            args[name] = pairs
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(args)
     except ValidationError as error:
-        raise ValidationFailed(
-            "the query string is not valid", errors=pydantic_errors(error)
-        ) from None
+        errors = pydantic_errors(error)
+        for item in errors:
+            name, _, key = item["field"].partition(".")
+            if name in deep_objects and key:
+                item["field"] = f"{name}[{key.removesuffix('.[key]')}]"
+        raise ValidationFailed("the query string is not valid", errors=errors) from None
+
+
+def deep_object(name: str) -> dict[str, str]:
+    """Return the ``name[key]=value`` parameters of the query string as ``{key: value}``.
+
+    Every such parameter is consumed: ``name`` alone, a key that is empty or
+    holds a bracket (``name[a][b]``), or a key given twice is refused, naming
+    the parameter as sent.
+
+    Raises:
+        ValidationFailed: 422 ``validation_failed``, one error per bad parameter.
+    """
+    pairs: dict[str, str] = {}
+    errors: list[dict[str, str]] = []
+    for parameter, values in request.args.lists():
+        if parameter != name and not parameter.startswith(f"{name}["):
+            continue
+        match = _DEEP_OBJECT_KEY.fullmatch(parameter.removeprefix(name))
+        if match is None:
+            message = f"use {name}[KEY]=VALUE, KEY without brackets"
+            errors.append({"field": parameter, "message": message})
+        elif len(values) > 1:
+            errors.append({"field": parameter, "message": "given more than once"})
+        else:
+            pairs[match.group(1)] = values[0]
+    if errors:
+        raise ValidationFailed("the query string is not valid", errors=errors)
+    return pairs
 
 
 def path_id(value: str, *, not_found_code: str) -> uuid.UUID:

@@ -1,59 +1,77 @@
-"""Response schemas (pydantic) of the API, for its OpenAPI 3.1 document.
+"""Response shapes of the API (pydantic): each documents its JSON (``api.openapi``) and
+produces it (``api.render.answer``), so the document cannot drift from what is sent.
 
-The routes render with ``api.render`` and ``shared.rendering`` (plain dicts,
-no validation on the hot path); these models describe what those renderings
-produce, field for field, and forbid any other field, so the schemathesis run
-(tests/contract) fails when a rendering and its schema drift apart. Each model
-carries an example, which the document shows with every response.
+``shared.rendering`` holds the machinery (``Shape``) and the shapes the worker
+renders too (``Transaction``, ``ReconciliationRun``, ``Event``); they are
+re-exported here. Each model carries an example, which the document shows with
+every response.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_serializer, model_validator
 
-#: A decimal amount in major units as docs/api.md ("Conventions") renders it: ``"10.50"``, ``"1200"``, ``"-3.00"``
-#: (only a system wallet's balance is negative).
-Amount = Annotated[str, StringConstraints(pattern=r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Timestamp = Annotated[dt.datetime, Field(description="RFC 3339, UTC, with Z.")]
+from shared.ledger.money import format_amount
+from shared.models import EventType
+from shared.rendering import (
+    OMIT_NULL,
+    TRANSACTION_EXAMPLE,
+    Amount,
+    BalanceMonitor,
+    Currency,
+    Event,
+    EventId,
+    Id,
+    ReconciliationRun,
+    Shape,
+    Timestamp,
+    Transaction,
+    TransactionType,
+    With,
+    shape,
+)
+
+__all__ = ["BalanceMonitor", "Event", "ReconciliationRun", "Transaction"]
 
 _ID = "7d1f7c3e-1b7a-4c55-9a57-0c1e2f3a4b5c"
 _OTHER_ID = "0b9e8d7c-6f5a-4e3d-8c2b-1a0f9e8d7c6b"
-_SYSTEM_ID = "5f0c3b2a-9d8e-4f7a-b6c5-d4e3f2a1b0c9"
+_EVENT_ID = "evt_0b9e8d7c6f5a4e3d8c2b1a0f9e8d7c6b"
 _AT = "2026-11-22T10:00:00.000000Z"
-
-
-def _closed(example: dict[str, Any]) -> ConfigDict:
-    """Return a model config that forbids unknown fields and carries ``example``."""
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
 
 
 WALLET_EXAMPLE = {
     "id": _ID, "owner_ref": "+6591234567", "currency": "SGD", "balance": "100.00",
-    "available_balance": "80.00", "held_balance": "20.00", "status": "active",
+    "available_balance": "80.00", "held_balance": "20.00", "overdraft_limit": "0.00",
+    "status": "active",
     "is_system": False, "created_at": _AT, "updated_at": _AT,
 }  # fmt: skip
 
 
-class Wallet(BaseModel):
+class Wallet(Shape):
     """A wallet: one owner (none for a system wallet), one currency, its balances."""
 
-    model_config = _closed(WALLET_EXAMPLE)
+    model_config = shape(WALLET_EXAMPLE)
 
-    id: uuid.UUID
+    id: Id
     owner_ref: str | None
     currency: Currency
-    balance: Amount
-    available_balance: Amount
-    held_balance: Amount
+    balance: int = Field(validation_alias="balance_minor")
+    available_balance: int = Field(validation_alias="available_minor")
+    held_balance: int = Field(validation_alias="held_minor")
+    overdraft_limit: int = Field(
+        validation_alias="overdraft_limit_minor",
+        description="How far below zero available_balance may go.",
+    )
     status: Literal["active", "frozen"]
     is_system: bool
     created_at: Timestamp
     updated_at: Timestamp
+
+    @field_serializer("balance", "available_balance", "held_balance", "overdraft_limit")
+    def _amount(self, minor: int) -> Amount:
+        return format_amount(minor, self.currency)
 
 
 ENTRY_EXAMPLE = {
@@ -63,149 +81,66 @@ ENTRY_EXAMPLE = {
 }  # fmt: skip
 
 
-class LedgerEntry(BaseModel):
+class LedgerEntry(Shape):
     """One append-only ledger entry of a wallet; ``sequence`` counts from 1 with no gap."""
 
-    model_config = _closed(ENTRY_EXAMPLE)
+    # Its amounts are in its wallet's currency: LedgerEntry.render(entry, currency="SGD").
+    model_config = shape(ENTRY_EXAMPLE)
 
-    id: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]
-    wallet_id: uuid.UUID
-    transaction_id: uuid.UUID
-    transaction_type: Literal[
-        "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"
-    ]
+    id: int
+    wallet_id: Id
+    transaction_id: Id
+    transaction_type: TransactionType
     direction: Literal["debit", "credit"]
-    amount: Amount
-    balance_after: Amount
+    amount: int = Field(validation_alias="amount_minor")
+    balance_after: int = Field(validation_alias="balance_after_minor")
     sequence: Annotated[int, Field(ge=1)]
     created_at: Timestamp
 
+    @field_serializer("id")
+    def _id(self, value: int) -> Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]:
+        return str(value)
 
-class Leg(BaseModel):
-    """One leg of a group: ``amount`` of ``currency`` from source to destination."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source_wallet_id: uuid.UUID
-    destination_wallet_id: uuid.UUID
-    amount: Amount
-    currency: Currency
-
-
-TransactionType = Literal[
-    "deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"
-]
-TransactionStatus = Literal["pending", "held", "completed", "failed", "voided", "expired"]
-
-TRANSACTION_EXAMPLE = {
-    "id": _OTHER_ID, "type": "transfer", "status": "pending", "amount": "15.00",
-    "currency": "SGD", "source_wallet_id": _ID, "destination_wallet_id": _SYSTEM_ID,
-    "description": None, "metadata": {}, "failure_code": None, "failure_message": None,
-    "attempts": 0, "created_at": _AT, "updated_at": _AT, "completed_at": None,
-}  # fmt: skip
-
-
-class Transaction(BaseModel):
-    """A transaction. A group has ``legs`` in place of ``amount``, ``currency`` and the
-    wallet ids; a capture, void or expiry names its hold in ``hold_id``; a hold has
-    ``expires_at``."""
-
-    model_config = _closed(TRANSACTION_EXAMPLE)
-
-    id: uuid.UUID
-    type: TransactionType
-    status: TransactionStatus
-    amount: Amount | None = None
-    currency: Currency | None = None
-    source_wallet_id: uuid.UUID | None = None
-    destination_wallet_id: uuid.UUID | None = None
-    legs: list[Leg] | None = None
-    hold_id: uuid.UUID | None = None
-    description: str | None
-    metadata: dict[str, str]
-    failure_code: (
-        Literal[
-            "insufficient_funds", "wallet_frozen", "wallet_not_found", "currency_mismatch",
-            "retries_exhausted", "hold_expired", "hold_not_open", "capture_exceeds_hold",
-        ]
-        | None
-    )  # fmt: skip
-    failure_message: str | None
-    attempts: Annotated[int, Field(ge=0)]
-    created_at: Timestamp
-    updated_at: Timestamp
-    completed_at: Timestamp | None
-    expires_at: Timestamp | None = None
+    @field_serializer("amount", "balance_after")
+    def _amount(self, minor: int, info: Any) -> Amount:
+        return format_amount(minor, info.context["currency"])
 
 
 BALANCE_EXAMPLE = {"wallet_id": _ID, "currency": "SGD", "balance": "85.00", "as_of": _AT}
 
 
-class Balance(BaseModel):
+class Balance(Shape):
     """A wallet's balance after every entry up to ``as_of``."""
 
-    model_config = _closed(BALANCE_EXAMPLE)
+    model_config = shape(BALANCE_EXAMPLE)
 
-    wallet_id: uuid.UUID
+    wallet_id: Id
     currency: Currency
-    balance: Amount
+    balance: int = Field(validation_alias="balance_minor")
     as_of: Timestamp
 
-
-class Mismatch(BaseModel):
-    """A wallet whose stored balance (or held amount) differs from its ledger's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    wallet_id: uuid.UUID
-    currency: Currency
-    stored_balance: Amount
-    ledger_balance: Amount
-    stored_held_balance: Amount | None = None
-    ledger_held_balance: Amount | None = None
-    open_holds: Amount | None = None
+    @field_serializer("balance")
+    def _amount(self, minor: int) -> Amount:
+        return format_amount(minor, self.currency)
 
 
-RUN_EXAMPLE = {
-    "id": _ID, "status": "ok", "started_at": _AT, "finished_at": _AT, "wallets_checked": 1204,
-    "mismatches": [], "currency_totals": {"SGD": "0.00", "JPY": "0"}, "error": None,
-}  # fmt: skip
-
-
-class ReconciliationRun(BaseModel):
-    """A reconciliation: every stored balance against the ledger, every currency's total."""
-
-    model_config = _closed(RUN_EXAMPLE)
-
-    id: uuid.UUID
-    status: Literal["running", "ok", "mismatch", "error"]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    wallets_checked: Annotated[int, Field(ge=0)]
-    mismatches: list[Mismatch]
-    currency_totals: dict[str, Amount]
-    error: str | None
-
-
-class ReconciliationStarted(BaseModel):
+class ReconciliationStarted(Shape):
     """A reconciliation just started; read it at ``Location``."""
 
-    model_config = _closed({"id": _ID, "status": "running"})
+    model_config = shape({"id": _ID, "status": "running"})
 
-    id: uuid.UUID
+    id: Id
     status: Literal["running"]
 
 
-class Actor(BaseModel):
+class Actor(Shape):
     """Who acted: an API key (``api_key_id`` and its name), the CLI (the OS user), or
     ``system``: Tally itself (the component in ``name``), e.g. disabling a failing webhook
     endpoint."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["api_key", "cli", "system"]
-    api_key_id: uuid.UUID | None
-    name: str
+    type: Literal["api_key", "cli", "system"] = Field(validation_alias="actor_type")
+    api_key_id: Id | None = Field(validation_alias="actor_key_id")
+    name: str = Field(validation_alias="actor_name")
 
 
 AUDIT_EXAMPLE = {
@@ -216,37 +151,41 @@ AUDIT_EXAMPLE = {
 }  # fmt: skip
 
 
-class AuditEvent(BaseModel):
+class AuditEvent(Shape):
     """One operator action from the append-only audit log."""
 
-    model_config = _closed(AUDIT_EXAMPLE)
+    # actor is read from the row's actor_* columns (Actor's aliases).
+    model_config = shape(AUDIT_EXAMPLE)
 
-    id: uuid.UUID
+    id: Id
     action: str = Field(description="`<resource>.<verb>`, e.g. `transaction.retry`.")
     actor: Actor
-    target_ids: list[uuid.UUID]
+    target_ids: list[Id]
     details: dict[str, Any]
     request_id: str | None
     created_at: Timestamp
+
+    @model_validator(mode="before")
+    @classmethod
+    def _actor(cls, row: Any) -> Any:
+        return row if isinstance(row, dict) else With(row, actor=row)
 
 
 BULK_RETRY_EXAMPLE = {"count": 1, "dry_run": False, "transaction_ids": [_OTHER_ID]}
 
 
-class BulkRetryResult(BaseModel):
+class BulkRetryResult(Shape):
     """What a bulk retry selected (``dry_run``) or moved back to ``pending``."""
 
-    model_config = _closed(BULK_RETRY_EXAMPLE)
+    model_config = shape(BULK_RETRY_EXAMPLE)
 
     count: Annotated[int, Field(ge=0)]
     dry_run: bool
-    transaction_ids: list[uuid.UUID]
+    transaction_ids: list[Id]
 
 
-class FieldError(BaseModel):
+class FieldError(Shape):
     """One field's problem; ``field`` is dotted (``legs.0.amount``), ``body`` for the whole."""
-
-    model_config = ConfigDict(extra="forbid")
 
     field: str
     message: str
@@ -259,42 +198,36 @@ PROBLEM_EXAMPLE = {
 }  # fmt: skip
 
 
-class Problem(BaseModel):
+class Problem(Shape):
     """An error, as RFC 9457 ``application/problem+json``, with a machine ``code``."""
 
-    model_config = _closed(PROBLEM_EXAMPLE)
+    model_config = shape(PROBLEM_EXAMPLE)
 
     type: str
     title: str
     status: Annotated[int, Field(ge=400, le=599)]
     detail: str
     code: str
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = OMIT_NULL
 
 
-class BatchAccepted(BaseModel):
+class BatchAccepted(Shape):
     """A batch item recorded as pending by this request."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Literal[202]
     transaction: Transaction
 
 
-class BatchReplayed(BaseModel):
+class BatchReplayed(Shape):
     """A batch item whose key was seen with the same request: the transaction as it is now."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Literal[200]
     replayed: Literal[True]
     transaction: Transaction
 
 
-class BatchRefused(BaseModel):
+class BatchRefused(Shape):
     """A batch item refused alone, with the problem the single call would answer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Annotated[int, Field(ge=400, le=499)]
     problem: Problem
@@ -311,80 +244,105 @@ BATCH_EXAMPLE = {
 }  # fmt: skip
 
 
-class BatchResults(BaseModel):
+class BatchResults(Shape):
     """One result per item of a batch, in the items' order."""
 
-    model_config = _closed(BATCH_EXAMPLE)
+    model_config = shape(BATCH_EXAMPLE)
 
     data: list[BatchAccepted | BatchReplayed | BatchRefused]
 
 
-class Health(BaseModel):
+class Health(Shape):
     """The process is up."""
 
-    model_config = _closed({"status": "ok"})
+    model_config = shape({"status": "ok"})
 
     status: Literal["ok"]
 
 
-class Readiness(BaseModel):
+class Readiness(Shape):
     """Whether PostgreSQL (``database``) and Redis (``broker``) answer."""
 
-    model_config = _closed({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
+    model_config = shape({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
 
     status: Literal["ok", "down"]
     checks: dict[str, Literal["ok", "down"]]
 
 
-def page_of(model: type[BaseModel]) -> type[BaseModel]:
-    """Return the list model of ``model``: ``{"data": [...], "next_cursor": str | null}``."""
-    example = (model.model_config.get("json_schema_extra") or {}).get("examples", [{}])[0]  # type: ignore[union-attr]
-    page = type(
-        f"{model.__name__}List",
-        (BaseModel,),
-        {
-            "__doc__": f"A page of {model.__name__} objects, newest first.",
-            "__annotations__": {"data": list[model], "next_cursor": str | None},  # type: ignore[valid-type]
-            "model_config": _closed({"data": [example], "next_cursor": None}),
-        },
-    )
-    return page
-
-
-MONITOR_EXAMPLE = {
-    "id": _OTHER_ID, "wallet_id": _ID, "field": "available_balance", "operator": "lt",
-    "value": "100.00", "description": "top up", "state": "triggered", "triggered_at": _AT,
-    "created_at": _AT,
+ENDPOINT_EXAMPLE = {
+    "id": _ID, "url": "https://example.com/tally-hooks", "events": ["transaction.failed"],
+    "description": "on-call pager", "status": "enabled", "disabled_reason": None,
+    "created_at": _AT, "updated_at": _AT,
 }  # fmt: skip
 
 
-class BalanceMonitor(BaseModel):
-    """A condition on a wallet's balance or available balance; ``triggered`` while it holds."""
+class WebhookEndpoint(Shape):
+    """A registered receiver of events (its secret is shown only when it is created)."""
 
-    model_config = _closed(MONITOR_EXAMPLE)
+    model_config = shape(ENDPOINT_EXAMPLE)
 
-    id: uuid.UUID
-    wallet_id: uuid.UUID
-    field: Literal["balance", "available_balance"]
-    operator: Literal["lt", "lte", "gt", "gte"]
-    value: Amount
+    id: Id
+    url: str
+    events: list[EventType] = Field(validation_alias="event_types")
     description: str | None
-    state: Literal["clear", "triggered"]
-    triggered_at: Timestamp | None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    """A new endpoint and its signing secret (Standard Webhooks ``whsec_``), shown this once."""
+
+    model_config = shape(ENDPOINT_EXAMPLE | {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+
+    secret: Annotated[str, StringConstraints(pattern=r"^whsec_")]
+
+
+DELIVERY_EXAMPLE = {
+    "id": _ID, "event_id": _EVENT_ID, "event_type": "transaction.failed", "endpoint_id": _ID,
+    "status": "pending", "attempts": 1, "last_status_code": 503, "last_error": None,
+    "next_attempt_at": _AT, "delivered_at": None, "created_at": _AT,
+}  # fmt: skip
+
+
+class WebhookDelivery(Shape):
+    """One event's delivery to one endpoint, retried with backoff until it succeeds or fails."""
+
+    # Read from the delivery row with its event's type: With(delivery, event_type=...).
+    model_config = shape(DELIVERY_EXAMPLE)
+
+    id: Id
+    event_id: EventId
+    event_type: EventType
+    endpoint_id: Id
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: Annotated[int, Field(ge=0)]
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: Timestamp | None
+    delivered_at: Timestamp | None
     created_at: Timestamp
 
 
-class BalanceMonitorEvent(BaseModel):
-    """A monitor's state change: the monitor and its wallet's balances at that moment, and
-    the transaction that crossed the threshold (null when the monitor was created)."""
+_PAGES: dict[type[BaseModel], type[Shape]] = {}
 
-    model_config = _closed(
-        {"monitor": MONITOR_EXAMPLE, "currency": "SGD", "balance": "90.00",
-         "available_balance": "90.00", "transaction_id": _SYSTEM_ID}
-    )  # fmt: skip
 
-    monitor: BalanceMonitor
-    currency: Currency
-    balance: Amount
-    available_balance: Amount
-    transaction_id: uuid.UUID | None
+def page_of(model: type[Shape]) -> type[Shape]:
+    """Return the list shape of ``model``: ``{"data": [...], "next_cursor": str | null}``.
+
+    One class per model (cached), named ``<Model>List`` in the document; render a
+    page with ``page_of(Model).render({"data": rows, "next_cursor": cursor})``.
+    """
+    if model not in _PAGES:
+        example = model.example() or {}
+        _PAGES[model] = type(
+            f"{model.__name__}List",
+            (Shape,),
+            {
+                "__doc__": f"A page of {model.__name__} objects, newest first.",
+                "__annotations__": {"data": list[model], "next_cursor": str | None},  # type: ignore[valid-type]
+                "model_config": shape({"data": [example], "next_cursor": None}),
+            },
+        )
+    return _PAGES[model]

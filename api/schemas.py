@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,8 +27,10 @@ from pydantic import (
 
 from api.edge import MalformedRequest, check_strings
 from shared.ledger.errors import FailureCode, TallyError
-from shared.ledger.money import exponent_of, parse_amount
+from shared.ledger.money import CURRENCY_PATTERN, exponent_of, parse_amount
 from shared.ledger.states import TransactionType
+from shared.rendering import TransactionStatus
+from shared.rendering import TransactionType as TransactionKind
 from shared.services.bulk_retry import BULK_RETRY_LIMIT_MAX, RetryFilter
 from shared.services.groups import LegRequest
 from shared.services.holds import (
@@ -37,8 +39,9 @@ from shared.services.holds import (
     HoldOperation,
 )
 from shared.services.intake import BatchItem, TransactionRequest
+from shared.services.reversals import ReversalRequest
 
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+CurrencyCode = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 OwnerRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
@@ -58,11 +61,24 @@ class WalletCreate(BaseModel):
 
 
 class WalletPatch(BaseModel):
-    """``PATCH /v1/wallets/{id}`` body."""
+    """``PATCH /v1/wallets/{id}`` body: a new status, a new overdraft limit, or both."""
 
     model_config = _STRICT
 
-    status: Literal["active", "frozen"]
+    status: Literal["active", "frozen"] | None = None
+    # Parsed against the wallet's currency by the service, where the currency is known.
+    overdraft_limit: str | None = Field(
+        default=None,
+        description="How far below zero debits and holds may take the available balance, "
+        'in the wallet\'s currency; "0" removes the overdraft.',
+        json_schema_extra={"pattern": AMOUNT_PATTERN, "examples": ["50.00"]},
+    )
+
+    @model_validator(mode="after")
+    def _status_or_limit(self) -> WalletPatch:
+        if self.status is None and self.overdraft_limit is None:
+            raise ValueError("give status, overdraft_limit, or both")
+        return self
 
 
 Description = Annotated[str, StringConstraints(max_length=500)]
@@ -362,6 +378,32 @@ def parse_hold_operation(type_: TransactionType, hold_id: uuid.UUID, body: Any) 
     return HoldOperation(type_, hold_id, capture.amount, capture.destination_wallet_id)
 
 
+class ReverseBody(BaseModel):
+    """``POST /v1/transactions/{id}/reverse`` body; every field optional.
+
+    ``amount`` (default: what is left to reverse) is checked for its form here
+    and against the original's currency (ISO 4217 minor unit) by the service.
+    """
+
+    model_config = _STRICT
+
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, json_schema_extra={"pattern": AMOUNT_PATTERN}
+    )
+    description: Description | None = None
+    metadata: Metadata = {}
+
+
+def parse_reversal(original_id: uuid.UUID, body: Any) -> ReversalRequest:
+    """Validate a reverse body and return the service's request.
+
+    Raises:
+        pydantic.ValidationError: rendered as 422 ``validation_failed`` with ``errors``.
+    """
+    reverse = ReverseBody.model_validate(body)
+    return ReversalRequest(original_id, reverse.amount, reverse.description, dict(reverse.metadata))
+
+
 class ListQuery(BaseModel):
     """Pagination query parameters shared by every list endpoint."""
 
@@ -374,12 +416,17 @@ class ListQuery(BaseModel):
 class TransactionListQuery(ListQuery):
     """``GET /v1/transactions`` filters."""
 
-    status: Literal["pending", "held", "completed", "failed", "voided", "expired"] | None = None
-    type: (
-        Literal["deposit", "withdrawal", "transfer", "hold", "group", "capture", "void", "expiry"]
-        | None
-    ) = None
+    status: TransactionStatus | None = None
+    type: TransactionKind | None = None
     wallet_id: uuid.UUID | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description="`metadata[KEY]=VALUE`, repeatable: only transactions whose metadata "
+        "holds every pair exactly (a GIN index on metadata serves it).",
+    )
+
+    #: Parameters sent as ``name[key]=value`` (OpenAPI ``style: deepObject``).
+    deep_objects: ClassVar[tuple[str, ...]] = ("metadata",)
 
 
 class WalletListQuery(ListQuery):
@@ -388,12 +435,16 @@ class WalletListQuery(ListQuery):
     owner_ref: OwnerRef | None = None
 
 
+#: The longest wait a client may ask for, in seconds (docs/api.md, "Transactions"); ``api.asgi`` parks up to it.
+WAIT_SECONDS_MAX = 30
+
+
 class WaitQuery(BaseModel):
-    """``GET /v1/transactions/{id}?wait=N``: seconds to hold the request, 0..30."""
+    """``GET /v1/transactions/{id}?wait=N``: seconds to hold the request, 0..``WAIT_SECONDS_MAX``."""
 
     model_config = ConfigDict(extra="ignore")
 
-    wait: float = Field(default=0, ge=0, le=30)
+    wait: float = Field(default=0, ge=0, le=WAIT_SECONDS_MAX)
 
 
 class BalanceQuery(BaseModel):

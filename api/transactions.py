@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -15,8 +15,16 @@ from api.edge import body_limit, request_json
 from api.errors import refusal_json
 from api.limits import costs
 from api.observe import request_id
-from api.render import page_json, transaction_json
+from api.render import answer, page
 from api.requests import json_body, json_body_or_empty, path_id, query
+from api.responses import (
+    BatchAccepted,
+    BatchRefused,
+    BatchReplayed,
+    BatchResults,
+    BulkRetryResult,
+    Transaction,
+)
 from api.schemas import (
     BATCH_ITEMS_MAX,
     BatchSubmission,
@@ -26,6 +34,7 @@ from api.schemas import (
     check_idempotency_key,
     parse_batch_item,
     parse_hold_operation,
+    parse_reversal,
     parse_submission,
 )
 from broker import drain_signaller
@@ -34,11 +43,13 @@ from shared.config import get_settings
 from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
+from shared.rendering import Shape
 from shared.services import bulk_retry, transactions
 from shared.services.api_keys import Role
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
 from shared.services.intake import BatchItem, Outcome, record_transactions
+from shared.services.reversals import submit_reversal
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
@@ -55,7 +66,7 @@ def _transaction_id(value: str):  # noqa: ANN202
 
 
 @blueprint.post("")
-def submit() -> tuple[Response, int, dict[str, str]]:
+def submit() -> Response:
     """Record a transaction as pending: 202, or 200 with ``Idempotent-Replayed`` for a replay.
 
     Concurrent submissions to one API process share one INSERT and one commit
@@ -98,7 +109,7 @@ def _batch_item_count() -> int:
 @blueprint.post("/batch")
 @body_limit(BATCH_BODY_BYTES_MAX, strings_checked_by_route=True)
 @costs(_batch_item_count)
-def submit_batch() -> tuple[Response, int]:
+def submit_batch() -> Response:
     """Record up to 1,000 transactions in one commit: 200 with one result per item, in order.
 
     Each item is a ``POST /v1/transactions`` body plus its ``idempotency_key``,
@@ -127,25 +138,26 @@ def submit_batch() -> tuple[Response, int]:
     results = [
         _batch_result(next(outcomes) if isinstance(item, BatchItem) else item) for item in parsed
     ]
-    return jsonify({"data": results}), 200
+    return answer(BatchResults, {"data": results})
 
 
-def _batch_result(outcome: Outcome | dict[str, Any]) -> dict[str, Any]:
-    """Render one item's result: ``202`` recorded, ``200`` replayed, or the problem that refused it."""
+def _batch_result(outcome: Outcome | dict[str, Any]) -> Shape:
+    """Return one item's result (``api.responses.BatchResults``): ``202`` recorded, ``200``
+    replayed, or the problem that refused it."""
     if isinstance(outcome, TallyError):
         outcome = refusal_json(outcome)
     if isinstance(outcome, dict):
-        return {"status": outcome["status"], "problem": outcome}
-    transaction = transaction_json(outcome.transaction)
+        return BatchRefused.of({"status": outcome["status"], "problem": outcome})
+    transaction = Transaction.of(outcome.transaction)
     if outcome.replayed:
-        return {"status": 200, "replayed": True, "transaction": transaction}
+        return BatchReplayed(status=200, replayed=True, transaction=transaction)
     TRANSACTIONS_SUBMITTED.labels(outcome.transaction.type).inc()
-    return {"status": 202, "transaction": transaction}
+    return BatchAccepted(status=202, transaction=transaction)
 
 
 def _record(
     service: Callable[..., tuple[Any, bool]], request: object, idempotency_key: str
-) -> tuple[Response, int, dict[str, str]]:
+) -> Response:
     """Record ``request`` with an intake ``service`` in one database transaction; answer it."""
     with db.transaction() as session:
         transaction, replayed = service(
@@ -160,20 +172,18 @@ def _record(
     return _accepted(transaction, replayed)
 
 
-def _accepted(transaction: Any, replayed: bool) -> tuple[Response, int, dict[str, str]]:
+def _accepted(transaction: Any, replayed: bool) -> Response:
     """Answer a recorded transaction: 202 with ``Retry-After``, or 200 for a replay."""
     headers = {"Location": f"/v1/transactions/{transaction.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-        return jsonify(transaction_json(transaction)), 200, headers
+        return answer(Transaction, transaction, 200, headers)
     headers["Retry-After"] = "1"
     TRANSACTIONS_SUBMITTED.labels(transaction.type).inc()
-    return jsonify(transaction_json(transaction)), 202, headers
+    return answer(Transaction, transaction, 202, headers)
 
 
-def _hold_operation(
-    transaction_id: str, type_: TransactionType
-) -> tuple[Response, int, dict[str, str]]:
+def _hold_operation(transaction_id: str, type_: TransactionType) -> Response:
     """Record a capture or void of a hold in its lane: 202 with the new transaction."""
     idempotency_key = _idempotency_key()
     operation = parse_hold_operation(type_, _transaction_id(transaction_id), json_body_or_empty())
@@ -181,15 +191,28 @@ def _hold_operation(
 
 
 @blueprint.post("/<transaction_id>/capture")
-def capture(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+def capture(transaction_id: str) -> Response:
     """Capture a hold (all, or ``amount``) to ``destination_wallet_id`` or the system wallet."""
     return _hold_operation(transaction_id, TransactionType.CAPTURE)
 
 
 @blueprint.post("/<transaction_id>/void")
-def void(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+def void(transaction_id: str) -> Response:
     """Void a hold: release its funds once applied."""
     return _hold_operation(transaction_id, TransactionType.VOID)
+
+
+@blueprint.post("/<transaction_id>/reverse")
+def reverse(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Reverse a completed deposit, withdrawal, transfer or capture (all that is left, or ``amount``).
+
+    Records a ``reversal`` that, once applied, moves the amount back from the
+    original's destination to its source; it fails ``reversal_exceeds_amount``
+    if the original's completed reversals would then exceed its amount.
+    """
+    idempotency_key = _idempotency_key()
+    request_ = parse_reversal(_transaction_id(transaction_id), json_body_or_empty())
+    return _record(submit_reversal, request_, idempotency_key)
 
 
 @blueprint.get("/<transaction_id>")
@@ -204,12 +227,16 @@ def get_transaction(transaction_id: str) -> Response:
     query(WaitQuery)
     with db.transaction() as session:
         transaction = transactions.get_transaction(session, _transaction_id(transaction_id))
-    return jsonify(transaction_json(transaction))
+    return answer(Transaction, transaction)
 
 
 @blueprint.get("")
 def list_transactions() -> Response:
-    """List transactions, newest first, filtered by status, type and wallet."""
+    """List transactions, newest first, filtered by status, type, wallet and metadata.
+
+    ``metadata[KEY]=VALUE`` (repeatable) keeps the transactions whose metadata
+    holds every pair exactly; a malformed one is refused with 422 naming it.
+    """
     params = query(TransactionListQuery)
     with db.transaction() as session:
         rows, next_cursor = transactions.list_transactions(
@@ -219,13 +246,14 @@ def list_transactions() -> Response:
             wallet_id=params.wallet_id,
             limit=params.limit,
             cursor=params.cursor,
+            metadata=params.metadata,
         )
-    return jsonify(page_json([transaction_json(t) for t in rows], next_cursor))
+    return page(Transaction, rows, next_cursor)
 
 
 @blueprint.post("/retry")
 @require_role(Role.OPS)
-def retry_many() -> tuple[Response, int]:
+def retry_many() -> Response:
     """Retry every failed transaction the body's filters select (ops): 200 with count and ids.
 
     ``dry_run: true`` only counts. Each retried transaction is enqueued after commit.
@@ -240,14 +268,14 @@ def retry_many() -> tuple[Response, int]:
             publish=drain_signaller.signal,
             actor=current_actor(),
         )
-    return jsonify(
-        {"count": len(ids), "dry_run": body.dry_run, "transaction_ids": [str(i) for i in ids]}
-    ), 200
+    return answer(
+        BulkRetryResult, {"count": len(ids), "dry_run": body.dry_run, "transaction_ids": ids}
+    )
 
 
 @blueprint.post("/<transaction_id>/retry")
 @require_role(Role.OPS)
-def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+def retry(transaction_id: str) -> Response:
     """Move a failed transaction back to pending and enqueue it (ops): 202."""
     with db.transaction() as session:
         transaction = transactions.retry_transaction(
@@ -258,4 +286,4 @@ def retry(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
             actor=current_actor(),
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}
-    return jsonify(transaction_json(transaction)), 202, headers
+    return answer(Transaction, transaction, 202, headers)

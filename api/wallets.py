@@ -1,17 +1,17 @@
-"""``/v1/wallets``: create, read, list, freeze, entries, point-in-time balance."""
+"""``/v1/wallets``: create, read, list, freeze, overdraft limit, entries, point-in-time balance."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from api.auth import current_actor, require_role
-from api.render import entry_json, page_json, timestamp, wallet_json
+from api.render import answer, page
 from api.requests import json_body, path_id, query
+from api.responses import Balance, LedgerEntry, Wallet
 from api.schemas import BalanceQuery, ListQuery, WalletCreate, WalletListQuery, WalletPatch
 from shared import db
-from shared.ledger.money import format_amount
 from shared.ledger.states import WalletStatus
 from shared.services import wallets
 from shared.services.api_keys import Role
@@ -24,12 +24,12 @@ def _wallet_id(value: str):  # noqa: ANN202
 
 
 @blueprint.post("")
-def create_wallet() -> tuple[Response, int, dict[str, str]]:
+def create_wallet() -> Response:
     """Create a wallet: 201 with ``Location``; 409 ``wallet_exists`` for a second one."""
     body = WalletCreate.model_validate(json_body())
     with db.transaction() as session:
         wallet = wallets.create_wallet(session, owner_ref=body.owner_ref, currency=body.currency)
-    return jsonify(wallet_json(wallet)), 201, {"Location": f"/v1/wallets/{wallet.id}"}
+    return answer(Wallet, wallet, 201, {"Location": f"/v1/wallets/{wallet.id}"})
 
 
 @blueprint.get("")
@@ -40,7 +40,7 @@ def list_wallets() -> Response:
         rows, next_cursor = wallets.list_wallets(
             session, owner_ref=params.owner_ref, limit=params.limit, cursor=params.cursor
         )
-    return jsonify(page_json([wallet_json(w) for w in rows], next_cursor))
+    return page(Wallet, rows, next_cursor)
 
 
 @blueprint.get("/<wallet_id>")
@@ -48,19 +48,27 @@ def get_wallet(wallet_id: str) -> Response:
     """Return one wallet."""
     with db.transaction() as session:
         wallet = wallets.get_wallet(session, _wallet_id(wallet_id))
-    return jsonify(wallet_json(wallet))
+    return answer(Wallet, wallet)
 
 
 @blueprint.patch("/<wallet_id>")
 @require_role(Role.OPS)
 def patch_wallet(wallet_id: str) -> Response:
-    """Freeze or unfreeze a wallet (ops)."""
+    """Freeze or unfreeze a wallet, or set its overdraft limit (ops).
+
+    A limit below what the wallet already uses (its available balance is
+    below minus the new limit) is refused with 409 ``overdraft_in_use``.
+    """
     body = WalletPatch.model_validate(json_body())
     with db.transaction() as session:
-        wallet = wallets.set_wallet_status(
-            session, _wallet_id(wallet_id), WalletStatus(body.status), actor=current_actor()
+        wallet = wallets.update_wallet(
+            session,
+            _wallet_id(wallet_id),
+            status=WalletStatus(body.status) if body.status is not None else None,
+            overdraft_limit=body.overdraft_limit,
+            actor=current_actor(),
         )
-    return jsonify(wallet_json(wallet))
+    return answer(Wallet, wallet)
 
 
 @blueprint.get("/<wallet_id>/entries")
@@ -72,7 +80,7 @@ def list_entries(wallet_id: str) -> Response:
         rows, next_cursor = wallets.list_entries(
             session, wallet.id, limit=params.limit, cursor=params.cursor
         )
-    return jsonify(page_json([entry_json(e, wallet.currency) for e in rows], next_cursor))
+    return page(LedgerEntry, rows, next_cursor, currency=wallet.currency)
 
 
 @blueprint.get("/<wallet_id>/balance")
@@ -83,11 +91,8 @@ def get_balance(wallet_id: str) -> Response:
     with db.transaction() as session:
         wallet = wallets.get_wallet(session, _wallet_id(wallet_id))
         balance_minor = wallets.balance_as_of(session, wallet.id, as_of)
-    return jsonify(
-        {
-            "wallet_id": str(wallet.id),
-            "currency": wallet.currency,
-            "balance": format_amount(balance_minor, wallet.currency),
-            "as_of": timestamp(as_of),
-        }
-    )
+    return answer(
+        Balance,
+        {"wallet_id": wallet.id, "currency": wallet.currency, "balance_minor": balance_minor,
+         "as_of": as_of},
+    )  # fmt: skip

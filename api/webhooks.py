@@ -7,23 +7,23 @@ answer, log line or delivery record carries it (docs/webhooks.md).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 import broker
 from api.auth import current_actor, require_role
-from api.events import EventType
-from api.render import page_json, timestamp
+from api.render import answer, page
 from api.requests import json_body, path_id, query
+from api.responses import WebhookDelivery, WebhookEndpoint, WebhookEndpointCreated
 from api.schemas import ListQuery
 from shared import db
 from shared.config import get_settings
-from shared.models import WebhookDelivery, WebhookEndpoint
+from shared.models import EventType
+from shared.rendering import With
 from shared.services import deliveries, webhook_endpoints
 from shared.services.api_keys import Role
-from shared.services.events import event_public_id
 
 blueprint = Blueprint("webhooks", __name__, url_prefix="/v1")
 
@@ -64,44 +64,13 @@ class DeliveryListQuery(ListQuery):
     status: Literal["pending", "succeeded", "failed"] | None = None
 
 
-def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    """Render an endpoint, without its secret."""
-    return {
-        "id": str(endpoint.id),
-        "url": endpoint.url,
-        "events": list(endpoint.event_types),
-        "description": endpoint.description,
-        "status": endpoint.status,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": timestamp(endpoint.created_at),
-        "updated_at": timestamp(endpoint.updated_at),
-    }
-
-
-def delivery_json(delivery: WebhookDelivery, event_type: str) -> dict[str, Any]:
-    """Render a delivery as docs/api.md ("Webhooks") lists it (no body, no headers: nothing signed or secret)."""
-    return {
-        "id": str(delivery.id),
-        "event_id": event_public_id(delivery.event_id),
-        "event_type": event_type,
-        "endpoint_id": str(delivery.endpoint_id),
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "next_attempt_at": timestamp(delivery.next_attempt_at),
-        "delivered_at": timestamp(delivery.delivered_at),
-        "created_at": timestamp(delivery.created_at),
-    }
-
-
 def _endpoint_id(value: str) -> uuid.UUID:
     return path_id(value, not_found_code="webhook_endpoint_not_found")
 
 
 @blueprint.post("/webhook-endpoints")
 @require_role(Role.OPS)
-def create_endpoint() -> tuple[Response, int, dict[str, str]]:
+def create_endpoint() -> Response:
     """Register an endpoint: 201 with its ``secret``, shown this once."""
     body = EndpointCreate.model_validate(json_body())
     with db.transaction() as session:
@@ -113,8 +82,12 @@ def create_endpoint() -> tuple[Response, int, dict[str, str]]:
             allow_private_networks=get_settings().webhook_allow_private_networks,
             actor=current_actor(),
         )
-    answer = endpoint_json(endpoint) | {"secret": secret}
-    return jsonify(answer), 201, {"Location": f"/v1/webhook-endpoints/{endpoint.id}"}
+    return answer(
+        WebhookEndpointCreated,
+        With(endpoint, secret=secret),
+        201,
+        {"Location": f"/v1/webhook-endpoints/{endpoint.id}"},
+    )
 
 
 @blueprint.get("/webhook-endpoints")
@@ -126,7 +99,7 @@ def list_endpoints() -> Response:
         rows, next_cursor = webhook_endpoints.list_endpoints(
             session, limit=params.limit, cursor=params.cursor
         )
-    return jsonify(page_json([endpoint_json(e) for e in rows], next_cursor))
+    return page(WebhookEndpoint, rows, next_cursor)
 
 
 @blueprint.get("/webhook-endpoints/<endpoint_id>")
@@ -135,7 +108,7 @@ def get_endpoint(endpoint_id: str) -> Response:
     """Return one endpoint."""
     with db.transaction() as session:
         endpoint = webhook_endpoints.get_endpoint(session, _endpoint_id(endpoint_id))
-    return jsonify(endpoint_json(endpoint))
+    return answer(WebhookEndpoint, endpoint)
 
 
 @blueprint.patch("/webhook-endpoints/<endpoint_id>")
@@ -154,7 +127,7 @@ def update_endpoint(endpoint_id: str) -> Response:
             allow_private_networks=get_settings().webhook_allow_private_networks,
             actor=current_actor(),
         )
-    return jsonify(endpoint_json(endpoint))
+    return answer(WebhookEndpoint, endpoint)
 
 
 @blueprint.delete("/webhook-endpoints/<endpoint_id>")
@@ -177,16 +150,16 @@ def list_deliveries(endpoint_id: str) -> Response:
         rows, next_cursor = deliveries.list_deliveries(
             session, endpoint_uuid, status=params.status, limit=params.limit, cursor=params.cursor
         )
-    return jsonify(page_json([delivery_json(d, t) for d, t in rows], next_cursor))
+    return page(WebhookDelivery, [With(d, event_type=t) for d, t in rows], next_cursor)
 
 
 @blueprint.post("/webhook-deliveries/<delivery_id>/retry")
 @require_role(Role.OPS)
-def retry_delivery(delivery_id: str) -> tuple[Response, int]:
+def retry_delivery(delivery_id: str) -> Response:
     """Deliver again now: 202 with the delivery, due at once."""
     delivery_uuid = path_id(delivery_id, not_found_code="webhook_delivery_not_found")
     with db.transaction() as session:
         delivery, event_type = deliveries.retry_delivery(
             session, delivery_uuid, publish=broker.send_delivery, actor=current_actor()
         )
-    return jsonify(delivery_json(delivery, event_type)), 202
+    return answer(WebhookDelivery, With(delivery, event_type=event_type), 202)

@@ -139,3 +139,14 @@ def maintenance(context: click.Context) -> None:
     from bench.maintenance import main as run_maintenance
 
     run_maintenance(list(context.args))
+
+
+@bench.command(
+    "metadata", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.pass_context
+def metadata(context: click.Context) -> None:
+    """Filter 1,000,000 transactions by metadata (``--transactions``, ``--per-batch``, ``--runs``)."""
+    from bench.metadata_filter import main as run_metadata
+
+    run_metadata(list(context.args))

@@ -257,6 +257,7 @@ def wallets_show(wallet_id: uuid.UUID, entries_shown: int) -> None:
         f"balance:   {money(wallet.balance_minor)}",
         f"available: {money(wallet.balance_minor - wallet.held_minor)}",
         f"held:      {money(wallet.held_minor)}",
+        f"overdraft: {money(wallet.overdraft_limit_minor)}",
         f"created:   {_time(wallet.created_at)}",
         f"open holds: {len(holds)}",
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -76,6 +76,8 @@ class Wallet(Base):
     last_sequence: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
     is_system: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: How far below zero debits and holds may take the available balance (migration 0012).
+    overdraft_limit_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 
@@ -88,14 +90,24 @@ class Wallet(Base):
             postgresql_where=text("is_system"),
         ),
         Index("wallets_created_at_id", "created_at", "id"),
-        CheckConstraint("is_system OR balance_minor >= 0", name="balance_not_negative"),
+        # docs/architecture.md, invariant 2, backing the posting rules (migration 0012).
         CheckConstraint(
-            "is_system OR balance_minor - held_minor >= 0", name="available_not_negative"
+            "is_system OR balance_minor >= -overdraft_limit_minor", name="balance_within_overdraft"
         ),
+        CheckConstraint(
+            "is_system OR balance_minor - held_minor >= -overdraft_limit_minor",
+            name="available_within_overdraft",
+        ),
+        CheckConstraint("overdraft_limit_minor >= 0", name="overdraft_limit_not_negative"),
         CheckConstraint("held_minor >= 0", name="held_not_negative"),
         CheckConstraint("is_system = (owner_ref IS NULL)", name="system_has_no_owner"),
         CheckConstraint("status IN ('active', 'frozen')", name="status_known"),
     )
+
+    @property
+    def available_minor(self) -> int:
+        """The available balance in minor units: the balance less what holds reserve."""
+        return self.balance_minor - self.held_minor
 
 
 class Transaction(Base):
@@ -142,6 +154,10 @@ class Transaction(Base):
     #: The ``X-Request-Id`` of the request that submitted it, so
     #: the worker's log lines name the request (migration 0008).
     request_id: Mapped[str | None] = mapped_column(Text)
+    #: A reversal's original (no foreign key: either side archives alone), and
+    #: on the original the sum of its completed reversals (migration 0013).
+    reverses_id: Mapped[uuid.UUID | None] = mapped_column()
+    reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
@@ -164,6 +180,11 @@ class Transaction(Base):
         ),
         Index("transactions_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
         Index(
+            "transactions_reverses",
+            "reverses_id",
+            postgresql_where=text("reverses_id IS NOT NULL"),
+        ),
+        Index(
             "transactions_legs",
             "legs",
             postgresql_using="gin",
@@ -180,17 +201,28 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("transactions_created_at_id", "created_at", "id"),
+        # GET /v1/transactions?metadata[KEY]=VALUE: metadata @> '{...}' (migration 0012).
+        Index(
+            "transactions_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
         Index("transactions_source_wallet", "source_wallet_id", "created_at"),
         Index("transactions_destination_wallet", "destination_wallet_id", "created_at"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint("reversed_minor BETWEEN 0 AND amount_minor", name="reversed_within_amount"),
+        CheckConstraint(
+            "(type = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_names_original"
+        ),
         CheckConstraint(
             "status IN ('pending', 'held', 'completed', 'failed', 'voided', 'expired')",
             name="status_known",
         ),
         CheckConstraint(
             "type IN ('deposit', 'withdrawal', 'transfer', 'hold', 'group', "
-            "'capture', 'void', 'expiry')",
+            "'capture', 'void', 'expiry', 'reversal')",
             name="type_known",
         ),
         # Room for the claim's in-place (heap-only) update of attempts.
@@ -365,6 +397,8 @@ class TransactionArchive(Base):
     updated_at: Mapped[dt.datetime] = mapped_column()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
     request_id: Mapped[str | None] = mapped_column(Text)
+    reverses_id: Mapped[uuid.UUID | None] = mapped_column()
+    reversed_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (Index("transactions_archive_created_at_id", "created_at", "id"),)
 
@@ -453,18 +487,21 @@ ledger_entries_all = table(
 # Notifications (migration 0007): the transactional outbox of events, webhook
 # endpoints and one delivery per (event, endpoint). docs/webhooks.md.
 
-#: The event types of docs/api.md's "Webhooks", in the order the API lists them.
-EVENT_TYPES = (
+#: The event types of docs/api.md's "Webhooks", in the order the API lists them: the one list
+#: (the events table's CHECK, the webhook endpoint filters, the OpenAPI document).
+EventType = Literal[
     "transaction.completed",
     "transaction.failed",
     "transaction.held",
     "transaction.voided",
     "transaction.expired",
+    "transaction.reversed",
     "balance_monitor.triggered",
     "balance_monitor.cleared",
     "reconciliation.mismatch",
     "reconciliation.error",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 class Event(Base):
@@ -491,6 +528,8 @@ class Event(Base):
     attempts: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime | None] = mapped_column()
     completed_at: Mapped[dt.datetime | None] = mapped_column()
+    #: The transaction's ``reversed_minor`` at the change (migration 0013; None before it).
+    reversed_minor: Mapped[int | None] = mapped_column(BigInteger)
     #: A balance monitor's event: the monitor, and what it and its wallet were at the
     #: change (``shared.services.monitors``; migration 0015).
     balance_monitor_id: Mapped[uuid.UUID | None] = mapped_column()

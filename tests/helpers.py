@@ -112,7 +112,8 @@ def assert_ledger_consistent() -> None:
     """Check docs/architecture.md's invariants 1, 2 and 5 over the whole database.
 
     - every currency's wallets sum to zero, and every transaction's entries too;
-    - no non-system wallet has a negative balance or available balance;
+    - no non-system wallet's balance or available balance is below minus its
+      overdraft limit;
     - every wallet's balance equals the sum of its entries, ``last_sequence``
       equals its entry count, sequences run 1..n with no gap, and each
       ``balance_after`` is the running sum;
@@ -134,11 +135,12 @@ def assert_ledger_consistent() -> None:
         assert not unbalanced, f"transactions whose entries do not sum to zero: {unbalanced}"
         negative = session.execute(
             text(
-                "SELECT id, balance_minor, held_minor FROM wallets WHERE NOT is_system "
-                "AND (balance_minor < 0 OR balance_minor - held_minor < 0) LIMIT 5"
+                "SELECT id, balance_minor, held_minor, overdraft_limit_minor FROM wallets "
+                "WHERE NOT is_system AND (balance_minor < -overdraft_limit_minor "
+                "OR balance_minor - held_minor < -overdraft_limit_minor) LIMIT 5"
             )
         ).all()
-        assert not negative, f"negative non-system wallets: {negative}"
+        assert not negative, f"non-system wallets below their overdraft limit: {negative}"
         drift = session.execute(
             text(
                 """

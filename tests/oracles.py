@@ -13,7 +13,8 @@ when it was sent and answered), and fail when
 (b) a wallet's balance or held amount is not what the accepted requests and
     their final statuses add up to (opening + completed credits - completed
     debits; an open hold reserves its amount, a capture moves money, a void
-    or an expiry releases it);
+    or an expiry releases it, a reversal moves money back along its original),
+    or an original's completed reversals add up to more than its amount;
 (c) a transaction touches the test's wallets that no client submitted (an
     expiry of one of the clients' holds is the processor's own and allowed);
 (d) a wallet's ledger entries (or hold entries) are not in acceptance order:
@@ -46,6 +47,10 @@ FINAL_STATUSES = {"completed", "failed", "voided", "expired"}
 HOLD_FINAL_STATUSES = FINAL_STATUSES | {"held"}
 
 
+#: The type of the transaction each ``POST /v1/transactions/{id}/<verb>`` records.
+_TYPE_BY_VERB = {"capture": "capture", "void": "void", "reverse": "reversal"}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Accepted:
     """One request the API accepted.
@@ -53,9 +58,10 @@ class Accepted:
     Attributes:
         id: the transaction id the answer carried.
         type: ``deposit``, ``withdrawal``, ``transfer``, ``group``, ``hold``,
-            ``capture`` or ``void``.
-        body: the JSON body sent (None for a void or a capture of the whole hold).
-        hold_id: the hold a capture or void names.
+            ``capture``, ``void`` or ``reversal``.
+        body: the JSON body sent (None for a void or a capture of the whole hold;
+            a reversal's names its ``amount``, or the oracles cannot tell it).
+        hold_id: the hold a capture or void names, or the original a reversal names.
         sent_at: ``time.monotonic()`` when its first attempt was sent.
         answered_at: ``time.monotonic()`` when the accepting answer arrived.
     """
@@ -110,13 +116,13 @@ class Book:
             body: the body sent.
             sent_at: ``time.monotonic()`` before its first attempt was sent
                 (a retry with the same Idempotency-Key is the same request).
-            path: the URL path of a capture or void (``/v1/transactions/<hold>/capture``);
-                empty for ``POST /v1/transactions``.
+            path: the URL path of a capture, void or reversal
+                (``/v1/transactions/<hold>/capture``); empty for ``POST /v1/transactions``.
         """
         answered_at = time.monotonic()
         if path:
             _, hold_id, verb = path.rstrip("/").rsplit("/", 2)
-            kind, hold = verb, hold_id
+            kind, hold = _TYPE_BY_VERB[verb], hold_id
         else:
             assert body is not None
             kind, hold = str(body["type"]), None
@@ -222,6 +228,7 @@ def _unexplained_balances(
     balance = defaultdict(int, book.opening)
     held: defaultdict[str, int] = defaultdict(int)
     outcomes: defaultdict[str, list[str]] = defaultdict(list)  # hold id -> completed operations
+    reversed_minor: defaultdict[str, int] = defaultdict(int)  # original id -> completed reversals
     problems = []
     for transaction_id, request in accepted.items():
         status = final.get(transaction_id, {}).get("status")
@@ -240,11 +247,25 @@ def _unexplained_balances(
                 problems.append(f"{request.type} {transaction_id} of a hold no client sent")
                 continue
             if request.type == "capture":
-                assert hold.body is not None
-                body = {**hold.body, **(request.body or {})}
-                amount = _minor(body)
-                balance[hold.body["source_wallet_id"]] -= amount
-                balance[str(body.get("destination_wallet_id") or "system")] += amount
+                source, destination, amount = _capture_movement(hold, request)
+                balance[source] -= amount
+                balance[destination] += amount
+            continue
+        if request.type == "reversal":
+            original = accepted.get(str(request.hold_id))
+            if original is None or original.type not in _REVERSIBLE:
+                problems.append(f"reversal {transaction_id} of a transaction no client sent")
+                continue
+            source, destination, original_minor = _movement(accepted, original)
+            amount = parse_amount((request.body or {})["amount"], _currency(accepted, original))
+            balance[destination] -= amount  # back: from the original's destination to its source
+            balance[source] += amount
+            reversed_minor[original.id] += amount
+            if reversed_minor[original.id] > original_minor:
+                problems.append(
+                    f"{original.type} {original.id} of {original_minor} has completed reversals "
+                    f"of {reversed_minor[original.id]}"
+                )
             continue
         for source, destination, amount in _legs(request.body or {}):
             balance[source] -= amount
@@ -261,6 +282,32 @@ def _unexplained_balances(
                 f"the accepted requests add up to {balance[wallet_id]}, held {held[wallet_id]}"
             )
     return problems
+
+
+_REVERSIBLE = ("deposit", "withdrawal", "transfer", "capture")
+
+
+def _capture_movement(hold: Accepted, capture: Accepted) -> tuple[str, str, int]:
+    """Return ``(source, destination, minor units)`` a completed capture of ``hold`` moved."""
+    assert hold.body is not None
+    body = {**hold.body, **(capture.body or {})}
+    destination = str(body.get("destination_wallet_id") or "system")
+    return hold.body["source_wallet_id"], destination, _minor(body)
+
+
+def _movement(accepted: dict[str, Accepted], original: Accepted) -> tuple[str, str, int]:
+    """Return ``(source, destination, minor units)`` a completed single-leg transaction moved."""
+    if original.type == "capture":
+        return _capture_movement(accepted[str(original.hold_id)], original)
+    [movement] = _legs(original.body or {})
+    return movement
+
+
+def _currency(accepted: dict[str, Accepted], request: Accepted) -> str:
+    """Return the currency of a single-leg request (a capture's is its hold's)."""
+    if request.type == "capture":
+        request = accepted[str(request.hold_id)]
+    return str((request.body or {}).get("currency", "SGD"))
 
 
 def _minor(body: dict[str, Any]) -> int:
@@ -392,7 +439,7 @@ def assert_applied_once(transaction_ids: list[str]) -> None:
     """Every transaction left exactly the entries of one apply, a failed one none.
 
     Ledger entries: two per leg of a completed deposit, withdrawal, transfer,
-    capture or group. Hold entries: one for an applied hold (whatever ended it
+    capture, reversal or group. Hold entries: one for an applied hold (whatever ended it
     since), one for a completed capture, void or expiry.
     """
     problems = _applied_other_than_once(transaction_ids)
@@ -410,7 +457,8 @@ def _applied_other_than_once(transaction_ids: list[str]) -> list[str]:
                     (SELECT count(*) FROM hold_entries h WHERE h.transaction_id = t.id) AS held,
                     CASE WHEN t.status <> 'completed' THEN 0
                          WHEN t.type = 'group' THEN 2 * jsonb_array_length(t.legs)
-                         WHEN t.type IN ('deposit', 'withdrawal', 'transfer', 'capture') THEN 2
+                         WHEN t.type IN ('deposit', 'withdrawal', 'transfer', 'capture',
+                                         'reversal') THEN 2
                          ELSE 0 END AS n_expected,
                     CASE WHEN t.type = 'hold' AND t.status <> 'failed' AND t.status <> 'pending'
                               THEN 1

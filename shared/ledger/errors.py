@@ -21,6 +21,7 @@ class FailureCode(StrEnum):
     HOLD_EXPIRED = "hold_expired"
     HOLD_NOT_OPEN = "hold_not_open"
     CAPTURE_EXCEEDS_HOLD = "capture_exceeds_hold"
+    REVERSAL_EXCEEDS_AMOUNT = "reversal_exceeds_amount"
 
 
 class TallyError(Exception):

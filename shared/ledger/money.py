@@ -13,14 +13,16 @@ import re
 
 from babel.numbers import get_currency_precision, list_currencies
 
-from shared.ledger.errors import InvalidAmount, UnknownCurrency
+from shared.ledger.errors import InvalidAmount, TallyError, UnknownCurrency, ValidationFailed
 
 #: The largest amount accepted, in minor units (docs/api.md, "Conventions": 10^15).
 AMOUNT_MINOR_MAX = 10**15
 
 # ASCII digits only: str.isdigit() would accept other scripts' digits.
 _AMOUNT_RE = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?", re.ASCII)
-_CODE_RE = re.compile(r"[A-Z]{3}", re.ASCII)
+#: An ISO 4217 alphabetic code's form; whether it names a currency is :func:`exponent_of`'s call.
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+_CODE_RE = re.compile(CURRENCY_PATTERN, re.ASCII)
 
 
 @functools.cache
@@ -44,7 +46,7 @@ def _iso_codes() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-def parse_amount(text: object, currency: str) -> int:
+def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> int:
     """Parse a positive decimal amount in major units into integer minor units.
 
     ``parse_amount("10.5", "SGD") == 1050``; ``parse_amount("1200", "JPY") == 1200``.
@@ -52,9 +54,10 @@ def parse_amount(text: object, currency: str) -> int:
     Args:
         text: the amount as sent by a client; must be a ``str``.
         currency: the ISO 4217 code whose exponent bounds the fractional digits.
+        allow_zero: accept zero too (an overdraft limit of ``"0.00"``: none).
 
     Returns:
-        The amount in minor units, ``1 <= amount <= AMOUNT_MINOR_MAX``.
+        The amount in minor units, ``1 <= amount <= AMOUNT_MINOR_MAX`` (from 0 with ``allow_zero``).
 
     Raises:
         InvalidAmount: not a string, a sign, an exponent, whitespace, a comma,
@@ -83,13 +86,31 @@ def parse_amount(text: object, currency: str) -> int:
     amount_minor = int(whole) * 10**exponent + (
         int(fraction.ljust(exponent, "0")) if exponent else 0
     )
-    if amount_minor <= 0:
+    if amount_minor == 0 and not allow_zero:
         raise InvalidAmount("amount must be positive")
     if amount_minor > AMOUNT_MINOR_MAX:
         raise InvalidAmount(
             f"amount exceeds the maximum of {format_amount(AMOUNT_MINOR_MAX, currency)} {currency}"
         )
     return amount_minor
+
+
+def parse_amount_field(text: object, currency: str, *, field: str = "amount") -> int:
+    """Parse an amount of a request field with :func:`parse_amount`, naming the field if it fails.
+
+    For amounts checked where their currency is first known (a capture's or a
+    reversal's is the original's).
+
+    Raises:
+        ValidationFailed: with the code of :func:`parse_amount`'s error
+            (``invalid_amount``, ``unknown_currency``) and ``errors`` naming ``field``.
+    """
+    try:
+        return parse_amount(text, currency)
+    except TallyError as error:
+        raise ValidationFailed(
+            error.detail, code=error.code, errors=[{"field": field, "message": error.detail}]
+        ) from None
 
 
 def format_amount(amount_minor: int, currency: str) -> str:

@@ -6,8 +6,8 @@ loads state, calls :func:`post`, and writes what it returns.
 
 Amounts are integer minor units. A debit lowers a wallet's balance, a credit
 raises it; every posting's signed entries sum to zero (docs/architecture.md, invariant 1).
-A non-system wallet's available balance (balance - held) never goes below zero
-(invariant 2).
+A non-system wallet's available balance (balance - held) never goes below
+minus its overdraft limit, zero unless ops set one (invariant 2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class WalletState:
         status: active or frozen.
         is_system: the currency's system wallet (no owner, may go negative).
         last_sequence: the ``sequence`` of the wallet's newest ledger entry (0: none).
+        overdraft_limit_minor: how far below zero debits and holds may take the
+            available balance, in minor units (0: not at all; a system wallet has no limit).
     """
 
     id: uuid.UUID
@@ -41,11 +43,32 @@ class WalletState:
     status: WalletStatus
     is_system: bool
     last_sequence: int
+    overdraft_limit_minor: int = 0
 
     @property
     def available_minor(self) -> int:
-        """Return the balance that new debits and holds may use: balance - held."""
+        """Return the balance not reserved by holds: balance - held (negative in overdraft)."""
         return self.balance_minor - self.held_minor
+
+    @property
+    def spendable_minor(self) -> int:
+        """Return what new debits and holds may use: available balance + overdraft limit."""
+        return self.available_minor + self.overdraft_limit_minor
+
+
+def overdraft_used_minor(balance_minor: int, held_minor: int) -> int:
+    """Return how much of its overdraft a wallet uses: how far its available balance is below 0.
+
+    Args:
+        balance_minor: the wallet's balance, in minor units.
+        held_minor: the sum of its open holds, in minor units.
+
+    Returns:
+        ``max(0, held_minor - balance_minor)``, in minor units: the smallest
+        overdraft limit the wallet may be given now (docs/architecture.md, invariant 2; a
+        lower one is refused ``overdraft_in_use``, docs/api-conventions.md).
+    """
+    return max(0, held_minor - balance_minor)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +102,26 @@ class Release:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Reversal:
+    """The original transaction a reversal moves money back along, as the batch sees it.
+
+    Attributes:
+        original_amount_minor: the original's amount, in minor units.
+        reversed_minor: what its completed reversals moved back so far (at this
+            point of the batch), in minor units; a reversal that would take it
+            past ``original_amount_minor`` is rejected ``reversal_exceeds_amount``.
+    """
+
+    original_amount_minor: int
+    reversed_minor: int
+
+    @property
+    def left_minor(self) -> int:
+        """Return what is left to reverse, in minor units."""
+        return self.original_amount_minor - self.reversed_minor
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Posting:
     """What a transaction asks of the ledger, independent of storage.
 
@@ -89,12 +132,15 @@ class Posting:
             a group, none for a void or an expiry. For a hold, the single leg names
             the wallet to reserve on as its source.
         release: for a capture, void or expiry: the hold it ends.
+        reversal: for a reversal: the original it moves money back along; its one
+            leg runs from the original's destination to its source.
     """
 
     type: TransactionType
     currency: str
     legs: Sequence[Leg]
     release: Release | None = None
+    reversal: Reversal | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,11 +233,14 @@ def _check_leg(
         if rejection is not None:
             return rejection
     source = wallets[leg.source_wallet_id]
-    if not source.is_system and source.available_minor < leg.amount_minor:
+    # The available balance after the debit must stay >= -overdraft limit (invariant 2).
+    if not source.is_system and source.spendable_minor < leg.amount_minor:
+        limit = source.overdraft_limit_minor
+        overdraft = f" (an overdraft limit of {limit} included)" if limit else ""
         return Rejection(
             FailureCode.INSUFFICIENT_FUNDS,
-            f"wallet {source.id} has {source.available_minor} minor units available, "
-            f"{leg.amount_minor} needed",
+            f"wallet {source.id} has {source.spendable_minor} minor units available"
+            f"{overdraft}, {leg.amount_minor} needed",
         )
     return None
 
@@ -219,6 +268,22 @@ def _check_release(
     return None
 
 
+def _check_reversal(reversal: Reversal, posting: Posting) -> Rejection | None:
+    """Return why a reversal may not move its amount back, or None.
+
+    Completed reversals of one transaction never add up to more than its
+    amount (docs/api-conventions.md, "Reversals"), whatever their number and order.
+    """
+    for leg in posting.legs:
+        if leg.amount_minor > reversal.left_minor:
+            return Rejection(
+                FailureCode.REVERSAL_EXCEEDS_AMOUNT,
+                f"reversal of {leg.amount_minor} minor units exceeds the "
+                f"{reversal.left_minor} left to reverse of {reversal.original_amount_minor}",
+            )
+    return None
+
+
 def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied | Rejection:
     """Check ``posting`` against ``wallets`` and, if every rule passes, post it.
 
@@ -230,6 +295,10 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
     does not). A capture, void or expiry first releases its hold's whole held
     amount, then a capture moves the captured amount like a transfer: releasing
     first means the held funds pay for it (TigerBeetle, "Two-phase transfers").
+    A reversal moves its amount like a transfer, unless it exceeds what is left
+    to reverse of its original (``reversal_exceeds_amount``); the caller adds
+    the amount of an applied reversal to ``Reversal.reversed_minor`` of the
+    next posting of the same original.
 
     Args:
         posting: the transaction to post.
@@ -255,6 +324,10 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
         wallet = scratch[posting.release.wallet_id]
         wallet.held_minor -= posting.release.amount_minor
         hold_changes.append(HoldChange(wallet.id, -posting.release.amount_minor, wallet.held_minor))
+    if posting.reversal is not None:
+        rejection = _check_reversal(posting.reversal, posting)
+        if rejection is not None:
+            return rejection
     for index, leg in enumerate(posting.legs):
         rejection = _check_leg(leg, posting.currency, scratch)
         if rejection is not None:

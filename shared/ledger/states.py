@@ -18,7 +18,8 @@ class TransactionType(StrEnum):
 
     ``capture``, ``void`` and ``expiry`` end a hold (named by ``hold_id``): they
     are transactions of their own, in the hold's lane, as TigerBeetle posts or
-    voids a pending transfer with a transfer of its own.
+    voids a pending transfer with a transfer of its own. A ``reversal`` moves
+    money back along a completed transaction it names in ``reverses_id``.
     """
 
     DEPOSIT = "deposit"
@@ -29,6 +30,20 @@ class TransactionType(StrEnum):
     CAPTURE = "capture"
     VOID = "void"
     EXPIRY = "expiry"
+    REVERSAL = "reversal"
+
+
+#: The types a reversal may undo (docs/api-conventions.md, "Reversals"): those that move money
+#: once and are then final. A hold moves none, a void or expiry only releases,
+#: a group's legs are undone as a group, and a reversal is not itself reversed.
+REVERSIBLE_TYPES = frozenset(
+    {
+        TransactionType.DEPOSIT,
+        TransactionType.WITHDRAWAL,
+        TransactionType.TRANSFER,
+        TransactionType.CAPTURE,
+    }
+)
 
 
 #: The operations that end a hold, and the status each leaves the hold in.

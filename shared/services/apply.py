@@ -12,6 +12,11 @@ A capture, void or expiry ends the hold it names: the hold's row is locked with
 the batch, and its status is tracked through the batch, so a hold applied, then
 captured, then voided in one batch resolves once (the void fails
 ``hold_not_open``).
+
+A reversal moves money back along its original: the original's row is locked
+with the batch, and its ``reversed_minor`` is tracked through the batch and
+written in the same commit, so reversals of one transaction, racing or not,
+never complete for more than its amount (``reversal_exceeds_amount``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from shared.ledger.rules import (
     Posting,
     Rejection,
     Release,
+    Reversal,
     WalletState,
     post,
     wallet_ids_of,
@@ -81,6 +87,7 @@ _APPLY_COLUMNS = (
     Transaction.source_wallet_id,
     Transaction.destination_wallet_id,
     Transaction.hold_id,
+    Transaction.reverses_id,
     Transaction.legs,
     Transaction.created_at,
     Transaction.request_id,
@@ -99,13 +106,19 @@ class _Hold:
     status: TransactionStatus
 
 
-def posting_of(transaction: Pending, holds: Mapping[uuid.UUID, _Hold]) -> Posting:
+def posting_of(
+    transaction: Pending,
+    holds: Mapping[uuid.UUID, _Hold],
+    originals: Mapping[uuid.UUID, Reversal] | None = None,
+) -> Posting:
     """Return the posting a stored transaction asks for (its legs, in minor units).
 
     Args:
         transaction: the pending transaction (a row of ``_APPLY_COLUMNS``).
         holds: the holds named by the batch's captures, voids and expiries, with
             their status as of this point of the batch.
+        originals: the transactions the batch's reversals name, with what their
+            completed reversals moved back as of this point of the batch.
     """
     transaction_type = TransactionType(transaction.type)
     currency = transaction.currency
@@ -136,8 +149,16 @@ def posting_of(transaction: Pending, holds: Mapping[uuid.UUID, _Hold]) -> Postin
     source = transaction.source_wallet_id
     assert source is not None
     destination = transaction.destination_wallet_id or source
+    reversal = None
+    if transaction_type is TransactionType.REVERSAL:
+        # An original that is gone (archived) has nothing left to reverse.
+        amount = transaction.amount_minor
+        reversal = (originals or {}).get(transaction.reverses_id) or Reversal(amount, amount)
     return Posting(
-        transaction_type, currency, (Leg(source, destination, transaction.amount_minor),)
+        transaction_type,
+        currency,
+        (Leg(source, destination, transaction.amount_minor),),
+        reversal=reversal,
     )
 
 
@@ -163,9 +184,11 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     if not transactions:
         return ApplyResult(Counter())  # a duplicate delivery: someone applied them already
     holds = _lock_holds(session, transactions)
+    originals = _lock_originals(session, transactions)
+    originals_before = dict(originals)
     wallet_ids: set[uuid.UUID] = set()
     for transaction in transactions:
-        wallet_ids |= wallet_ids_of(posting_of(transaction, holds))
+        wallet_ids |= wallet_ids_of(posting_of(transaction, holds, originals))
     wallets = _lock_wallets(session, wallet_ids)
     before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
 
@@ -174,9 +197,11 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     hold_rows: list[dict[str, object]] = []
     status_rows: dict[uuid.UUID, dict[str, object]] = {}
     held_first: list[uuid.UUID] = []  # holds applied, then ended, in this batch
+    reversed_: list[tuple[uuid.UUID, int]] = []  # (original, its reversed_minor after)
     for transaction in transactions:
-        # Built now, not before the loop: an earlier posting may have changed a hold.
-        posting = posting_of(transaction, holds)
+        # Built now, not before the loop: an earlier posting may have changed a
+        # hold or an original.
+        posting = posting_of(transaction, holds, originals)
         result = post(posting, wallets)  # updates ``wallets`` in place on success
         if isinstance(result, Applied):
             entry_rows.extend(_entry_rows(transaction, result))
@@ -184,6 +209,8 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
             if transaction.hold_id in status_rows:  # its hold was applied in this batch
                 held_first.append(transaction.hold_id)
             _end_hold(transaction, holds, status_rows, now)
+            if posting.reversal is not None:
+                reversed_.append(_add_reversed(transaction, originals))
         status_rows[transaction.id] = _status_row(transaction, result, now)
         if transaction.type == TransactionType.HOLD and isinstance(result, Applied):
             holds[transaction.id] = _Hold(
@@ -202,11 +229,13 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     if hold_rows:
         session.execute(insert(HoldEntry), hold_rows)
     _write_statuses(session, list(status_rows.values()))
+    _write_reversed(session, originals, originals_before, now)
     # The outbox: one event per status change, a hold's end included, in this commit.
     record_transaction_events(
         session,
         {transaction_id: str(row["status"]) for transaction_id, row in status_rows.items()},
         held_first=held_first,
+        reversed_=reversed_,
     )
     # Balance monitors of the wallets the batch changed: one statement for the batch.
     evaluate_monitors(
@@ -342,6 +371,63 @@ def _lock_holds(session: Session, transactions: Sequence[Pending]) -> dict[uuid.
     }
 
 
+def _lock_originals(session: Session, transactions: Sequence[Pending]) -> dict[uuid.UUID, Reversal]:
+    """Lock the originals the batch's reversals name; return what is reversed of each, by id.
+
+    Only the apply stream writes ``reversed_minor``, and it reads it here under
+    the lock, so the batch starts from every reversal completed before it.
+    """
+    original_ids = sorted({t.reverses_id for t in transactions if t.reverses_id is not None})
+    if not original_ids:
+        return {}
+    rows = session.execute(
+        select(Transaction.id, Transaction.amount_minor, Transaction.reversed_minor)
+        .where(Transaction.id.in_(original_ids))
+        .order_by(Transaction.id)
+        .with_for_update(key_share=True)
+    )
+    return {row.id: Reversal(row.amount_minor, row.reversed_minor) for row in rows}
+
+
+def _add_reversed(
+    transaction: Pending, originals: dict[uuid.UUID, Reversal]
+) -> tuple[uuid.UUID, int]:
+    """Count an applied reversal on its original; return ``(original id, reversed_minor after)``."""
+    original = originals[transaction.reverses_id]  # present: the posting found room in it
+    originals[transaction.reverses_id] = dataclasses.replace(
+        original, reversed_minor=original.reversed_minor + transaction.amount_minor
+    )
+    return transaction.reverses_id, original.reversed_minor + transaction.amount_minor
+
+
+_REVERSED_SQL = text(
+    """
+UPDATE transactions t SET reversed_minor = v.reversed_minor, updated_at = CAST(:now AS timestamptz)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:reversed AS bigint[])) AS v(id, reversed_minor)
+WHERE t.id = v.id
+"""
+)
+
+
+def _write_reversed(
+    session: Session,
+    originals: Mapping[uuid.UUID, Reversal],
+    before: Mapping[uuid.UUID, Reversal],
+    now: dt.datetime,
+) -> None:
+    """Store ``reversed_minor`` of the originals the batch's reversals changed: one statement."""
+    changed = [i for i, original in originals.items() if original != before[i]]
+    if changed:
+        session.execute(
+            _REVERSED_SQL,
+            {
+                "now": now,
+                "ids": changed,
+                "reversed": [originals[i].reversed_minor for i in changed],
+            },
+        )
+
+
 def _end_hold(
     transaction: Pending,
     holds: dict[uuid.UUID, _Hold],
@@ -368,7 +454,10 @@ def _end_hold(
 def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUID, WalletState]:
     """Lock the wallets ``FOR NO KEY UPDATE`` in sorted id order; return their states by id.
 
-    Sorted order means two batches that share wallets cannot deadlock.
+    Sorted order means two batches that share wallets cannot deadlock. The
+    overdraft limit is read under the same lock that ops' change of it takes
+    (``shared.services.wallets.set_overdraft_limit``), so a batch posts against
+    the limit that holds when it commits.
     """
     rows = session.execute(
         select(
@@ -379,6 +468,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
             Wallet.status,
             Wallet.is_system,
             Wallet.last_sequence,
+            Wallet.overdraft_limit_minor,
         )
         .where(Wallet.id.in_(sorted(wallet_ids)))
         .order_by(Wallet.id)
@@ -393,6 +483,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
             WalletStatus(row.status),
             row.is_system,
             row.last_sequence,
+            row.overdraft_limit_minor,
         )
         for row in rows
     }

@@ -6,7 +6,8 @@ reader (entry history, point-in-time balances, snapshots, reconciliation)
 reads the live and the archive table as one (the view ``ledger_entries_all``). Transactions move to
 ``transactions_archive`` only once they are terminal, older than the cutoff
 and none of their entries is left in ``ledger_entries`` (whose foreign key
-would forbid it); ``get_transaction`` falls back to the archive.
+would forbid it), nor a reversal of them pending (it applies against the live
+row); ``get_transaction`` falls back to the archive.
 
 Each chunk is one database transaction that deletes up to ``chunk_size`` rows
 from the live table and inserts them into the archive in the same statement
@@ -82,6 +83,8 @@ _MOVE_TRANSACTIONS = text(
               AND t.status = ANY(:terminal)
               AND t.updated_at < :cutoff
               AND (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id LIMIT 1) IS NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM transactions r WHERE r.reverses_id = t.id AND r.status = 'pending')
             FOR UPDATE SKIP LOCKED
         ))
         RETURNING {_TRANSACTION_COLUMNS}

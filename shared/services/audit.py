@@ -30,6 +30,8 @@ class AuditAction(enum.StrEnum):
     TRANSACTION_BULK_RETRY = "transaction.bulk_retry"
     WALLET_FREEZE = "wallet.freeze"
     WALLET_UNFREEZE = "wallet.unfreeze"
+    #: Details: ``overdraft_limit_minor`` (new) and ``previous_minor``.
+    WALLET_OVERDRAFT_LIMIT = "wallet.overdraft_limit"
     API_KEY_CREATE = "api_key.create"
     API_KEY_REVOKE = "api_key.revoke"
     RECONCILIATION_START = "reconciliation.start"

@@ -294,7 +294,10 @@ def _claim_many(session: Session, policy: Policy, which: Any, *, limit: int) -> 
         )
     }
     ordered = [events[delivery.event_id] for delivery, _ in rows]  # a foreign key: present
-    bodies = [json.dumps(r, separators=(",", ":")) for r in render_events(session, ordered)]
+    bodies = [
+        json.dumps(r.model_dump(mode="json"), separators=(",", ":"))
+        for r in render_events(session, ordered)
+    ]
     claimed = []
     for (delivery, endpoint), event, body in zip(rows, ordered, bodies, strict=True):
         delivery.attempts += 1

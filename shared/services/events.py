@@ -1,7 +1,7 @@
 """The events outbox: every status change the contract names, appended in the same transaction.
 
 docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
-``.voided``, ``.expired``, ``reconciliation.mismatch`` and ``.error``; the
+``.voided``, ``.expired``, ``.reversed``, ``reconciliation.mismatch`` and ``.error``; the
 balance monitors' ``balance_monitor.triggered`` and ``.cleared`` come through
 :func:`record_events` (``shared.services.monitors``). Each
 function here takes the session of the database transaction that makes the
@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import TextClause, delete, select, text
 from sqlalchemy.orm import Session
 
-from shared import db
+from shared import db, rendering
 from shared.metrics import EVENTS_RECORDED
 from shared.models import (
     Event,
@@ -43,7 +43,7 @@ from shared.models import (
     WebhookDelivery,
 )
 from shared.pagination import newest_first_page
-from shared.rendering import monitor_event_json, run_json, timestamp, transaction_json
+from shared.rendering import event_public_id as event_public_id
 
 #: Called after the commit with the ids of the endpoints that got a due delivery.
 DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
@@ -51,7 +51,15 @@ DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
 _publisher: DeliveryPublisher | None = None
 
 #: The columns of a transaction that an event keeps as they were at the change.
-_SNAPSHOT = ("status", "failure_code", "failure_message", "attempts", "updated_at", "completed_at")
+_SNAPSHOT = (
+    "status",
+    "failure_code",
+    "failure_message",
+    "attempts",
+    "updated_at",
+    "completed_at",
+    "reversed_minor",
+)
 
 #: One delivery per enabled endpoint subscribed to each event the CTE ``ev`` inserted;
 #: returns the endpoint of each. A delivery to an endpoint paused after failures is
@@ -71,10 +79,11 @@ _TRANSACTION_EVENTS_SQL = text(
     """
 WITH ev AS (
     INSERT INTO events (id, type, transaction_id, api_key_id, status, failure_code,
-                        failure_message, attempts, updated_at, completed_at, created_at)
+                        failure_message, attempts, updated_at, completed_at, reversed_minor,
+                        created_at)
     SELECT uuidv7(), 'transaction.' || t.status, t.id, t.api_key_id, t.status,
            t.failure_code, t.failure_message, t.attempts, t.updated_at, t.completed_at,
-           t.updated_at
+           t.reversed_minor, t.updated_at
     FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
     RETURNING id, type
 )"""
@@ -91,6 +100,24 @@ WITH ev AS (
     SELECT uuidv7(), 'transaction.held', t.id, t.api_key_id, 'held', t.attempts,
            t.updated_at, t.updated_at - interval '1 microsecond'
     FROM transactions t WHERE t.id = ANY(CAST(:ids AS uuid[]))
+    RETURNING id, type
+)"""
+    + _DELIVERIES_SQL
+)
+
+#: ``transaction.reversed`` of originals, one per reversal completed, each with the
+#: original's ``reversed_minor`` right after that reversal, in the batch's order.
+_REVERSED_SQL = text(
+    """
+WITH ev AS (
+    INSERT INTO events (id, type, transaction_id, api_key_id, status, attempts, updated_at,
+                        completed_at, reversed_minor, created_at)
+    SELECT uuidv7(), 'transaction.reversed', t.id, t.api_key_id, t.status, t.attempts,
+           t.updated_at, t.completed_at, v.reversed_minor, t.updated_at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:reversed AS bigint[])) WITH ORDINALITY
+        AS v(id, reversed_minor, ordinal)
+    JOIN transactions t ON t.id = v.id
+    ORDER BY v.ordinal
     RETURNING id, type
 )"""
     + _DELIVERIES_SQL
@@ -118,6 +145,7 @@ def record_transaction_events(
     status_by_id: Mapping[uuid.UUID, str],
     *,
     held_first: Sequence[uuid.UUID] = (),
+    reversed_: Sequence[tuple[uuid.UUID, int]] = (),
 ) -> None:
     """Append one event per transaction, of the status each has now, and its deliveries.
 
@@ -131,6 +159,9 @@ def record_transaction_events(
             event's type is ``transaction.<status>``.
         held_first: holds among them that were held and then ended by another
             transaction of the same batch: each also gets its ``transaction.held``.
+        reversed_: ``(original id, its reversed_minor after)`` for each reversal
+            completed, in order: each gets a ``transaction.reversed`` of its original
+            (which need not be among ``status_by_id``).
     """
     if not status_by_id:
         return
@@ -139,6 +170,10 @@ def record_transaction_events(
     if held_first:
         deliveries += session.scalars(_HELD_FIRST_SQL, {"ids": list(held_first)})
         types["transaction.held"] += len(held_first)
+    if reversed_:
+        ids, amounts = zip(*reversed_, strict=True)
+        deliveries += session.scalars(_REVERSED_SQL, {"ids": list(ids), "reversed": list(amounts)})
+        types["transaction.reversed"] += len(reversed_)
     _after_commit(session, types, deliveries)
 
 
@@ -200,11 +235,6 @@ def _after_commit(
     db.after_commit(session, committed)
 
 
-def event_public_id(event_id: uuid.UUID) -> str:
-    """Return an event's id as the API and the ``webhook-id`` header show it: ``evt_<32 hex>``."""
-    return f"evt_{event_id.hex}"
-
-
 class _AsOf:
     """A transaction as an event saw it: the event's snapshot columns over the transaction's."""
 
@@ -216,8 +246,9 @@ class _AsOf:
         return getattr(source, name)
 
 
-def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Render events as the payload of docs/api.md, "Webhooks": ``{"id", "type", "created_at", "data"}``.
+def render_events(session: Session, events: Sequence[Event]) -> list[rendering.Event]:
+    """Render events as the payload of docs/api.md, "Webhooks" (``shared.rendering.Event``): ``{"id", "type",
+    "created_at", "data"}``.
 
     ``data`` is the Transaction object as it was at the event (live or
     archived), or the reconciliation run. Three reads at most, whatever the
@@ -253,21 +284,14 @@ def render_events(session: Session, events: Sequence[Event]) -> list[dict[str, A
     )
     rendered = []
     for event in events:
-        data: dict[str, Any] | None = None
+        data: Any = None
         if event.snapshot is None and event.transaction_id in transactions:
-            data = transaction_json(_AsOf(transactions[event.transaction_id], event))
+            data = rendering.Transaction.of(_AsOf(transactions[event.transaction_id], event))
         elif event.snapshot is not None:  # a balance monitor's: all it shows is kept
-            data = monitor_event_json(event.snapshot, event.transaction_id)
+            data = rendering.BalanceMonitorEvent.of(rendering.monitor_event_view(event))
         elif event.reconciliation_run_id is not None and event.reconciliation_run_id in runs:
-            data = run_json(runs[event.reconciliation_run_id])
-        rendered.append(
-            {
-                "id": event_public_id(event.id),
-                "type": event.type,
-                "created_at": timestamp(event.created_at),
-                "data": data,
-            }
-        )
+            data = rendering.ReconciliationRun.of(runs[event.reconciliation_run_id])
+        rendered.append(rendering.Event.of(rendering.With(event, data=data)))
     return rendered
 
 
@@ -279,7 +303,7 @@ def list_events(
     transaction_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[rendering.Event], str | None]:
     """Return a page of rendered events, newest first, and the next page's cursor (or None).
 
     Args:

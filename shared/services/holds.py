@@ -19,8 +19,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit
-from shared.ledger.errors import Conflict, TallyError, ValidationFailed
-from shared.ledger.money import parse_amount
+from shared.ledger.errors import Conflict, ValidationFailed
+from shared.ledger.money import parse_amount_field
 from shared.ledger.states import TERMINAL_STATUSES, TransactionStatus, TransactionType
 from shared.models import Transaction, Wallet
 from shared.services.idempotency import Publish, fingerprint, insert_or_replay
@@ -96,12 +96,7 @@ def submit_hold_operation(
     amount_minor = hold.amount_minor
     destination_id = None
     if operation.type is TransactionType.CAPTURE and operation.amount is not None:
-        try:
-            amount_minor = parse_amount(operation.amount, hold.currency)
-        except TallyError as error:
-            raise ValidationFailed(
-                error.detail, code=error.code, errors=[{"field": "amount", "message": error.detail}]
-            ) from None
+        amount_minor = parse_amount_field(operation.amount, hold.currency)
     request_hash = fingerprint(
         [operation.type, operation.hold_id, amount_minor, operation.destination_wallet_id]
     )

@@ -64,6 +64,39 @@ def replay(
     return existing
 
 
+def replay_if_recorded(
+    session: Session,
+    *,
+    api_key_id: uuid.UUID,
+    idempotency_key: str,
+    request_hash: str,
+    publish: Publish,
+) -> Transaction | None:
+    """Return the transaction recorded under the key, as :func:`replay` does; None if the key is free.
+
+    For a request refused for a state that may have changed since its key was
+    first used (a reversal of a transaction reversed since): its replay
+    answers as the first request did, never with the refusal.
+
+    Raises:
+        IdempotencyKeyReused: the key was recorded with a different request.
+    """
+    recorded = session.scalar(
+        select(Transaction.id).where(
+            Transaction.api_key_id == api_key_id, Transaction.idempotency_key == idempotency_key
+        )
+    )
+    if recorded is None:
+        return None
+    return replay(
+        session,
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        publish=publish,
+    )
+
+
 def replay_many(
     session: Session,
     *,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
@@ -55,6 +55,7 @@ def list_transactions(
     wallet_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[Sequence[Transaction], str | None]:
     """Return a page of transactions, newest first, filtered, and the next page's cursor.
 
@@ -62,6 +63,9 @@ def list_transactions(
         status, type_: exact matches when given.
         wallet_id: transactions whose source or destination is this wallet, in
             a leg of a group too.
+        metadata: only transactions whose metadata holds every one of these
+            pairs exactly (``metadata @> '{...}'``, served by the GIN index
+            ``transactions_metadata``; docs/benchmarks.md).
         limit: page size, 1..200.
         cursor: a ``next_cursor`` from the previous page.
     """
@@ -80,6 +84,8 @@ def list_transactions(
                 Transaction.legs.contains([{"destination_wallet_id": str(wallet_id)}]),
             )
         )
+    if metadata:
+        query = query.where(Transaction.metadata_.contains(dict(metadata)))
     return newest_first_page(
         session,
         query,

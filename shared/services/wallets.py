@@ -1,4 +1,4 @@
-"""Wallet operations: create, read, list, freeze, entries and point-in-time balances."""
+"""Wallet operations: create, read, list, freeze, overdraft limits, entries, point-in-time balances."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.ledger.errors import Conflict, NotFound, ValidationFailed
-from shared.ledger.money import exponent_of
+from shared.ledger.errors import Conflict, NotFound, TallyError, ValidationFailed
+from shared.ledger.money import exponent_of, format_amount, parse_amount
+from shared.ledger.rules import overdraft_used_minor
 from shared.ledger.states import WalletStatus
 from shared.models import BalanceSnapshot, Currency, LedgerEntry, Wallet, ledger_entries_all
 from shared.pagination import decode_cursor, encode_cursor, newest_first_page
@@ -159,6 +160,107 @@ def set_wallet_status(
             else audit.AuditAction.WALLET_UNFREEZE
         )
         audit.record(session, actor, action, [wallet.id], {"status": status.value})
+    return wallet
+
+
+def update_wallet(
+    session: Session,
+    wallet_id: uuid.UUID,
+    *,
+    status: WalletStatus | None = None,
+    overdraft_limit: str | None = None,
+    actor: audit.Actor | None = None,
+) -> Wallet:
+    """Apply an ops ``PATCH /v1/wallets/{id}``: a new status, a new overdraft limit, or both.
+
+    Both changes commit together or not at all (the caller's transaction).
+
+    Args:
+        status: freeze or unfreeze (:func:`set_wallet_status`); None: unchanged.
+        overdraft_limit: the new limit as a decimal string in the wallet's
+            currency (:func:`set_overdraft_limit`); None: unchanged.
+        actor: the operator, for the audit log.
+
+    Raises:
+        NotFound, Conflict, ValidationFailed: as the two functions raise.
+    """
+    wallet = None
+    if status is not None:
+        wallet = set_wallet_status(session, wallet_id, status, actor=actor)
+    if overdraft_limit is not None:
+        wallet = set_overdraft_limit(session, wallet_id, overdraft_limit, actor=actor)
+    return wallet if wallet is not None else get_wallet(session, wallet_id)
+
+
+def set_overdraft_limit(
+    session: Session,
+    wallet_id: uuid.UUID,
+    overdraft_limit: str,
+    *,
+    actor: audit.Actor | None = None,
+) -> Wallet:
+    """Set how far below zero debits and holds may take the wallet's available balance.
+
+    The wallet row is locked ``FOR NO KEY UPDATE``, the lock the apply path
+    takes on every wallet it posts to (``shared.services.apply``), so a change
+    and a batch of debits are serialised: the batch posts against the limit
+    that was committed before it took the lock, and a lower limit is checked
+    against the balances that batch left (docs/architecture.md, invariant 2; the check
+    constraints of migration 0012 back both).
+
+    Args:
+        overdraft_limit: a decimal string in the wallet's currency (ISO 4217
+            minor unit), ``"0"`` or more; ``"0.00"`` removes the overdraft.
+        actor: the operator; when given, ``wallet.overdraft_limit`` is appended
+            to the audit log in the same transaction, with the previous and the
+            new limit in minor units.
+
+    Raises:
+        NotFound: ``wallet_not_found``.
+        Conflict: ``system_wallet_immutable`` for a system wallet (it has no
+            limit); ``overdraft_in_use`` when the limit is below what the
+            wallet already uses (``shared.ledger.rules.overdraft_used_minor``).
+        ValidationFailed: ``invalid_amount`` (field ``overdraft_limit``).
+    """
+    wallet = session.get(
+        Wallet, wallet_id, with_for_update={"key_share": True}, populate_existing=True
+    )
+    if wallet is None:
+        raise wallet_not_found(wallet_id)
+    if wallet.is_system:
+        raise Conflict(
+            "a system wallet has no overdraft limit: it may go negative",
+            code="system_wallet_immutable",
+        )
+    try:
+        limit_minor = parse_amount(overdraft_limit, wallet.currency, allow_zero=True)
+    except TallyError as error:
+        raise ValidationFailed(
+            error.detail,
+            code=error.code,
+            errors=[{"field": "overdraft_limit", "message": error.detail}],
+        ) from None
+    used_minor = overdraft_used_minor(wallet.balance_minor, wallet.held_minor)
+    if limit_minor < used_minor:
+        raise Conflict(
+            f"wallet {wallet.id} already uses {format_amount(used_minor, wallet.currency)} "
+            f"{wallet.currency} of overdraft; the limit cannot go below that",
+            code="overdraft_in_use",
+        )
+    previous_minor = wallet.overdraft_limit_minor
+    if previous_minor != limit_minor:
+        wallet.overdraft_limit_minor = limit_minor
+        wallet.updated_at = func.now()
+        session.flush()
+        session.refresh(wallet)
+    if actor is not None:
+        audit.record(
+            session,
+            actor,
+            audit.AuditAction.WALLET_OVERDRAFT_LIMIT,
+            [wallet.id],
+            {"overdraft_limit_minor": limit_minor, "previous_minor": previous_minor},
+        )
     return wallet
 
 

@@ -137,6 +137,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=_capture, fields=("amount", "destination_wallet_id"), containers=("",)
     ),
     ("POST", "/v1/transactions/<transaction_id>/void"): Route(body=lambda world: {}),
+    ("POST", "/v1/transactions/<transaction_id>/reverse"): Route(
+        body=lambda world: {"amount": "1.00", "description": "refund", "metadata": {"n": "1"}},
+        fields=("amount", "description", "metadata.n"),
+        containers=("", "metadata"),
+    ),
     ("POST", "/v1/reconciliations"): Route(),
     ("GET", "/v1/reconciliations"): Route(query=LIST),
     ("GET", "/v1/reconciliations/<run_id>"): Route(),

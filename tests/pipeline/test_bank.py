@@ -1,5 +1,5 @@
-"""The bank test: clients keep paying, holding and splitting payments while workers die,
-PostgreSQL restarts and messages vanish.
+"""The bank test: clients keep paying, holding, splitting and reversing payments while
+workers die, PostgreSQL restarts and messages vanish.
 
 Clients retry a 503 with the same Idempotency-Key, as a careful client does;
 any other answer, or an exception in a client's thread, fails the test.
@@ -28,8 +28,13 @@ from tests.servers import CeleryProcess
 
 pytestmark = pytest.mark.pipeline
 
-#: What the clients provoke: spending more than a wallet has, ending a hold that ended.
-PROVOKED = {"insufficient_funds", "hold_not_open"}
+#: What the clients provoke: spending more than a wallet has, ending a hold that ended,
+#: reversing more than is left of a payment.
+PROVOKED = {"insufficient_funds", "hold_not_open", "reversal_exceeds_amount"}
+
+#: What the API may refuse of a capture, void or reversal: the state it needs is gone
+#: (or not there yet: a reversal of a payment still pending).
+REFUSED = {(409, "hold_not_open"), (409, "not_reversible"), (422, "reversal_exceeds_amount")}
 
 
 def submit_until_accepted(
@@ -37,8 +42,8 @@ def submit_until_accepted(
 ) -> str | None:
     """Submit (or POST to ``path``), retrying 503s with the same key; return the transaction id.
 
-    Records the accepted request in ``book``. Returns None for a capture or void
-    the API refused with 409 ``hold_not_open``.
+    Records the accepted request in ``book``. Returns None for a capture, void
+    or reversal the API refused (``REFUSED``).
     """
     key = str(uuid.uuid4())
     sent_at = time.monotonic()
@@ -51,7 +56,7 @@ def submit_until_accepted(
             response = submit(client, headers, body, key)
         if response.status_code in (200, 202):
             return book.record(response.get_json()["id"], body, sent_at=sent_at, path=path)
-        if response.status_code == 409 and response.get_json()["code"] == "hold_not_open":
+        if (response.status_code, response.get_json().get("code")) in REFUSED:
             return None
         assert response.status_code == 503, response.get_json()
         assert time.monotonic() < deadline, "intake stayed unavailable for 60 s"
@@ -96,9 +101,16 @@ def test_bank_under_random_faults(
 
     def customer(seed: int) -> None:
         local_rng, local = random.Random(seed), app.test_client()
+        payments: list[str] = []  # this customer's accepted transfers and withdrawals
         while not stop.is_set():
             body = random_payment(local_rng, wallets)
             hold = submit_until_accepted(local, service_headers, body, book)
+            if body["type"] in ("transfer", "withdrawal") and hold is not None:
+                payments.append(hold)
+            if payments and local_rng.random() < 0.15:  # part of an earlier payment back
+                reversal = {"amount": f"{local_rng.randint(1, 500) / 100:.2f}"}
+                path = f"/v1/transactions/{local_rng.choice(payments)}/reverse"
+                submit_until_accepted(local, service_headers, reversal, book, path)
             if body["type"] == "hold" and local_rng.random() < 0.7:  # the rest expire
                 verb = local_rng.choice(["capture", "void"])
                 capture = {"amount": "0.01"} if verb == "capture" else None
@@ -130,6 +142,8 @@ def test_bank_under_random_faults(
         customers.join(timeout_seconds=90)
         ids = book.ids
         assert len(ids) > 50
+        kinds = {request.type for request in book.accepted.values()}
+        assert {"reversal", "capture", "group"} <= kinds, kinds  # the workload has them all
         db.reset_engine()
         wait_terminal(ids, timeout_seconds=180, context=workers[-1].log())
         assert_explained(book, allowed_failures=PROVOKED, context=workers[-1].log())

@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.ledger.errors import FailureCode
-from shared.ledger.rules import Applied, Leg, Posting, Rejection, WalletState, post
+from shared.ledger.rules import (
+    Applied,
+    Leg,
+    Posting,
+    Rejection,
+    Release,
+    WalletState,
+    overdraft_used_minor,
+    post,
+)
 from shared.ledger.states import EntryDirection, TransactionType, WalletStatus
 
 
@@ -118,3 +127,91 @@ def test_post_conserves_money_and_never_overdraws(
             assert sum(e.signed_minor for e in result.entries) == 0
     assert sum(w.balance_minor for w in wallets) == total
     assert all(w.balance_minor >= 0 for w in wallets)
+
+
+def test_post_lets_a_debit_use_the_overdraft_limit_and_no_more() -> None:
+    a, b = wallet(1000, overdraft_limit_minor=5000), wallet(0)
+    assert isinstance(post(transfer(a, b, 6000), {a.id: a, b.id: b}), Applied)
+    assert (a.balance_minor, a.available_minor, a.spendable_minor) == (-5000, -5000, 0)
+    result = post(transfer(a, b, 1), {a.id: a, b.id: b})
+    assert isinstance(result, Rejection) and result.code is FailureCode.INSUFFICIENT_FUNDS
+    assert "overdraft limit of 5000" in result.message
+    assert a.balance_minor == -5000
+
+
+def test_post_counts_holds_against_the_overdraft_limit() -> None:
+    a, b = wallet(0, overdraft_limit_minor=1000), wallet(0)
+    hold = Posting(TransactionType.HOLD, "SGD", (Leg(a.id, a.id, 800),))
+    assert isinstance(post(hold, {a.id: a}), Applied)
+    assert (a.balance_minor, a.available_minor) == (0, -800)
+    result = post(transfer(a, b, 201), {a.id: a, b.id: b})
+    assert isinstance(result, Rejection) and result.code is FailureCode.INSUFFICIENT_FUNDS
+    assert isinstance(post(transfer(a, b, 200), {a.id: a, b.id: b}), Applied)
+    assert a.available_minor == -1000
+
+
+@pytest.mark.parametrize(
+    ("balance_minor", "held_minor", "used_minor"),
+    [(0, 0, 0), (500, 200, 0), (500, 500, 0), (100, 300, 200), (-400, 0, 400), (-400, 100, 500)],
+)
+def test_overdraft_used_is_how_far_available_is_below_zero(
+    balance_minor: int, held_minor: int, used_minor: int
+) -> None:
+    assert overdraft_used_minor(balance_minor, held_minor) == used_minor
+
+
+#: One step of a random history: (kind, source index, destination index, amount in minor units).
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["transfer", "withdrawal", "deposit", "hold", "capture", "void"]),
+        st.integers(0, 4),
+        st.integers(0, 4),
+        st.integers(1, 5_000),
+    ),
+    max_size=60,
+)
+
+
+@given(
+    balances=st.lists(st.integers(0, 10_000), min_size=2, max_size=5),
+    limits=st.lists(st.integers(0, 10_000), min_size=5, max_size=5),
+    steps=_STEPS,
+)
+def test_post_conserves_money_and_never_passes_the_overdraft_limit(
+    balances: list[int], limits: list[int], steps: list[tuple[str, int, int, int]]
+) -> None:
+    """Any sequence of debits, holds, captures and voids: sums stay zero, no wallet below -limit."""
+    system = wallet(-sum(balances), is_system=True)
+    wallets = [wallet(b, overdraft_limit_minor=limits[i]) for i, b in enumerate(balances)]
+    states = {w.id: w for w in [system, *wallets]}
+    holds: list[tuple[WalletState, int]] = []  # open holds: (wallet, amount)
+    for kind, s, d, amount in steps:
+        source, destination = wallets[s % len(wallets)], wallets[d % len(wallets)]
+        if kind in ("capture", "void"):
+            if not holds:
+                continue
+            held_wallet, held_minor = holds[s % len(holds)]
+            legs = (Leg(held_wallet.id, destination.id, min(amount, held_minor)),)
+            posting = Posting(
+                TransactionType(kind), "SGD", legs if kind == "capture" else (),
+                Release(held_wallet.id, held_minor, hold_open=True),
+            )  # fmt: skip
+        else:
+            leg = {
+                "transfer": Leg(source.id, destination.id, amount),
+                "withdrawal": Leg(source.id, system.id, amount),
+                "deposit": Leg(system.id, destination.id, amount),
+                "hold": Leg(source.id, source.id, amount),
+            }[kind]
+            posting = Posting(TransactionType(kind), "SGD", (leg,))
+        result = post(posting, states)
+        if isinstance(result, Applied):
+            assert sum(e.signed_minor for e in result.entries) == 0
+            if kind == "hold":
+                holds.append((source, amount))
+            elif kind in ("capture", "void"):
+                holds.remove((held_wallet, held_minor))
+        assert sum(w.balance_minor for w in states.values()) == 0
+        assert all(w.available_minor >= -w.overdraft_limit_minor for w in wallets)
+        assert all(w.balance_minor >= -w.overdraft_limit_minor for w in wallets)
+        assert all(w.held_minor == sum(a for h, a in holds if h is w) for w in wallets)
