@@ -6,7 +6,16 @@ from typing import Any
 
 from flask import Flask, request
 
-from api import audit, dashboard, health, openapi, reconciliations, transactions, wallets
+from api import (
+    audit,
+    dashboard,
+    health,
+    monitors,
+    openapi,
+    reconciliations,
+    transactions,
+    wallets,
+)
 from api.auth import load_api_key
 from api.edge import install_edge
 from api.errors import register_error_handlers
@@ -20,6 +29,7 @@ from shared.logs import configure_logging
 BLUEPRINTS = [
     health.blueprint,
     wallets.blueprint,
+    monitors.blueprint,
     transactions.blueprint,
     reconciliations.blueprint,
     events_blueprint,

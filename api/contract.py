@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from api import events as ev
+from api import monitors as mo
 from api import responses as r
 from api import schemas as s
 from api import webhooks as wh
@@ -161,6 +162,28 @@ OPERATIONS: dict[str, Operation] = {
         "getWalletBalance", "Read a wallet's balance as of a time", "Wallets",
         (Answer(200, "The balance after every entry up to as_of.", r.Balance),),
         query=s.BalanceQuery, problems={404: "wallet_not_found"},
+    ),
+    "monitors.create_monitor": Operation(
+        "createBalanceMonitor", "Create a balance monitor, evaluated at once", "Wallets",
+        (Answer(201, "Created; the monitor is at Location.", r.BalanceMonitor,
+                headers=("Location",),
+                links={"GetBalanceMonitor": _link("getBalanceMonitor",
+                                                  monitor_id="$response.body#/id")}),),
+        body=mo.MonitorCreate, problems={404: "wallet_not_found"},
+    ),
+    "monitors.list_monitors": Operation(
+        "listBalanceMonitors", "List balance monitors, newest first", "Wallets",
+        (Answer(200, "A page of monitors.", r.page_of(r.BalanceMonitor)),),
+        query=mo.MonitorListQuery,
+    ),
+    "monitors.get_monitor": Operation(
+        "getBalanceMonitor", "Read a balance monitor", "Wallets",
+        (Answer(200, "The monitor.", r.BalanceMonitor),),
+        problems={404: "balance_monitor_not_found"},
+    ),
+    "monitors.delete_monitor": Operation(
+        "deleteBalanceMonitor", "Delete a balance monitor (its events stay)", "Wallets",
+        (Answer(204, "Deleted.", media_type=""),), problems={404: "balance_monitor_not_found"},
     ),
     "transactions.submit": Operation(
         "submitTransaction", "Submit a transaction (recorded pending, applied later)",

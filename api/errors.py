@@ -26,6 +26,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "not_found": 404,
     "wallet_not_found": 404,
+    "balance_monitor_not_found": 404,
     "transaction_not_found": 404,
     "reconciliation_not_found": 404,
     "webhook_endpoint_not_found": 404,

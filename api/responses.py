@@ -19,6 +19,7 @@ from shared.rendering import (
     OMIT_NULL,
     TRANSACTION_EXAMPLE,
     Amount,
+    BalanceMonitor,
     Currency,
     Event,
     EventId,
@@ -32,7 +33,7 @@ from shared.rendering import (
     shape,
 )
 
-__all__ = ["Event", "ReconciliationRun", "Transaction"]
+__all__ = ["BalanceMonitor", "Event", "ReconciliationRun", "Transaction"]
 
 _ID = "7d1f7c3e-1b7a-4c55-9a57-0c1e2f3a4b5c"
 _OTHER_ID = "0b9e8d7c-6f5a-4e3d-8c2b-1a0f9e8d7c6b"

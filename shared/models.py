@@ -507,6 +507,8 @@ EventType = Literal[
     "transaction.expired",
     "transaction.reversed",
     "transaction.canceled",
+    "balance_monitor.triggered",
+    "balance_monitor.cleared",
     "reconciliation.mismatch",
     "reconciliation.error",
 ]
@@ -539,6 +541,10 @@ class Event(Base):
     completed_at: Mapped[dt.datetime | None] = mapped_column()
     #: The transaction's ``reversed_minor`` at the change (migration 0013; None before it).
     reversed_minor: Mapped[int | None] = mapped_column(BigInteger)
+    #: A balance monitor's event: the monitor, and what it and its wallet were at the
+    #: change (``shared.services.monitors``; migration 0015).
+    balance_monitor_id: Mapped[uuid.UUID | None] = mapped_column()
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = _now()
 
     __table_args__ = (
@@ -624,5 +630,40 @@ class WebhookDelivery(Base):
         ),
         CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed')", name="delivery_status_known"
+        ),
+    )
+
+
+class BalanceMonitor(Base):
+    """A condition on one wallet's balance or available balance, edge-triggered (migration 0015).
+
+    ``value_minor`` is the threshold in the wallet's minor units; ``state`` is
+    ``triggered`` while ``field <operator> value`` holds, since
+    ``triggered_at``, and ``clear`` otherwise (``shared.ledger.monitors``).
+    ``api_key_id`` is the key that created it: its events are that key's.
+    """
+
+    __tablename__ = "balance_monitors"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"))
+    field: Mapped[str] = mapped_column(Text)
+    operator: Mapped[str] = mapped_column(Text)
+    value_minor: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default=text("'clear'"))
+    triggered_at: Mapped[dt.datetime | None] = mapped_column()
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        Index("balance_monitors_wallet_created_at_id", "wallet_id", "created_at", "id"),
+        Index("balance_monitors_created_at_id", "created_at", "id"),
+        CheckConstraint("field IN ('balance', 'available_balance')", name="monitor_field_known"),
+        CheckConstraint("operator IN ('lt', 'lte', 'gt', 'gte')", name="monitor_operator_known"),
+        CheckConstraint("state IN ('clear', 'triggered')", name="monitor_state_known"),
+        CheckConstraint(
+            "(state = 'triggered') = (triggered_at IS NOT NULL)", name="monitor_triggered_at"
         ),
     )

@@ -299,6 +299,75 @@ class ReconciliationRun(Shape):
         return {code: format_amount(minor, code) for code, minor in sorted(totals.items())}
 
 
+MONITOR_EXAMPLE: dict[str, Any] = {
+    "id": _OTHER_ID, "wallet_id": _ID, "field": "available_balance", "operator": "lt",
+    "value": "100.00", "description": "top up", "state": "triggered", "triggered_at": _AT,
+    "created_at": _AT,
+}  # fmt: skip
+
+
+class BalanceMonitor(Shape):
+    """A condition on a wallet's balance or available balance; ``triggered`` while it holds.
+
+    Reads a ``shared.models.BalanceMonitor`` with its wallet's ``currency`` laid over
+    it (``With(monitor, currency=...)``), or an event's snapshot of one.
+    """
+
+    model_config = shape(MONITOR_EXAMPLE)
+
+    id: Id
+    wallet_id: Id
+    field: Literal["balance", "available_balance"]
+    operator: Literal["lt", "lte", "gt", "gte"]
+    value: int = Field(validation_alias="value_minor")
+    description: str | None
+    state: Literal["clear", "triggered"]
+    triggered_at: Timestamp | None
+    created_at: Timestamp
+    currency: Currency = Field(exclude=True)
+
+    @field_serializer("value")
+    def _amount(self, minor: int) -> Amount:
+        return format_amount(minor, self.currency)
+
+
+class BalanceMonitorEvent(Shape):
+    """A monitor's state change: the monitor and its wallet's balances at that moment, and
+    the transaction that crossed its value (null for the event at its creation)."""
+
+    model_config = shape(
+        {"monitor": MONITOR_EXAMPLE, "currency": "SGD", "balance": "90.00",
+         "available_balance": "90.00", "transaction_id": _SYSTEM_ID}
+    )  # fmt: skip
+
+    monitor: BalanceMonitor
+    currency: Currency
+    balance: int = Field(validation_alias="balance_minor")
+    available_balance: int = Field(validation_alias="available_minor")
+    transaction_id: Id | None
+
+    @field_serializer("balance", "available_balance")
+    def _amount(self, minor: int) -> Amount:
+        return format_amount(minor, self.currency)
+
+
+def monitor_event_view(event: Any) -> dict[str, Any]:
+    """Return what :class:`BalanceMonitorEvent` reads of a balance monitor's event.
+
+    ``event.snapshot`` holds the monitor, its wallet's currency, balance and held
+    amount in minor units as they were (``shared.services.monitors``);
+    ``event.transaction_id`` the transaction that crossed the value.
+    """
+    snapshot = event.snapshot
+    return {
+        "monitor": snapshot,
+        "currency": snapshot["currency"],
+        "balance_minor": snapshot["balance_minor"],
+        "available_minor": snapshot["balance_minor"] - snapshot["held_minor"],
+        "transaction_id": event.transaction_id,
+    }
+
+
 EVENT_EXAMPLE: dict[str, Any] = {
     "id": _EVENT_ID, "type": "reconciliation.error", "created_at": _AT,
     "data": {"id": _ID, "status": "error", "started_at": _AT, "finished_at": _AT,
@@ -314,4 +383,4 @@ class Event(Shape):
     id: EventId
     type: EventType
     created_at: Timestamp
-    data: Transaction | ReconciliationRun | None
+    data: Transaction | ReconciliationRun | BalanceMonitorEvent | None

@@ -92,6 +92,9 @@ function walletsOf(t) {
   return span;
 }
 
+// A balance monitor's operator as its comparison sign.
+const OPERATORS = { lt: "<", lte: "≤", gt: ">", gte: "≥" };
+
 function statusBadge(status) {
   return el("span", status, `badge ${status}`);
 }
@@ -181,10 +184,11 @@ async function openWallet(id) {
   $("wallet-id").value = id;
   $("wallet-error").textContent = "";
   try {
-    const [wallet, holds, entries] = await Promise.all([
+    const [wallet, holds, entries, monitors] = await Promise.all([
       api(`/v1/wallets/${encodeURIComponent(id)}`),
       api(`/v1/transactions?wallet_id=${encodeURIComponent(id)}&type=hold&status=held&limit=50`),
       api(`/v1/wallets/${encodeURIComponent(id)}/entries?limit=25`),
+      api(`/v1/balance-monitors?wallet_id=${encodeURIComponent(id)}&limit=50`),
     ]);
     $("wallet-owner").textContent = wallet.is_system ? `system (${wallet.currency})` : wallet.owner_ref;
     $("wallet-status").replaceChildren(statusBadge(wallet.status));
@@ -193,6 +197,9 @@ async function openWallet(id) {
     $("wallet-held").textContent = `${wallet.held_balance} ${wallet.currency}`;
     fill("wallet-holds", holds.data.map((h) =>
       row([when(h.created_at), idCell(h.id), amountOf(h), when(h.expires_at)])));
+    fill("wallet-monitors", monitors.data.map((m) =>
+      row([statusBadge(m.state), `${m.field} ${OPERATORS[m.operator]} ${m.value} ${wallet.currency}`,
+           m.description, when(m.triggered_at), idCell(m.id)])));
     fill("wallet-entries", entries.data.map((e) =>
       row([e.sequence, when(e.created_at), idCell(e.transaction_id), e.transaction_type,
            e.direction, e.amount, e.balance_after])));

@@ -51,6 +51,7 @@ from shared.ledger.states import (
 )
 from shared.models import GroupLane, HoldEntry, Transaction, Wallet
 from shared.services.events import record_transaction_events
+from shared.services.monitors import crossing_transactions, evaluate_monitors
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,6 +236,10 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
         {transaction_id: str(row["status"]) for transaction_id, row in status_rows.items()},
         held_first=held_first,
         reversed_=reversed_,
+    )
+    # Balance monitors of the wallets the batch changed: one statement for the batch.
+    evaluate_monitors(
+        session, crossing_transactions([*entry_rows, *hold_rows], [t.id for t in transactions])
     )
     groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
     settled = tuple(t.id for t in transactions)

@@ -2,7 +2,9 @@
 
 docs/api.md, "Webhooks": ``transaction.completed``, ``.failed``, ``.held``,
 ``.voided``, ``.expired``, ``.reversed``, ``.canceled``, ``reconciliation.mismatch``
-and ``.error``. Each function here takes the session of the database transaction that makes the
+and ``.error``; the balance monitors' ``balance_monitor.triggered`` and ``.cleared``
+come through :func:`record_events` (``shared.services.monitors``). Each
+function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
 endpoint subscribed to the event's type; after the commit the endpoints that
@@ -28,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import TextClause, delete, select, text
 from sqlalchemy.orm import Session
 
 from shared import db, rendering
@@ -176,6 +178,33 @@ def record_transaction_events(
     _after_commit(session, types, deliveries)
 
 
+def events_statement(events_cte: str) -> TextClause:
+    """Return the statement that runs ``events_cte`` and creates its events' deliveries.
+
+    ``events_cte`` is ``WITH ... ev AS (INSERT INTO events ... RETURNING id, type)``;
+    the statement answers one row: the types of the events inserted and the
+    endpoint of each delivery (None for a paused endpoint), for :func:`record_events`.
+    """
+    return text(
+        events_cte
+        + ", d(endpoint_id) AS ("
+        + _DELIVERIES_SQL
+        + ") SELECT ARRAY(SELECT type FROM ev), ARRAY(SELECT endpoint_id FROM d)"
+    )
+
+
+def record_events(session: Session, statement: TextClause, params: Mapping[str, Any]) -> list[str]:
+    """Run a statement of :func:`events_statement`; return the types of the events it appended.
+
+    One round trip. After the commit, the endpoints that got a due delivery
+    are published, as for every event.
+    """
+    types, deliveries = session.execute(statement, params).one()
+    if types:
+        _after_commit(session, Counter(types), deliveries)
+    return list(types)
+
+
 def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
     """Append ``reconciliation.<status>`` for run ``run_id`` and its deliveries.
 
@@ -226,7 +255,9 @@ def render_events(session: Session, events: Sequence[Event]) -> list[rendering.E
     archived), or the reconciliation run. Three reads at most, whatever the
     number of events.
     """
-    transaction_ids = {e.transaction_id for e in events if e.transaction_id is not None}
+    transaction_ids = {
+        e.transaction_id for e in events if e.transaction_id is not None and e.snapshot is None
+    }
     transactions: dict[uuid.UUID, Any] = {}
     if transaction_ids:
         transactions = {
@@ -255,8 +286,10 @@ def render_events(session: Session, events: Sequence[Event]) -> list[rendering.E
     rendered = []
     for event in events:
         data: Any = None
-        if event.transaction_id is not None and event.transaction_id in transactions:
+        if event.snapshot is None and event.transaction_id in transactions:
             data = rendering.Transaction.of(_AsOf(transactions[event.transaction_id], event))
+        elif event.snapshot is not None:  # a balance monitor's: all it shows is kept
+            data = rendering.BalanceMonitorEvent.of(rendering.monitor_event_view(event))
         elif event.reconciliation_run_id is not None and event.reconciliation_run_id in runs:
             data = rendering.ReconciliationRun.of(runs[event.reconciliation_run_id])
         rendered.append(rendering.Event.of(rendering.With(event, data=data)))

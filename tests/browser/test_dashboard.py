@@ -69,6 +69,8 @@ def test_dashboard_retries_a_failed_transaction_and_opens_its_wallet(
     hold = service.post("/v1/transactions", {"type": "hold", "amount": "10.00", "currency": "SGD",
                         "source_wallet_id": wallet_id, "expires_in": 3600})  # fmt: skip
     assert service.settled(hold["id"])["status"] == "held"
+    service.post("/v1/balance-monitors", {"wallet_id": wallet_id, "field": "available_balance",
+                 "operator": "lt", "value": "70.00", "description": "top up"})  # fmt: skip
     ops.post("/v1/reconciliations")
     ops_key = ops_headers["Authorization"].split(" ", 1)[1]
 
@@ -109,6 +111,9 @@ def test_dashboard_retries_a_failed_transaction_and_opens_its_wallet(
         assert page.inner_text("#wallet-available") == "65.00 SGD"
         assert page.inner_text("#wallet-held") == "10.00 SGD"
         assert page.locator("#wallet-holds tbody tr").count() == 1
+        # Created at 90.00 available (clear); the retried withdrawal took it to 65.00.
+        assert page.inner_text("#wallet-monitors tbody tr td:first-child") == "triggered"
+        assert "available_balance < 70.00 SGD" in page.inner_text("#wallet-monitors tbody")
         assert page.locator("#wallet-entries tbody tr").count() == 2
         page.screenshot(path=str(ARTIFACTS / "dashboard-4-wallet.png"), full_page=True)
 

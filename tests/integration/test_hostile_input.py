@@ -108,6 +108,20 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=lambda w: {"transactions": [{**_transfer(w), "idempotency_key": str(uuid.uuid4())}]},
         containers=("",),
     ),
+    ("POST", "/v1/balance-monitors"): Route(
+        body=lambda w: {
+            "wallet_id": w.wallet_id,
+            "field": "balance",
+            "operator": "lt",
+            "value": "5.00",
+            "description": "low",
+        },
+        fields=("wallet_id", "field", "operator", "value", "description"),
+        containers=("",),
+    ),  # fmt: skip
+    ("GET", "/v1/balance-monitors"): Route(query=("wallet_id", *LIST)),
+    ("GET", "/v1/balance-monitors/<monitor_id>"): Route(),
+    ("DELETE", "/v1/balance-monitors/<monitor_id>"): Route(),
     ("GET", "/v1/transactions"): Route(query=("status", "type", "wallet_id", *LIST)),
     ("GET", "/v1/transactions/<transaction_id>"): Route(query=("wait",)),
     ("POST", "/v1/transactions/<transaction_id>/retry"): Route(),
@@ -195,6 +209,17 @@ class World:
             return response.get_json()["id"]
 
         return self._once("transaction_id", submit)
+
+    @property
+    def monitor_id(self) -> str:
+        def create() -> str:
+            body = {"wallet_id": self.wallet_id, "field": "balance", "operator": "lt",
+                    "value": "5.00"}  # fmt: skip
+            response = self.client.post("/v1/balance-monitors", json=body, headers=self.headers)
+            assert response.status_code == 201, response.get_data(as_text=True)
+            return response.get_json()["id"]
+
+        return self._once("monitor_id", create)
 
     @property
     def run_id(self) -> str:

@@ -61,7 +61,8 @@ def test_the_secret_is_shown_once_and_never_again(client: Any, ops_headers: dict
     assert created["events"] == [
         "transaction.completed", "transaction.failed", "transaction.held",
         "transaction.voided", "transaction.expired", "transaction.reversed", "transaction.canceled",
-        "reconciliation.mismatch", "reconciliation.error",
+        "balance_monitor.triggered", "balance_monitor.cleared", "reconciliation.mismatch",
+        "reconciliation.error",
     ]  # fmt: skip
     endpoint_id = created["id"]
     with db.transaction() as session:
