@@ -37,7 +37,6 @@ from api.schemas import (
     parse_reversal,
     parse_submission,
 )
-from broker import drain_signaller
 from shared import db
 from shared.config import get_settings
 from shared.ledger.errors import TallyError
@@ -83,9 +82,7 @@ def submit() -> Response:
 def _record_group(items: Sequence[BatchItem]) -> list[Outcome]:
     """Record a group of submissions in one database transaction; return their outcomes."""
     with db.transaction() as session:
-        return record_transactions(
-            session, items, shard_count=get_settings().shard_count, publish=drain_signaller.signal
-        )
+        return record_transactions(session, items)
 
 
 @functools.cache
@@ -131,8 +128,6 @@ def submit_batch() -> Response:
             record_transactions(
                 session,
                 [item for item in parsed if isinstance(item, BatchItem)],
-                shard_count=get_settings().shard_count,
-                publish=drain_signaller.signal,
             )
         )
     results = [
@@ -165,8 +160,6 @@ def _record(
             request,
             api_key_id=g.api_key_id,
             idempotency_key=idempotency_key,
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             request_id=request_id(),
         )
     return _accepted(transaction, replayed)
@@ -264,8 +257,6 @@ def retry_many() -> Response:
             session,
             body.to_filter(),
             dry_run=body.dry_run,
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             actor=current_actor(),
         )
     return answer(
@@ -281,8 +272,6 @@ def retry(transaction_id: str) -> Response:
         transaction = transactions.retry_transaction(
             session,
             _transaction_id(transaction_id),
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             actor=current_actor(),
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}

@@ -88,7 +88,7 @@ def drain(self: Task) -> None:
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
 
 
-@shared_task(name="tally.sweep_stalled_transactions")
+@shared_task(name=broker.SWEEP_STALLED_TASK)
 def sweep_stalled_transactions() -> int:
     """Publish a drain if a transaction has been pending too long; return 1 if published.
 
@@ -136,20 +136,18 @@ def sweep_stalled_transactions() -> int:
     return 1
 
 
-@shared_task(name="tally.expire_holds")
+@shared_task(name=broker.EXPIRE_HOLDS_TASK)
 def expire_holds() -> int:
-    """Queue an expiry in the lane of every held hold past ``expires_at``; return how many shards."""
+    """Queue an expiry for every held hold past ``expires_at``; return how many.
+
+    The service sends a drain after the commit; if it is lost, the expiries are
+    pending rows and the sweep publishes them.
+    """
     try:
         with db.transaction() as session:
-            shards = holds.expire_holds(session)
+            return holds.expire_holds(session)
     except Exception as error:
         if not db.is_transient(error):
             raise
         _log.warning("hold_expiry_skipped_database_unavailable", error=str(error))
         return 0  # beat runs the job again; the expiries are still due
-    if shards:
-        try:
-            broker.signal_drain()
-        except Exception:  # the expiries are pending rows: the sweep publishes them
-            _log.warning("hold_expiry_publish_failed", shards=shards, exc_info=True)
-    return len(shards)

@@ -62,7 +62,7 @@ from shared.metrics import (
     observe_many,
 )
 from shared.models import Transaction
-from shared.services.apply import ApplyResult, apply_batch, release_group_lanes
+from shared.services.apply import ApplyResult, apply_batch
 from shared.services.events import record_transaction_events
 
 #: The advisory lock (:func:`shared.db.advisory_lock`) that makes one drain the stream.
@@ -72,15 +72,6 @@ STREAM_LOCK_KEY = "apply-stream"
 Settled = Callable[[Sequence[uuid.UUID]], None]
 
 _log = structlog.get_logger(__name__)
-
-
-def shard_of(lane_wallet_id: uuid.UUID, shard_count: int) -> int:
-    """Return the ``shard`` column's value for a lane (``0 .. shard_count - 1``).
-
-    The column predates the apply stream, which reads no shard; it is kept
-    until intake stops writing it.
-    """
-    return lane_wallet_id.int % shard_count
 
 
 @dataclasses.dataclass(slots=True)
@@ -319,4 +310,3 @@ def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) 
     )
     record_transaction_events(session, {transaction_id: TransactionStatus.FAILED.value})
     _log.error("retries_exhausted", transaction_id=str(transaction_id), attempts=attempts)
-    release_group_lanes(session, [transaction_id])
