@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,7 +61,7 @@ def _idempotency_key() -> str:
     return check_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
-def _transaction_id(value: str):  # noqa: ANN202
+def _transaction_id(value: str) -> uuid.UUID:
     return path_id(value, not_found_code="transaction_not_found")
 
 

@@ -49,9 +49,10 @@ def _take_drain_signal() -> bool:
 def drain(self: Task) -> None:
     """Apply pending transactions in acceptance order while work comes; requeue if some is left.
 
-    One message drains for up to ``TALLY_DRAIN_BUDGET_SECONDS``, taking newly
-    signalled work without a broker hop, then hands the stream back to the
-    queue if work is left, so maintenance tasks queued meanwhile get their turn.
+    One message starts batches for up to ``TALLY_DRAIN_BUDGET_SECONDS`` (the
+    batch under way when the budget runs out finishes), taking newly signalled
+    work without a broker hop, then publishes a drain again if work is left, so
+    maintenance tasks queued meanwhile get their turn.
     """
     settings = get_settings()
     try:

@@ -332,7 +332,7 @@ class _Server:
         in_flight, lock, server = [0], threading.Lock(), self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with lock:
                     server.requests.append(body)
