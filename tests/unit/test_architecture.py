@@ -115,3 +115,22 @@ def test_only_shared_db_commits(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             assert node.func.attr not in {"commit", "rollback"}, f"line {node.lineno}"
+
+
+def test_importing_the_services_loads_no_celery() -> None:
+    """Services import ``broker``'s names; Celery itself is loaded only to send a message."""
+    import subprocess
+    import sys
+
+    modules = [
+        f"shared.services.{p.stem}" for p in sources("shared/services") if p.stem != "__init__"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in ('celery', 'kombu', 'flask') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stderr
