@@ -367,8 +367,10 @@ def send_after_commit(session: Session, message: Message) -> None:
     :class:`Task`. They are sent by ``shared.db``'s after-commit callbacks: on
     the after-commit thread for a lock holder (the drain), so a slow broker
     never holds the stream. A send that fails is logged and counted
-    (``tally_publish_failures_total``) and does not stop the others; the
-    sweeps send what it would have (docs/architecture.md, "The flow").
+    (``tally_publish_failures_total``) and does not stop the others: the
+    stream's sweep and the delivery sweep send what it would have
+    (docs/architecture.md, "The flow"); a reconciliation started by ops stays
+    ``running``, and beat's scheduled one still runs.
     """
     outbox: list[Message] | None = session.info.get(_OUTBOX)
     if outbox is None:
