@@ -18,9 +18,6 @@ from shared.services.api_keys import Role
 
 blueprint = Blueprint("reconciliations", __name__, url_prefix="/v1/reconciliations")
 
-#: The Celery task that runs a started reconciliation (``worker.maintenance_tasks``).
-RECONCILE_TASK = "tally.reconcile"
-
 
 def _run_id(value: str) -> uuid.UUID:
     return path_id(value, not_found_code="reconciliation_not_found")
@@ -38,7 +35,7 @@ def start() -> Response:
     """
     with db.transaction() as session:
         run_id = reconciliation.start_reconciliation(session, actor=current_actor())
-        db.after_commit(session, lambda: broker.send(RECONCILE_TASK, str(run_id)))
+        broker.send_after_commit(session, broker.reconcile(run_id))
     body = {"id": run_id, "status": "running"}
     return answer(ReconciliationStarted, body, 202, {"Location": f"/v1/reconciliations/{run_id}"})
 

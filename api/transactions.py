@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,6 @@ from api.schemas import (
     parse_reversal,
     parse_submission,
 )
-from broker import drain_signaller
 from shared import db
 from shared.config import get_settings
 from shared.ledger.errors import TallyError
@@ -62,7 +62,7 @@ def _idempotency_key() -> str:
     return check_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
-def _transaction_id(value: str):  # noqa: ANN202
+def _transaction_id(value: str) -> uuid.UUID:
     return path_id(value, not_found_code="transaction_not_found")
 
 
@@ -84,9 +84,7 @@ def submit() -> Response:
 def _record_group(items: Sequence[BatchItem]) -> list[Outcome]:
     """Record a group of submissions in one database transaction; return their outcomes."""
     with db.transaction() as session:
-        return record_transactions(
-            session, items, shard_count=get_settings().shard_count, publish=drain_signaller.signal
-        )
+        return record_transactions(session, items)
 
 
 @functools.cache
@@ -132,8 +130,6 @@ def submit_batch() -> Response:
             record_transactions(
                 session,
                 [item for item in parsed if isinstance(item, BatchItem)],
-                shard_count=get_settings().shard_count,
-                publish=drain_signaller.signal,
             )
         )
     results = [
@@ -166,8 +162,6 @@ def _record(
             request,
             api_key_id=g.api_key_id,
             idempotency_key=idempotency_key,
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             request_id=request_id(),
         )
     return _accepted(transaction, replayed)
@@ -274,8 +268,6 @@ def retry_many() -> Response:
             session,
             body.to_filter(),
             dry_run=body.dry_run,
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             actor=current_actor(),
         )
     return answer(
@@ -291,8 +283,6 @@ def retry(transaction_id: str) -> Response:
         transaction = transactions.retry_transaction(
             session,
             _transaction_id(transaction_id),
-            shard_count=get_settings().shard_count,
-            publish=drain_signaller.signal,
             actor=current_actor(),
         )
     headers = {"Location": f"/v1/transactions/{transaction.id}", "Retry-After": "1"}

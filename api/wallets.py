@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from flask import Blueprint, Response
 
@@ -19,7 +20,7 @@ from shared.services.api_keys import Role
 blueprint = Blueprint("wallets", __name__, url_prefix="/v1/wallets")
 
 
-def _wallet_id(value: str):  # noqa: ANN202
+def _wallet_id(value: str) -> uuid.UUID:
     return path_id(value, not_found_code="wallet_not_found")
 
 

@@ -12,7 +12,6 @@ from typing import Annotated, Literal, get_args
 from flask import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-import broker
 from api.auth import current_actor, require_role
 from api.render import answer, page
 from api.requests import json_body, path_id, query
@@ -160,6 +159,6 @@ def retry_delivery(delivery_id: str) -> Response:
     delivery_uuid = path_id(delivery_id, not_found_code="webhook_delivery_not_found")
     with db.transaction() as session:
         delivery, event_type = deliveries.retry_delivery(
-            session, delivery_uuid, publish=broker.send_delivery, actor=current_actor()
+            session, delivery_uuid, actor=current_actor()
         )
     return answer(WebhookDelivery, With(delivery, event_type=event_type), 202)

@@ -78,11 +78,8 @@ def _backlog(api_key_id: uuid.UUID, wallets: list[uuid.UUID], count: int) -> Non
     from sqlalchemy import insert
 
     from shared import db
-    from shared.config import get_settings
     from shared.models import Transaction
-    from shared.services.processor import shard_of
 
-    shards = get_settings().shard_count
     rows = []
     for _ in range(count):
         source, destination = random.sample(wallets, 2)
@@ -90,7 +87,7 @@ def _backlog(api_key_id: uuid.UUID, wallets: list[uuid.UUID], count: int) -> Non
             {
                 "id": uuid.uuid4(), "type": "transfer", "amount_minor": 1, "currency": "SGD",
                 "source_wallet_id": source, "destination_wallet_id": destination,
-                "lane_wallet_id": source, "shard": shard_of(source, shards),
+                "lane_wallet_id": source,
                 "api_key_id": api_key_id, "idempotency_key": str(uuid.uuid4()),
                 "request_hash": "bench",
             }

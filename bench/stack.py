@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+import broker
+
 READY_LINE = "Tally is up at"
 
 
@@ -64,7 +66,7 @@ def _component(cmdline: list[str]) -> str:
         return "api"
     if "celery" in text and "worker" in cmdline:  # the subcommand, not ``-A worker.app``
         queues = cmdline[cmdline.index("-Q") + 1].split(",") if "-Q" in cmdline else []
-        return "webhooks" if queues == ["tally.webhooks"] else "worker"
+        return "webhooks" if queues == [broker.WEBHOOKS_QUEUE] else "worker"
     return "other"
 
 

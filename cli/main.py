@@ -7,6 +7,7 @@ import importlib.util
 
 import click
 
+import broker
 from cli.maintenance import register as register_maintenance
 from cli.openapi import openapi
 from cli.ops import register as register_ops
@@ -46,6 +47,16 @@ class TallyGroup(click.Group):
 @click.group(cls=TallyGroup)
 def main() -> None:
     """Tally: an asynchronous wallet transaction processor."""
+
+
+@main.result_callback()
+def _messages_sent(*_: object, **__: object) -> None:
+    """Return from a command only once the drain signals its commits gave are sent.
+
+    ``broker.send_after_commit`` signals the stream from a background thread;
+    a command that ends before it flushes would leave its work to the sweep.
+    """
+    broker.drain_signaller.flush()
 
 
 @main.command("migrate")

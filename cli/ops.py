@@ -3,8 +3,8 @@
 
 Every command that changes something appends an audit event whose actor is
 ``cli`` and the OS user (``shared.services.audit.Actor.cli``), in the same
-database transaction as the change. Retries publish their shards through the
-broker after the commit, as the ops API does.
+database transaction as the change. A retry sends a drain after its commit,
+as the ops API's does (``broker.send_after_commit``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from shared import db
-from shared.config import get_settings
 from shared.ledger.errors import FailureCode, TallyError
 from shared.ledger.money import format_amount
 from shared.services import bulk_retry, inspection, transactions, wallets
@@ -25,13 +24,6 @@ from shared.services.audit import Actor
 
 #: How many of a wallet's newest entries ``tally wallets show`` prints by default.
 ENTRIES_SHOWN_DEFAULT = 10
-
-
-def _publish(shard: int) -> None:
-    """Publish one shard's drain through the broker (after the commit)."""
-    import broker  # the producer is built only by the commands that publish
-
-    broker.signal_drains([shard])
 
 
 def _time(value: dt.datetime | None) -> str:
@@ -130,8 +122,6 @@ def retry(
         retried = bulk_retry.retry_selected(
             session,
             selected,
-            shard_count=get_settings().shard_count,
-            publish=_publish,
             actor=Actor.cli(),
             details=selection.as_details(),
         )
@@ -147,8 +137,6 @@ def _retry_each(transaction_ids: tuple[uuid.UUID, ...]) -> None:
                 transaction = transactions.retry_transaction(
                     session,
                     transaction_id,
-                    shard_count=get_settings().shard_count,
-                    publish=_publish,
                     actor=Actor.cli(),
                 )
         except TallyError as error:

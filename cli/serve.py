@@ -10,6 +10,7 @@ import sys
 
 import click
 
+import broker
 from shared.config import get_settings
 
 
@@ -54,14 +55,14 @@ def worker() -> None:
     s = get_settings()
     _exec(
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
-        "--concurrency", str(s.worker_concurrency), "-Q", "tally", "--without-gossip",
+        "--concurrency", str(s.worker_concurrency), "-Q", broker.QUEUE, "--without-gossip",
         "--without-mingle",
     )  # fmt: skip
 
 
 @serve.command("webhooks")
 def webhooks() -> None:
-    """Run a Celery worker on the ``tally.webhooks`` queue alone: webhook delivery attempts.
+    """Run a Celery worker on the webhooks queue (``broker.WEBHOOKS_QUEUE``) alone: webhook delivery attempts.
 
     A thread pool of ``TALLY_WEBHOOK_CONCURRENCY`` threads (Celery's
     ``--pool threads``): an attempt spends its time waiting on the receiver
@@ -72,7 +73,7 @@ def webhooks() -> None:
     _exec(
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
         "--pool", "threads", "--concurrency", str(s.webhook_concurrency),
-        "-Q", "tally.webhooks", "-n", "webhooks@%h", "--without-gossip", "--without-mingle",
+        "-Q", broker.WEBHOOKS_QUEUE, "-n", "webhooks@%h", "--without-gossip", "--without-mingle",
     )  # fmt: skip
 
 

@@ -68,7 +68,6 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     broker_visibility_timeout_seconds: int = Field(default=3600, ge=60)
     broker_publish_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    shard_count: int = Field(default=16, ge=1, le=1024)
     stream_signal_ttl_seconds: int = Field(default=30, ge=1, le=3600)
 
     # Beat schedule (seconds unless named otherwise).

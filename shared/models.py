@@ -113,12 +113,10 @@ class Wallet(Base):
 class Transaction(Base):
     """A request to move money, from ``pending`` to a terminal status.
 
-    ``lane_wallet_id`` is the wallet whose queue orders the transaction (its
-    debited wallet; a deposit's destination), ``lane_sequence`` its place in
-    that queue, assigned at intake and again at an ops retry (one sequence for
-    every lane, so it is also the acceptance order), and ``shard`` the shard
-    its lane hashes to (``shared.services.processor.shard_of``), whose drain
-    applies it.
+    ``lane_wallet_id`` is its lane: its debited wallet (a deposit's
+    destination). ``lane_sequence`` is its place in the one apply stream,
+    assigned at intake and again at an ops retry from one sequence for every
+    lane: the acceptance order (docs/architecture.md, "Glossary").
     """
 
     __tablename__ = "transactions"
@@ -134,7 +132,6 @@ class Transaction(Base):
     lane_sequence: Mapped[int] = mapped_column(
         BigInteger, lane_sequence, server_default=lane_sequence.next_value()
     )
-    shard: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     hold_id: Mapped[uuid.UUID | None] = mapped_column()
     legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     description: Mapped[str | None] = mapped_column(Text)
@@ -163,12 +160,6 @@ class Transaction(Base):
 
     __table_args__ = (
         UniqueConstraint("api_key_id", "idempotency_key", name="transactions_idempotency_key"),
-        Index(
-            "transactions_pending_shard",
-            "shard",
-            "lane_sequence",
-            postgresql_where=text("status = 'pending'"),
-        ),
         Index(
             "transactions_pending_sequence",
             "lane_sequence",
@@ -263,26 +254,6 @@ class LedgerEntry(Base):
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("sequence > 0", name="sequence_positive"),
         CheckConstraint("direction IN ('debit', 'credit')", name="direction_known"),
-    )
-
-
-class GroupLane(Base):
-    """A lane of a pending group other than its first: the group waits its turn there too.
-
-    Deleted when the group is applied or fails (``shared.services.processor``).
-    """
-
-    __tablename__ = "group_lanes"
-
-    transaction_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("transactions.id"), primary_key=True
-    )
-    lane_wallet_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("wallets.id"), primary_key=True)
-    shard: Mapped[int] = mapped_column(SmallInteger)
-
-    __table_args__ = (
-        Index("group_lanes_shard", "shard"),
-        Index("group_lanes_lane", "lane_wallet_id"),
     )
 
 
@@ -390,7 +361,6 @@ class TransactionArchive(Base):
     destination_wallet_id: Mapped[uuid.UUID | None] = mapped_column()
     lane_wallet_id: Mapped[uuid.UUID] = mapped_column()
     lane_sequence: Mapped[int] = mapped_column(BigInteger)
-    shard: Mapped[int] = mapped_column(SmallInteger)
     hold_id: Mapped[uuid.UUID | None] = mapped_column()
     legs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     description: Mapped[str | None] = mapped_column(Text)

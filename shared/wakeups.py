@@ -1,7 +1,8 @@
 """Wake-ups for long-polls: the worker announces settled transactions on Redis pub/sub.
 
-After each apply commit the worker publishes the ids it settled on one
-channel; every API process keeps one subscription and wakes the requests
+After each apply commit the worker publishes the ids it settled (those that
+left ``pending``: completed, held or failed; docs/architecture.md, "Glossary")
+on one channel; every API process keeps one subscription and wakes the requests
 waiting on those ids (``api/asgi.py``). A wake-up is a hint, never the
 truth: the woken request re-reads the row, and a lost wake-up (Redis down, a
 process restarting) only means the request answers at its ``wait`` deadline

@@ -17,6 +17,22 @@ from shared import db
 TERMINAL = {"completed", "failed", "voided", "expired"}
 
 
+@contextlib.contextmanager
+def drain_messages_lost() -> Iterator[None]:
+    """Make the drain signals sent inside the block publish nothing, as if their messages were lost.
+
+    Sets the stream's signal first, as a queued drain would: the after-commit
+    signal's ``SET NX`` then fails and sends no message. The next drain
+    (the sweep's) clears the signal when it takes the stream's lock.
+    """
+    import broker
+    from shared.redis_client import get_redis
+
+    get_redis().set(broker.STREAM_SIGNAL_KEY, b"1", ex=600)
+    yield
+    assert broker.drain_signaller.flush()
+
+
 def submit(
     client: Any, headers: dict[str, str], body: dict[str, Any], key: str | None = None
 ) -> Any:
@@ -49,13 +65,12 @@ def drain_stream(**options: Any) -> Any:
 
 
 def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Return ``{id: {"status", "failure_code", "attempts", "shard"}}`` read from the database."""
+    """Return ``{id: {"status", "failure_code", "attempts"}}`` read from the database."""
     ids = [uuid.UUID(str(t)) for t in transaction_ids]
     with db.transaction() as session:
         rows = session.execute(
             text(
-                "SELECT id, status, failure_code, attempts, shard FROM transactions "
-                "WHERE id = ANY(:ids)"
+                "SELECT id, status, failure_code, attempts FROM transactions WHERE id = ANY(:ids)"
             ),
             {"ids": ids},
         ).all()
@@ -64,7 +79,6 @@ def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
             "status": r.status,
             "failure_code": r.failure_code,
             "attempts": r.attempts,
-            "shard": r.shard,
         }
         for r in rows
     }
@@ -214,7 +228,7 @@ def database_sessions() -> str:
     """Return every other session of the test database, one line each, for a failure's message.
 
     Each line: pid, state, what it waits on, its transaction's age, the
-    advisory locks it holds (shard drains hold one), and its last statement.
+    advisory locks it holds (the drain holds the stream's), and its last statement.
     """
     with db.transaction() as session:
         rows = session.execute(

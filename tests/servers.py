@@ -224,7 +224,7 @@ class TallyUp:
         """Return ``py-spy dump`` of ``program``'s process and its children, for a failure's message.
 
         Shows where each process of a stuck program waits (a pool process
-        holding a shard lock, say); an error in place of a dump if py-spy
+        holding the stream lock, say); an error in place of a dump if py-spy
         cannot read a process.
         """
         pid = self.supervised_pid(program)

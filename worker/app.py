@@ -18,6 +18,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
+import broker
 from shared.config import get_settings
 from shared.logs import configure_logging
 from worker.schedule import beat_schedule
@@ -40,7 +41,7 @@ def create_celery_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="tally",
+        task_default_queue=broker.QUEUE,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_seconds,

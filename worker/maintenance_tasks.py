@@ -14,6 +14,7 @@ import uuid
 import structlog
 from celery import shared_task
 
+import broker
 from shared import db
 from shared.config import get_settings
 from shared.metrics import RECONCILIATION_MISMATCHES, RECONCILIATION_RUNS
@@ -22,7 +23,7 @@ from shared.services import archive, events, reconciliation, snapshots
 _log = structlog.get_logger(__name__)
 
 
-@shared_task(name="tally.take_snapshots")
+@shared_task(name=broker.TAKE_SNAPSHOTS_TASK)
 def take_snapshots() -> int:
     """Snapshot every closed UTC day not yet snapshotted; return how many rows were created."""
     with db.transaction() as session:
@@ -36,7 +37,7 @@ def take_snapshots() -> int:
     return summary.snapshots_created
 
 
-@shared_task(name="tally.archive_entries")
+@shared_task(name=broker.ARCHIVE_ENTRIES_TASK)
 def archive_entries() -> int:
     """Archive entries and terminal transactions older than ``TALLY_ARCHIVE_AFTER_DAYS``.
 
@@ -48,7 +49,7 @@ def archive_entries() -> int:
     return summary.entries_archived
 
 
-@shared_task(name="tally.prune_events")
+@shared_task(name=broker.PRUNE_EVENTS_TASK)
 def prune_events() -> int:
     """Delete events older than ``TALLY_EVENT_RETENTION_DAYS`` whose deliveries have ended.
 
@@ -61,7 +62,7 @@ def prune_events() -> int:
     return pruned
 
 
-@shared_task(name="tally.reconcile")
+@shared_task(name=broker.RECONCILE_TASK)
 def reconcile(run_id: str | None = None) -> str:
     """Run reconciliation ``run_id`` (a UUID string from the ops API), or a new run; return its status.
 

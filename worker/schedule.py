@@ -6,6 +6,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
+import broker
 from shared.config import Settings
 
 
@@ -16,41 +17,41 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """
     return {
         "sweep-stalled-transactions": {
-            "task": "tally.sweep_stalled_transactions",
+            "task": broker.SWEEP_STALLED_TASK,
             "schedule": settings.sweep_interval_seconds,
         },
         # Sends deliveries whose retry is due or whose message was lost.
         "sweep-webhook-deliveries": {
-            "task": "tally.sweep_webhook_deliveries",
+            "task": broker.SWEEP_WEBHOOK_DELIVERIES_TASK,
             "schedule": settings.webhook_sweep_interval_seconds,
         },
         # Scheduled transactions whose time has come become pending.
         "release-scheduled-transactions": {
-            "task": "tally.release_scheduled_transactions",
+            "task": broker.RELEASE_SCHEDULED_TASK,
             "schedule": settings.schedule_interval_seconds,
         },
         "expire-holds": {
-            "task": "tally.expire_holds",
+            "task": broker.EXPIRE_HOLDS_TASK,
             "schedule": settings.hold_expiry_interval_seconds,
         },
         # Snapshots of each closed UTC day; catches up missed days by itself.
         "take-snapshots": {
-            "task": "tally.take_snapshots",
+            "task": broker.TAKE_SNAPSHOTS_TASK,
             "schedule": crontab(
                 hour=settings.snapshot_hour_utc, minute=settings.snapshot_minute_utc
             ),
         },
         "archive-entries": {
-            "task": "tally.archive_entries",
+            "task": broker.ARCHIVE_ENTRIES_TASK,
             "schedule": settings.archive_interval_seconds,
         },
         # Deletes events past their retention, once their deliveries have ended.
         "prune-events": {
-            "task": "tally.prune_events",
+            "task": broker.PRUNE_EVENTS_TASK,
             "schedule": settings.archive_interval_seconds,
         },
         "reconcile": {
-            "task": "tally.reconcile",
+            "task": broker.RECONCILE_TASK,
             "schedule": settings.reconcile_interval_seconds,
         },
     }

@@ -50,9 +50,10 @@ def _take_drain_signal() -> bool:
 def drain(self: Task) -> None:
     """Apply pending transactions in acceptance order while work comes; requeue if some is left.
 
-    One message drains for up to ``TALLY_DRAIN_BUDGET_SECONDS``, taking newly
-    signalled work without a broker hop, then hands the stream back to the
-    queue if work is left, so maintenance tasks queued meanwhile get their turn.
+    One message starts batches for up to ``TALLY_DRAIN_BUDGET_SECONDS`` (the
+    batch under way when the budget runs out finishes), taking newly signalled
+    work without a broker hop, then publishes a drain again if work is left, so
+    maintenance tasks queued meanwhile get their turn.
     """
     settings = get_settings()
     try:
@@ -89,7 +90,7 @@ def drain(self: Task) -> None:
         raise self.retry(countdown=countdown, exc=error, max_retries=None) from error
 
 
-@shared_task(name="tally.sweep_stalled_transactions")
+@shared_task(name=broker.SWEEP_STALLED_TASK)
 def sweep_stalled_transactions() -> int:
     """Publish a drain if a transaction has been pending too long; return 1 if published.
 
@@ -137,32 +138,30 @@ def sweep_stalled_transactions() -> int:
     return 1
 
 
-@shared_task(name="tally.expire_holds")
+@shared_task(name=broker.EXPIRE_HOLDS_TASK)
 def expire_holds() -> int:
-    """Queue an expiry in the lane of every held hold past ``expires_at``; return how many shards."""
+    """Queue an expiry for every held hold past ``expires_at``; return how many.
+
+    The service sends a drain after the commit; if it is lost, the expiries are
+    pending rows and the sweep publishes them.
+    """
     try:
         with db.transaction() as session:
-            shards = holds.expire_holds(session)
+            return holds.expire_holds(session)
     except Exception as error:
         if not db.is_transient(error):
             raise
         _log.warning("hold_expiry_skipped_database_unavailable", error=str(error))
         return 0  # beat runs the job again; the expiries are still due
-    if shards:
-        try:
-            broker.signal_drain()
-        except Exception:  # the expiries are pending rows: the sweep publishes them
-            _log.warning("hold_expiry_publish_failed", shards=shards, exc_info=True)
-    return len(shards)
 
 
-@shared_task(name="tally.release_scheduled_transactions")
+@shared_task(name=broker.RELEASE_SCHEDULED_TASK)
 def release_scheduled_transactions() -> int:
-    """Release every due scheduled transaction to pending, then signal a drain; return how many.
+    """Release every due scheduled transaction to pending; return how many.
 
     One commit per batch of ``shared.services.scheduled.RELEASE_BATCH_MAX``,
-    repeated while batches come back full; the drain is signalled after each
-    commit, as intake signals it. Safe to run twice or concurrently.
+    repeated while batches come back full; the service sends a drain after
+    each commit, as intake does. Safe to run twice or concurrently.
     """
     released = 0
     while True:
@@ -179,9 +178,5 @@ def release_scheduled_transactions() -> int:
         released += len(batch)
         SCHEDULED_RELEASED.inc(len(batch))
         _log.info("scheduled_released", transactions=[str(i) for i in batch])
-        try:
-            broker.signal_drain()
-        except Exception:  # released rows are pending: the sweep publishes them
-            _log.warning("release_publish_failed", exc_info=True)
         if len(batch) < scheduled.RELEASE_BATCH_MAX:
             return released

@@ -1,6 +1,6 @@
 """Thin tasks for webhooks: a turn at one endpoint's deliveries, one attempt, the sweep (docs/webhooks.md).
 
-Attempts run on the ``tally.webhooks`` queue, apart from the drains'. The
+Attempts run on the webhooks queue (``broker.WEBHOOKS_QUEUE``), apart from the drains'. The
 delivery row, not the message, is the unit of work: a message that is lost,
 duplicated or redelivered after a crash changes nothing the sweep does not
 repair, so a transient database error just ends the task.
@@ -19,16 +19,13 @@ from shared import db
 from shared.config import get_settings
 from shared.metrics import WEBHOOK_UNDELIVERED_AGE
 from shared.redis_client import get_redis
-from shared.services import deliveries, events
+from shared.services import deliveries
 from shared.services.endpoint_slots import EndpointSlots
 
 _log = structlog.get_logger(__name__)
 
-# Deliveries created by this process's applies are sent as soon as they commit.
-events.set_delivery_publisher(broker.signal_endpoints)
 
-
-@shared_task(acks_late=True, ignore_result=True, name=deliveries.DELIVER_WEBHOOK_TASK)
+@shared_task(name=broker.DELIVER_WEBHOOK_TASK)
 def deliver_webhook(delivery_id: str) -> None:
     """Make one attempt at delivery ``delivery_id`` (a UUID string) if it is due (ops retry)."""
     settings = get_settings()
@@ -44,11 +41,11 @@ def deliver_webhook(delivery_id: str) -> None:
         _log.warning("delivery_deferred_to_sweep", delivery_id=delivery_id, error=str(error))
 
 
-@shared_task(acks_late=True, ignore_result=True, name=deliveries.DELIVER_ENDPOINT_TASK)
+@shared_task(name=broker.DELIVER_ENDPOINT_TASK)
 def deliver_endpoint(endpoint_id: str) -> None:
     """Take a turn at endpoint ``endpoint_id``'s (a UUID string) due deliveries."""
     try:
-        get_redis().delete(deliveries.endpoint_signal_key(endpoint_id))
+        get_redis().delete(broker.endpoint_signal_key(endpoint_id))
     except Exception:  # the signal expires by itself
         _log.warning("endpoint_signal_not_cleared", endpoint_id=endpoint_id, exc_info=True)
     try:
@@ -78,7 +75,7 @@ def _slots() -> EndpointSlots:
     )
 
 
-@shared_task(acks_late=True, ignore_result=True, name="tally.sweep_webhook_deliveries")
+@shared_task(name=broker.SWEEP_WEBHOOK_DELIVERIES_TASK)
 def sweep_webhook_deliveries() -> int:
     """Publish every endpoint with a due delivery and no message queued; return how many."""
     try:

@@ -201,11 +201,6 @@ def wallet_ids_of(posting: Posting) -> set[uuid.UUID]:
     return ids
 
 
-def debited_wallet_ids_of(posting: Posting) -> list[uuid.UUID]:
-    """Return the wallets the posting's legs debit, each once, in leg order."""
-    return list(dict.fromkeys(leg.source_wallet_id for leg in posting.legs))
-
-
 def _check_wallet(
     wallet_id: uuid.UUID, currency: str, wallets: Mapping[uuid.UUID, WalletState]
 ) -> Rejection | None:

@@ -1,6 +1,6 @@
 """The apply transaction: post a claimed batch to the ledger in one commit.
 
-The caller (``shared.services.processor``) holds the shard's lock and has
+The caller (``shared.services.processor``) holds the stream's lock and has
 counted the attempt. Here the batch's rows are re-read and locked, every
 wallet they touch is locked in sorted id order, the pure posting rules
 (``shared.ledger.rules.post``) run in acceptance order, and the entries,
@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, text
+from sqlalchemy import Row, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared.ledger.rules import (
@@ -49,7 +49,7 @@ from shared.ledger.states import (
     WalletStatus,
     check_transition,
 )
-from shared.models import GroupLane, HoldEntry, Transaction, Wallet
+from shared.models import HoldEntry, Transaction, Wallet
 from shared.services.events import record_transaction_events
 from shared.services.monitors import crossing_transactions, evaluate_monitors
 
@@ -61,7 +61,6 @@ class ApplyResult:
     Attributes:
         statuses: how many transactions reached each status (``{"completed": 7}``).
         settled_ids: the transactions that left ``pending``.
-        shards: other shards to signal after the commit (lanes of settled groups).
         outcomes: how many reached each ``(type, status, failure_code)``; the
             code is ``"none"`` unless failed (the labels of ``tally_transactions_settled_total``).
         settle_seconds: for each one that reached a terminal status, the seconds
@@ -71,7 +70,6 @@ class ApplyResult:
 
     statuses: Counter[str]
     settled_ids: tuple[uuid.UUID, ...] = ()
-    shards: tuple[int, ...] = ()
     outcomes: Counter[tuple[str, str, str]] = dataclasses.field(default_factory=Counter)
     settle_seconds: tuple[float, ...] = ()
     request_ids: Mapping[uuid.UUID, str | None] = dataclasses.field(default_factory=dict)
@@ -165,12 +163,11 @@ def posting_of(
 def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> ApplyResult:
     """Apply the claimed transactions that are still pending, in acceptance order.
 
-    The caller holds the shard's lock; rows are re-read and locked anyway, so a
+    The caller holds the stream's lock; rows are re-read and locked anyway, so a
     transaction applied by an earlier, unacknowledged attempt is not applied twice.
 
     Returns:
-        The statuses reached, the settled ids and the shards to signal; empty
-        for a duplicate delivery.
+        The statuses reached and the settled ids; empty for a duplicate delivery.
     """
     transactions = session.execute(
         select(*_APPLY_COLUMNS)
@@ -241,7 +238,6 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     evaluate_monitors(
         session, crossing_transactions([*entry_rows, *hold_rows], [t.id for t in transactions])
     )
-    groups = [t.id for t in transactions if t.type == TransactionType.GROUP]
     settled = tuple(t.id for t in transactions)
     # Counted once per batch here, so the caller updates each metric once per batch.
     outcomes = Counter(
@@ -251,7 +247,6 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     return ApplyResult(
         Counter(str(status_rows[t]["status"]) for t in settled),
         settled,
-        tuple(release_group_lanes(session, groups)),
         outcomes=outcomes,
         settle_seconds=tuple(
             (now - t.created_at).total_seconds()
@@ -543,31 +538,3 @@ def _status_row(
         "updated_at": now,
         "completed_at": None if held else now,
     }
-
-
-def release_group_lanes(session: Session, transaction_ids: Sequence[uuid.UUID]) -> list[int]:
-    """Delete the extra lanes of the groups among ``transaction_ids``; return all their shards.
-
-    Called when those transactions leave ``pending``. The caller signals the
-    shards after the commit: later debits in the groups' lanes, and drains that
-    stopped before a group, no longer wait for it.
-    """
-    if not transaction_ids:
-        return []
-    released = set(
-        session.scalars(
-            delete(GroupLane)
-            .where(GroupLane.transaction_id.in_(transaction_ids))
-            .returning(GroupLane.shard)
-        )
-    )
-    if released:
-        released.update(
-            session.scalars(
-                select(Transaction.shard).where(
-                    Transaction.id.in_(transaction_ids),
-                    Transaction.type == TransactionType.GROUP,
-                )
-            )
-        )
-    return sorted(released)

@@ -3,8 +3,8 @@
 ``POST /v1/transactions/retry`` and ``tally retry --failed`` both come here.
 Each selected transaction goes through ``transactions.reopen``, the rule of a
 single retry, in its original acceptance order (``lane_sequence``), so that
-retried debits of one wallet keep their relative order. Shards are published
-once each, after the commit.
+retried debits of one wallet keep their relative order. One drain is sent
+after the commit.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from sqlalchemy.orm import Session
 from shared.ledger.states import TransactionStatus
 from shared.models import Transaction
 from shared.services import audit
-from shared.services.idempotency import Publish
-from shared.services.transactions import publish_after_commit, reopen
+from shared.services.transactions import reopen
 
 #: The most transactions one bulk retry moves; a larger backlog takes several calls.
 BULK_RETRY_LIMIT_MAX = 10_000
@@ -93,22 +92,19 @@ def retry_selected(
     session: Session,
     transaction_ids: Sequence[uuid.UUID],
     *,
-    shard_count: int,
-    publish: Publish,
     actor: audit.Actor | None,
     details: dict[str, Any] | None = None,
 ) -> list[uuid.UUID]:
     """Move those of ``transaction_ids`` that are still ``failed`` back to ``pending``.
 
     Locks the rows (``FOR NO KEY UPDATE``, as a single retry does), reopens
-    each with ``transactions.reopen`` in acceptance order, publishes each
-    shard once after commit, and appends one ``transaction.bulk_retry`` audit
+    each with ``transactions.reopen`` in acceptance order (a drain is sent
+    after the commit), and appends one ``transaction.bulk_retry`` audit
     event naming the ids actually retried.
 
     Args:
         transaction_ids: the selection, e.g. from :func:`select_failed` (the CLI
             shows its count and asks before calling this).
-        publish: called once per shard after the commit.
         actor: the operator; ``None`` records no audit event.
         details: what to record with the event (the filter).
 
@@ -127,10 +123,8 @@ def retry_selected(
         .order_by(Transaction.lane_sequence)
         .with_for_update(key_share=True)
     ).all()
-    shards: list[int] = []
     for transaction in rows:
-        shards += reopen(session, transaction, shard_count=shard_count)
-    publish_after_commit(session, shards, publish)
+        reopen(session, transaction)
     retried = [transaction.id for transaction in rows]
     if actor is not None:
         audit.record(
@@ -148,8 +142,6 @@ def retry_failed(
     selection: RetryFilter,
     *,
     dry_run: bool,
-    shard_count: int,
-    publish: Publish,
     actor: audit.Actor | None,
 ) -> list[uuid.UUID]:
     """Select the ``failed`` transactions ``selection`` matches and, unless ``dry_run``, retry them.
@@ -163,8 +155,6 @@ def retry_failed(
     return retry_selected(
         session,
         selected,
-        shard_count=shard_count,
-        publish=publish,
         actor=actor,
         details=selection.as_details(),
     )

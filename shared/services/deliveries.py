@@ -38,6 +38,7 @@ import structlog
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+import broker
 from shared import db
 from shared.config import Settings
 from shared.ledger.errors import Conflict, NotFound
@@ -49,15 +50,6 @@ from shared.services import audit, endpoint_health, webhook_sender
 from shared.services.endpoint_slots import EndpointSlots
 from shared.services.events import event_public_id, render_events
 from shared.services.webhook_endpoints import endpoint_not_found
-
-#: The Celery task that makes one attempt at one delivery (the ops retry; ``worker.webhook_tasks``).
-DELIVER_WEBHOOK_TASK = "tally.deliver_webhook"
-
-#: The Celery task that works through one endpoint's due deliveries.
-DELIVER_ENDPOINT_TASK = "tally.deliver_endpoint"
-
-#: Sends a delivery's message: ``broker.send_delivery``.
-Publish = Callable[[uuid.UUID], None]
 
 #: Publishes "these endpoints have due deliveries": ``broker.signal_endpoints``.
 PublishEndpoints = Callable[[Sequence[uuid.UUID]], None]
@@ -73,17 +65,6 @@ _TURN_BATCH = 20
 Send = Callable[..., webhook_sender.Outcome]
 
 _log = structlog.get_logger(__name__)
-
-
-def endpoint_signal_key(endpoint_id: uuid.UUID | str) -> str:
-    """Return the Redis key that marks "a message for this endpoint is queued".
-
-    New deliveries and the sweep publish an endpoint only when they can ``SET
-    NX`` this key, so one queued message stands for any number of due
-    deliveries: an endpoint costs the queue one message, not one per event.
-    The task deletes it first; it expires, so a lost message costs one lease.
-    """
-    return f"tally:endpoint:{endpoint_id}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -469,10 +450,9 @@ def retry_delivery(
     session: Session,
     delivery_id: uuid.UUID,
     *,
-    publish: Publish,
     actor: audit.Actor | None = None,
 ) -> tuple[WebhookDelivery, str]:
-    """Make a delivery due now, whatever its status, and publish it after commit.
+    """Make a delivery due now, whatever its status, and send one attempt after commit.
 
     ``actor``, when given, appends ``webhook_delivery.retry`` to the audit log.
 
@@ -511,7 +491,7 @@ def retry_delivery(
         .values(paused_until=None)
     )
     session.flush()
-    db.after_commit(session, lambda: publish(delivery_id))
+    broker.send_after_commit(session, broker.deliver_webhook(delivery_id))
     if actor is not None:
         audit.record(session, actor, audit.AuditAction.WEBHOOK_DELIVERY_RETRY, [delivery_id])
     return delivery, event_type

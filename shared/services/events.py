@@ -7,10 +7,9 @@ come through :func:`record_events` (``shared.services.monitors``). Each
 function here takes the session of the database transaction that makes the
 change, so the change and its event commit together or not at all (a
 transactional outbox). The same statement creates one delivery per enabled
-endpoint subscribed to the event's type; after the commit the endpoints that
-got a due one are handed, once each, to the delivery publisher the process
-registered (the worker's is ``broker.signal_endpoints``); without one, the
-delivery sweep sends them.
+endpoint subscribed to the event's type; the endpoints that got a due one are
+sent, once each, after the commit (``broker.send_after_commit``), whichever
+process commits; a send that fails is repaired by the delivery sweep.
 
 An event keeps what changed (status, failure, attempts, times) and is
 rendered with the rest of its transaction, which never changes, when it is
@@ -27,12 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import TextClause, delete, select, text
 from sqlalchemy.orm import Session
 
+import broker
 from shared import db, rendering
 from shared.metrics import EVENTS_RECORDED
 from shared.models import (
@@ -44,11 +44,6 @@ from shared.models import (
 )
 from shared.pagination import newest_first_page
 from shared.rendering import event_public_id as event_public_id
-
-#: Called after the commit with the ids of the endpoints that got a due delivery.
-DeliveryPublisher = Callable[[Sequence[uuid.UUID]], None]
-
-_publisher: DeliveryPublisher | None = None
 
 #: The columns of a transaction that an event keeps as they were at the change.
 _SNAPSHOT = (
@@ -134,12 +129,6 @@ WITH ev AS (
 )
 
 
-def set_delivery_publisher(publisher: DeliveryPublisher | None) -> None:
-    """Register the function that sends new deliveries after their event commits (per process)."""
-    global _publisher
-    _publisher = publisher
-
-
 def record_transaction_events(
     session: Session,
     status_by_id: Mapping[uuid.UUID, str],
@@ -220,20 +209,19 @@ def record_run_event(session: Session, run_id: uuid.UUID, status: str) -> None:
 def _after_commit(
     session: Session, types: Counter[str], deliveries: Sequence[uuid.UUID | None]
 ) -> None:
-    """Count the events; once committed, publish each endpoint that got a due delivery.
+    """Count the events once committed, and send each endpoint that got a due delivery.
 
     ``deliveries`` holds the endpoint of each delivery created, None for a paused one.
     """
 
-    due = sorted({endpoint for endpoint in deliveries if endpoint is not None})
-
     def committed() -> None:
         for type_, count in types.items():
             EVENTS_RECORDED.labels(type=type_).inc(count)
-        if due and _publisher is not None:
-            _publisher(due)  # raising is logged by db.transaction; the sweep sends them
 
     db.after_commit(session, committed)
+    due = tuple(sorted({endpoint for endpoint in deliveries if endpoint is not None}))
+    if due:
+        broker.send_after_commit(session, broker.Endpoints(due))
 
 
 class _AsOf:

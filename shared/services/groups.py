@@ -1,12 +1,11 @@
 """Groups: 2..50 legs applied all together or not at all, as one transaction.
 
-A group debits possibly many wallets, so it has a lane for each wallet it
-debits (system wallets excepted: their order does not matter, they may go
-negative): the first in ``transactions.lane_wallet_id``, the others in
-``group_lanes`` while it is pending. The apply path picks a group only when
-nothing older is pending in any of its lanes, and later debits of those
-wallets wait behind it (``shared.services.processor.claim_batch``), so
-per-wallet order holds for every wallet a group debits (docs/architecture.md, invariant 6).
+A group is applied in the one apply stream like any other transaction, in
+acceptance order (``lane_sequence``): it sees everything accepted before it
+in every wallet it touches, and later debits of those wallets see it, so
+per-wallet order holds for every wallet a group debits (docs/architecture.md,
+invariant 6). Its lane (``lane_wallet_id``) is the first wallet it debits,
+system wallets excepted.
 Legs may be in different currencies; each currency's legs balance by
 construction (one debit and one credit per leg).
 """
@@ -18,17 +17,14 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit
 from shared.ledger.errors import ValidationFailed
 from shared.ledger.states import TransactionType
-from shared.models import Currency, GroupLane, Transaction, Wallet
+from shared.models import Currency, Transaction, Wallet
 from shared.services import scheduled
-from shared.services.idempotency import Publish, insert_or_replay
-from shared.services.processor import shard_of
+from shared.services.idempotency import insert_or_replay
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
 
@@ -58,17 +54,14 @@ def submit_group(
     api_key_id: uuid.UUID,
     idempotency_key: str,
     request_hash: str,
-    shard_count: int,
-    publish: Publish,
     request_id: str | None = None,
     scheduled_at: dt.datetime | None = None,
 ) -> tuple[Transaction, bool]:
-    """Record a group as one pending transaction; publish the shards of its lanes after commit.
+    """Record a group as one pending transaction; a drain is sent after commit.
 
     Args:
         legs: 2..50 legs (the request schema checks the count and each amount).
         request_hash: the request's fingerprint, to detect a reused key.
-        shard_count: ``TALLY_SHARD_COUNT``.
         request_id: the HTTP request's ``X-Request-Id``, stored with the row.
         scheduled_at: when the whole group becomes due; a future one records
             it ``scheduled`` (``shared.services.scheduled.initial_state``).
@@ -85,17 +78,14 @@ def submit_group(
     wallets = _load_wallets(session, legs)
     _check_legs(legs, wallets)
     status, scheduled_at = scheduled.initial_state(session, scheduled_at)
-    lanes = _lanes_of(legs, wallets)
-    transaction_id = uuid.uuid4()
-    transaction, replayed = insert_or_replay(
+    return insert_or_replay(
         session,
         dict(
-            id=transaction_id,
+            id=uuid.uuid4(),
             type=TransactionType.GROUP.value,
             amount_minor=sum(leg.amount_minor for leg in legs),
             currency=legs[0].currency,
-            lane_wallet_id=lanes[0],
-            shard=shard_of(lanes[0], shard_count),
+            lane_wallet_id=_lane_of(legs, wallets),
             legs=[
                 {
                     "source_wallet_id": str(leg.source_wallet_id),
@@ -114,64 +104,7 @@ def submit_group(
             scheduled_at=scheduled_at,
             status=status,
         ),
-        publish=publish,
     )
-    if replayed:
-        return transaction, True
-    shards = sorted({shard_of(lane, shard_count) for lane in lanes})
-    if len(lanes) > 1:
-        session.execute(
-            insert(GroupLane),
-            [
-                {
-                    "transaction_id": transaction_id,
-                    "lane_wallet_id": lane,
-                    "shard": shard_of(lane, shard_count),
-                }
-                for lane in lanes[1:]
-            ],
-        )
-    for shard in shards:
-        after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
-    return transaction, False
-
-
-def reopen_lanes(session: Session, group: Transaction, *, shard_count: int) -> list[int]:
-    """Put a group that an ops retry reopened back into its extra lanes; return all its shards.
-
-    Its first lane is still ``group.lane_wallet_id``; the others were released
-    when it failed.
-    """
-    legs = [
-        LegRequest(
-            uuid.UUID(leg["source_wallet_id"]),
-            uuid.UUID(leg["destination_wallet_id"]),
-            int(leg["amount_minor"]),
-            leg["currency"],
-        )
-        for leg in group.legs or ()
-    ]
-    lanes = [
-        lane
-        for lane in _lanes_of(legs, _load_wallets(session, legs))
-        if lane != group.lane_wallet_id
-    ]
-    if lanes:
-        session.execute(
-            pg_insert(GroupLane)
-            .values(
-                [
-                    {
-                        "transaction_id": group.id,
-                        "lane_wallet_id": lane,
-                        "shard": shard_of(lane, shard_count),
-                    }
-                    for lane in lanes
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
-    return sorted({shard_of(lane, shard_count) for lane in [group.lane_wallet_id, *lanes]})
 
 
 def _load_wallets(session: Session, legs: Sequence[LegRequest]) -> dict[uuid.UUID, _WalletInfo]:
@@ -217,14 +150,13 @@ def _check_legs(legs: Sequence[LegRequest], wallets: Mapping[uuid.UUID, _WalletI
                 raise error
 
 
-def _lanes_of(
-    legs: Sequence[LegRequest], wallets: Mapping[uuid.UUID, _WalletInfo]
-) -> list[uuid.UUID]:
-    """Return the group's lanes: the wallets it debits, system wallets excepted, in leg order.
+def _lane_of(legs: Sequence[LegRequest], wallets: Mapping[uuid.UUID, _WalletInfo]) -> uuid.UUID:
+    """Return the group's lane: the first wallet it debits, system wallets excepted.
 
-    A group that debits only system wallets (money in from outside) is ordered
-    in the lane of the first wallet it credits, as a deposit is.
+    A group that debits only system wallets (money in from outside) is in the
+    lane of the first wallet it credits, as a deposit is.
     """
-    debited = [leg.source_wallet_id for leg in legs if not wallets[leg.source_wallet_id].is_system]
-    lanes = list(dict.fromkeys(debited))
-    return lanes or [legs[0].destination_wallet_id]
+    for leg in legs:
+        if not wallets[leg.source_wallet_id].is_system:
+            return leg.source_wallet_id
+    return legs[0].destination_wallet_id

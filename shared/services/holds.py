@@ -18,13 +18,12 @@ import uuid
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit
+import broker
 from shared.ledger.errors import Conflict, ValidationFailed
 from shared.ledger.money import parse_amount_field
 from shared.ledger.states import TERMINAL_STATUSES, TransactionStatus, TransactionType
 from shared.models import Transaction, Wallet
-from shared.services.idempotency import Publish, fingerprint, insert_or_replay
-from shared.services.processor import shard_of
+from shared.services.idempotency import fingerprint, insert_or_replay
 from shared.services.transactions import transaction_not_found
 from shared.services.wallets import wallet_not_found
 
@@ -64,11 +63,9 @@ def submit_hold_operation(
     *,
     api_key_id: uuid.UUID,
     idempotency_key: str,
-    shard_count: int,
-    publish: Publish,
     request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
-    """Record a capture or void of a hold as a pending transaction in the hold's lane.
+    """Record a capture or void of a hold as a pending transaction; a drain is sent after commit.
 
     Args:
         request_id: the HTTP request's ``X-Request-Id``, stored with the row.
@@ -119,13 +116,11 @@ def submit_hold_operation(
             source_wallet_id=hold.source_wallet_id,
             destination_wallet_id=destination_id,
             lane_wallet_id=hold.lane_wallet_id,
-            shard=shard_of(hold.lane_wallet_id, shard_count),
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             request_id=request_id,
         ),
-        publish=publish,
     )
     if replayed:
         return inserted, True
@@ -133,8 +128,6 @@ def submit_hold_operation(
     # even once the hold has ended. Raising rolls the insert back.
     if TransactionStatus(hold.status) in TERMINAL_STATUSES:
         raise hold_not_open(f"hold {hold.id} is {hold.status}, not held")
-    shard = inserted.shard
-    after_commit(session, lambda: publish(shard))
     return inserted, False
 
 
@@ -172,29 +165,34 @@ def _destination(session: Session, wallet_id: uuid.UUID | None, currency: str) -
 _EXPIRE_SQL = text(
     """
 INSERT INTO transactions (
-    id, type, hold_id, amount_minor, currency, source_wallet_id, lane_wallet_id, shard,
+    id, type, hold_id, amount_minor, currency, source_wallet_id, lane_wallet_id,
     api_key_id, idempotency_key, request_hash)
 SELECT gen_random_uuid(), 'expiry', h.id, h.amount_minor, h.currency, h.source_wallet_id,
-    h.lane_wallet_id, h.shard, h.api_key_id, 'expiry ' || h.id::text, 'expiry'
+    h.lane_wallet_id, h.api_key_id, 'expiry ' || h.id::text, 'expiry'
 FROM transactions h
 WHERE h.type = 'hold' AND h.status = 'held' AND h.expires_at <= :now
 ON CONFLICT ON CONSTRAINT transactions_idempotency_key DO NOTHING
-RETURNING shard
+RETURNING id
 """
 )
 
 
-def expire_holds(session: Session, *, now: dt.datetime | None = None) -> list[int]:
-    """Queue an expiry for every ``held`` hold past its ``expires_at``; return their shards.
+def expire_holds(session: Session, *, now: dt.datetime | None = None) -> int:
+    """Queue an expiry for every ``held`` hold past its ``expires_at``; return how many.
 
     The expiry runs in the hold's lane like a capture, so a capture accepted
     before it wins and the expiry fails ``hold_not_open``, and the other way
-    round: the hold ends once. Safe to run twice or concurrently.
+    round: the hold ends once. Safe to run twice or concurrently. A drain is
+    sent after the commit if any expiry was queued.
 
     Args:
         now: the cut-off (default: the database's ``now()``).
     """
-    shards = session.scalars(
-        _EXPIRE_SQL, {"now": now if now is not None else session.scalar(select(func.now()))}
+    queued = len(
+        session.scalars(
+            _EXPIRE_SQL, {"now": now if now is not None else session.scalar(select(func.now()))}
+        ).all()
     )
-    return sorted(set(shards))
+    if queued:
+        broker.send_after_commit(session, broker.DRAIN)
+    return queued

@@ -7,6 +7,10 @@ unique constraint ``(api_key_id, idempotency_key)`` with ``ON CONFLICT DO
 NOTHING``: the loser waits for the winner's commit and replays its row, so
 there is never a second transaction. Every way of recording a transaction
 (``intake``, ``groups``, ``holds``) ends here when its insert conflicts.
+
+A recorded or replayed transaction that is ``pending`` sends a drain after the
+commit (``broker.send_after_commit``): a client retrying after a timeout may be
+retrying a lost signal too.
 """
 
 from __future__ import annotations
@@ -14,20 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit
+import broker
 from shared.ledger.errors import IdempotencyKeyReused
 from shared.ledger.states import TransactionStatus
 from shared.models import Transaction
-
-#: Signals "shard S has pending work" to the broker; called after commit only.
-Publish = Callable[[int], None]
 
 
 def fingerprint(request: object) -> str:
@@ -46,19 +47,15 @@ def replay(
     api_key_id: uuid.UUID,
     idempotency_key: str,
     request_hash: str,
-    publish: Publish,
 ) -> Transaction:
     """Return the transaction already recorded under the key, after a conflicting insert.
 
-    A pending one is published again after the commit: a client retrying after
-    a timeout may be retrying a lost publish too.
+    A pending one sends a drain again after the commit.
 
     Raises:
         IdempotencyKeyReused: the key was recorded with a different request.
     """
-    [existing] = replay_many(
-        session, requests=[(api_key_id, idempotency_key, request_hash)], publish=publish
-    )
+    [existing] = replay_many(session, requests=[(api_key_id, idempotency_key, request_hash)])
     if isinstance(existing, IdempotencyKeyReused):
         raise existing
     return existing
@@ -70,7 +67,6 @@ def replay_if_recorded(
     api_key_id: uuid.UUID,
     idempotency_key: str,
     request_hash: str,
-    publish: Publish,
 ) -> Transaction | None:
     """Return the transaction recorded under the key, as :func:`replay` does; None if the key is free.
 
@@ -93,7 +89,6 @@ def replay_if_recorded(
         api_key_id=api_key_id,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        publish=publish,
     )
 
 
@@ -101,13 +96,12 @@ def replay_many(
     session: Session,
     *,
     requests: Sequence[tuple[uuid.UUID, str, str]],
-    publish: Publish,
 ) -> list[Transaction | IdempotencyKeyReused]:
     """Return what each ``(API key id, idempotency key, request hash)`` replays, after conflicting inserts.
 
     One query reads every key's transaction, whether an earlier request or an
-    earlier statement of this database transaction recorded it. The shard of
-    each pending one is published once after the commit, as :func:`replay` does.
+    earlier statement of this database transaction recorded it. If one is
+    pending, a drain is sent after the commit, as :func:`replay` does.
 
     Returns:
         One entry per request, in order: the transaction recorded under its
@@ -124,7 +118,7 @@ def replay_many(
         )
     }
     results: list[Transaction | IdempotencyKeyReused] = []
-    pending_shards: set[int] = set()
+    pending = False
     for api_key_id, key, request_hash in requests:
         # The conflicting row committed before ours could, or is ours.
         existing = found[(api_key_id, key)]
@@ -137,17 +131,18 @@ def replay_many(
             )
             continue
         if existing.status == TransactionStatus.PENDING:
-            pending_shards.add(existing.shard)
+            pending = True
         results.append(existing)
-    for shard in sorted(pending_shards):
-        after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
+    if pending:
+        broker.send_after_commit(session, broker.DRAIN)
     return results
 
 
-def insert_or_replay(
-    session: Session, values: dict[str, Any], *, publish: Publish
-) -> tuple[Transaction, bool]:
+def insert_or_replay(session: Session, values: dict[str, Any]) -> tuple[Transaction, bool]:
     """Insert a pending transaction with ``values`` unless its key is taken; then replay.
+
+    Either way a drain is sent after the commit if the transaction is pending
+    (nothing is sent if the caller rolls the insert back).
 
     Args:
         values: the row's columns by attribute name, ``api_key_id``,
@@ -167,12 +162,12 @@ def insert_or_replay(
         .returning(Transaction)
     )
     if inserted is not None:
+        broker.send_after_commit(session, broker.DRAIN)
         return inserted, False
     existing = replay(
         session,
         api_key_id=values["api_key_id"],
         idempotency_key=values["idempotency_key"],
         request_hash=values["request_hash"],
-        publish=publish,
     )
     return existing, True

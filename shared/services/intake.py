@@ -1,4 +1,4 @@
-"""Intake: record submitted transactions as ``pending``, idempotently, and publish them after commit.
+"""Intake: record submitted transactions as ``pending``, idempotently; a drain is sent after commit.
 
 One path records both a single submission and a batch
 (:func:`record_transactions`; :func:`submit_transaction` is a batch of one).
@@ -23,13 +23,12 @@ from typing import Any, cast
 from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit
+import broker
 from shared.ledger.errors import TallyError, ValidationFailed
 from shared.ledger.states import TransactionType
 from shared.models import Transaction
 from shared.services import groups
-from shared.services.idempotency import Publish, fingerprint, replay_many
-from shared.services.processor import shard_of
+from shared.services.idempotency import fingerprint, replay_many
 from shared.services.wallets import currency_not_enabled, wallet_not_found
 
 
@@ -125,13 +124,13 @@ WITH item AS (
     SELECT * FROM unnest(
         CAST(:id AS uuid[]), CAST(:type AS text[]), CAST(:amount_minor AS bigint[]),
         CAST(:currency AS text[]), CAST(:source_id AS uuid[]), CAST(:destination_id AS uuid[]),
-        CAST(:lane_id AS uuid[]), CAST(:shard AS smallint[]), CAST(:description AS text[]),
+        CAST(:lane_id AS uuid[]), CAST(:description AS text[]),
         CAST(:metadata AS jsonb[]), CAST(:api_key_id AS uuid[]),
         CAST(:idempotency_key AS text[]), CAST(:request_hash AS text[]),
         CAST(:expires_at AS timestamptz[]), CAST(:request_id AS text[]),
         CAST(:scheduled_at AS timestamptz[])
     ) WITH ORDINALITY AS i(id, type, amount_minor, currency, source_id, destination_id,
-        lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
+        lane_id, description, metadata, api_key_id, idempotency_key, request_hash,
         expires_at, request_id, scheduled_at, ordinal)
 ), checked AS (
     SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
@@ -152,12 +151,12 @@ WITH item AS (
 ), inserted AS (
     INSERT INTO transactions (
         id, type, amount_minor, currency, source_wallet_id, destination_wallet_id,
-        lane_wallet_id, shard, description, metadata, api_key_id, idempotency_key,
+        lane_wallet_id, description, metadata, api_key_id, idempotency_key,
         request_hash, expires_at, request_id, scheduled_at, status)
     SELECT id, type, amount_minor, currency,
         COALESCE(source_id, CASE WHEN type = 'deposit' THEN system_wallet_id END),
         COALESCE(destination_id, CASE WHEN type = 'withdrawal' THEN system_wallet_id END),
-        lane_id, shard, description, metadata, api_key_id, idempotency_key, request_hash,
+        lane_id, description, metadata, api_key_id, idempotency_key, request_hash,
         expires_at, request_id, CASE WHEN scheduled_at > now() THEN scheduled_at END,
         CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'pending' END
     FROM allowed
@@ -179,11 +178,9 @@ def submit_transaction(
     *,
     api_key_id: uuid.UUID,
     idempotency_key: str,
-    shard_count: int,
-    publish: Publish,
     request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
-    """Record ``request`` as a pending transaction and publish its shard after commit.
+    """Record ``request`` as a pending transaction; a drain is sent after commit.
 
     A batch of one for :func:`record_transactions`: a new key (the common
     case) costs one statement and the commit; a replay or a concurrent
@@ -193,8 +190,6 @@ def submit_transaction(
         request: the validated submission.
         api_key_id: the submitting key; idempotency keys are scoped to it.
         idempotency_key: the client's ``Idempotency-Key``.
-        shard_count: ``TALLY_SHARD_COUNT``: the lane's shard is stored with the row.
-        publish: called with the shard after the commit.
         request_id: the HTTP request's ``X-Request-Id``, stored with the row so
             the worker's log lines name it.
 
@@ -211,22 +206,14 @@ def submit_transaction(
     [outcome] = record_transactions(
         session,
         [BatchItem(request, idempotency_key, api_key_id, request_id)],
-        shard_count=shard_count,
-        publish=publish,
     )
     if isinstance(outcome, TallyError):
         raise outcome
     return outcome.transaction, outcome.replayed
 
 
-def record_transactions(
-    session: Session,
-    items: Sequence[BatchItem],
-    *,
-    shard_count: int,
-    publish: Publish,
-) -> list[Outcome]:
-    """Record each item as a pending transaction, independently; publish each shard once after commit.
+def record_transactions(session: Session, items: Sequence[BatchItem]) -> list[Outcome]:
+    """Record each item as a pending transaction, independently; send one drain after commit.
 
     Every run of consecutive single-wallet items (deposit, withdrawal,
     transfer, hold) is one statement (``_RECORD_SQL``); a group goes through
@@ -235,15 +222,14 @@ def record_transactions(
     Statements run in item order, so the items get increasing
     ``lane_sequence`` in item order: the order of the items is their
     acceptance order (docs/architecture.md, "Batches at intake"). Nothing commits here;
-    the caller's one commit makes every recorded item durable at once.
+    the caller's one commit makes every recorded item durable at once, and
+    sends one drain if any is new or replayed and pending
+    (``broker.send_after_commit``).
 
     Args:
         items: the validated requests with their idempotency keys and senders,
             at most a few thousand (each run is one statement's arrays); they
             may come from different API keys and requests.
-        shard_count: ``TALLY_SHARD_COUNT``: each lane's shard is stored with its row.
-        publish: called after the commit, once per distinct shard that has
-            new or replayed pending work.
 
     Returns:
         One outcome per item, in order: ``Recorded`` (new, or ``replayed``: the
@@ -252,43 +238,20 @@ def record_transactions(
         ``ValidationFailed`` (currency not enabled, source equals destination,
         ``currency_mismatch``), ``NotFound`` (``wallet_not_found``).
     """
-    context = _Context(shard_count, _once_per_shard(publish))
     outcomes: list[Outcome] = []
     run: list[BatchItem] = []
     for item in items:
         if item.request.type is not TransactionType.GROUP:
             run.append(item)
             continue
-        outcomes += _record_run(session, run, context)
+        outcomes += _record_run(session, run)
         run = []
-        outcomes.append(_record_group(session, item, context, savepoint=len(items) > 1))
-    outcomes += _record_run(session, run, context)
+        outcomes.append(_record_group(session, item, savepoint=len(items) > 1))
+    outcomes += _record_run(session, run)
     return outcomes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Context:
-    """What every item of one :func:`record_transactions` call is recorded with."""
-
-    shard_count: int
-    publish: Publish
-
-
-def _once_per_shard(publish: Publish) -> Publish:
-    """Return ``publish`` that lets each shard through once: one signal per shard per commit."""
-    published: set[int] = set()
-
-    def publish_once(shard: int) -> None:
-        if shard not in published:
-            published.add(shard)
-            publish(shard)
-
-    return publish_once
-
-
-def _record_group(
-    session: Session, item: BatchItem, context: _Context, *, savepoint: bool
-) -> Outcome:
+def _record_group(session: Session, item: BatchItem, *, savepoint: bool) -> Outcome:
     """Record a group item with ``shared.services.groups``; return its outcome."""
     request = item.request
     try:
@@ -301,8 +264,6 @@ def _record_group(
                 api_key_id=item.api_key_id,
                 idempotency_key=item.idempotency_key,
                 request_hash=request.fingerprint(),
-                shard_count=context.shard_count,
-                publish=context.publish,
                 request_id=item.request_id,
                 scheduled_at=request.scheduled_at,
             )
@@ -311,7 +272,7 @@ def _record_group(
     return Recorded(transaction, replayed)
 
 
-def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -> list[Outcome]:
+def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
     """Record consecutive single-wallet items with one ``_RECORD_SQL``; return their outcomes.
 
     Items whose key conflicts are read back with one query
@@ -341,7 +302,6 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
                 "source_id": request.source_wallet_id,
                 "destination_id": request.destination_wallet_id,
                 "lane_id": lane_id,
-                "shard": shard_of(lane_id, context.shard_count),
                 "description": request.description,
                 "metadata": json.dumps(request.metadata),
                 "api_key_id": item.api_key_id,
@@ -358,20 +318,20 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
     parameters: dict[str, Any] = {name: [row[name] for row in rows] for name in rows[0]}
     results = session.execute(_RECORD_SQL, parameters).mappings().all()
     conflicts: list[int] = []  # index in ``rows``
-    shards: set[int] = set()
+    recorded = False
     for position, result in enumerate(results):
         index = sent[position]
         if result["id"] is not None:
             outcomes[index] = Recorded(_transient(result), False)
-            shards.add(result["shard"])
+            recorded = True
             continue
         refusal = _refusal(run[index].request, result)
         if refusal is not None:
             outcomes[index] = refusal
         else:
             conflicts.append(position)
-    for shard in sorted(shards):
-        after_commit(session, lambda shard=shard: context.publish(shard))  # type: ignore[misc]
+    if recorded:
+        broker.send_after_commit(session, broker.DRAIN)
     if conflicts:
         replayed = replay_many(
             session,
@@ -379,7 +339,6 @@ def _record_run(session: Session, run: Sequence[BatchItem], context: _Context) -
                 (rows[p]["api_key_id"], rows[p]["idempotency_key"], rows[p]["request_hash"])
                 for p in conflicts
             ],
-            publish=context.publish,
         )
         for position, existing in zip(conflicts, replayed, strict=True):
             outcomes[sent[position]] = (

@@ -3,7 +3,7 @@
 The ops dashboard (``GET /v1/ops/overview``) reads both; the sweep reads the
 backlog into the ``tally_pending_*`` gauges. Both are single index-backed
 queries: the backlog counts rows of the partial index on pending transactions
-(``transactions_pending_shard``), and throughput reads transactions created in
+(``transactions_pending_sequence``), and throughput reads transactions created in
 the last hour through the ``created_at`` index, so neither scans the table.
 """
 

@@ -29,8 +29,9 @@ short database transactions:
    posting rules in acceptance order, and write entries, balances and
    statuses together in one commit (invariant 4).
 
-A drain keeps applying while work keeps coming, up to ``budget_seconds``, so
-a busy stream pays no broker hop per batch; its batches grow with the backlog.
+A drain keeps applying while work keeps coming, starting no new batch once
+``budget_seconds`` have passed, so a busy stream pays no broker hop per batch;
+its batches grow with the backlog.
 
 Row locks are ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: intake's foreign-key
 checks take ``FOR KEY SHARE`` on the same wallet rows in column order, and
@@ -62,7 +63,7 @@ from shared.metrics import (
     observe_many,
 )
 from shared.models import Transaction
-from shared.services.apply import ApplyResult, apply_batch, release_group_lanes
+from shared.services.apply import ApplyResult, apply_batch
 from shared.services.events import record_transaction_events
 
 #: The advisory lock (:func:`shared.db.advisory_lock`) that makes one drain the stream.
@@ -74,25 +75,21 @@ Settled = Callable[[Sequence[uuid.UUID]], None]
 _log = structlog.get_logger(__name__)
 
 
-def shard_of(lane_wallet_id: uuid.UUID, shard_count: int) -> int:
-    """Return the ``shard`` column's value for a lane (``0 .. shard_count - 1``).
-
-    The column predates the apply stream, which reads no shard; it is kept
-    until intake stops writing it.
-    """
-    return lane_wallet_id.int % shard_count
-
-
 @dataclasses.dataclass(slots=True)
 class DrainReport:
     """What one :func:`drain` call did.
 
     Attributes:
-        settled: transactions that left ``pending`` (completed, held or failed).
+        settled: transactions that left ``pending``: completed, held or failed
+            ("settled" in Tally means that, failures included; docs/architecture.md, "Glossary").
         failed: of those, how many failed a business rule or ran out of attempts.
-        batches: apply transactions committed.
-        more: True when it stopped at its budget with work left behind; work
-            accepted since its last look is announced by the stream's signal.
+        batches: apply transactions committed; a head failed ``retries_exhausted``
+            in its claim transaction is not one.
+        more: True when it stopped at ``budget_seconds`` or ``batches_max`` and
+            its last claim may have left work (it took a full batch, or stopped
+            before a transaction whose earlier attempt did not finish); False when
+            it stopped because the stream was empty. Work accepted after its last
+            look is announced by the stream's signal, not by ``more``.
     """
 
     settled: int = 0
@@ -113,17 +110,22 @@ def drain(
 ) -> DrainReport:
     """Apply pending transactions in acceptance order, a batch per database transaction.
 
-    Stops when the stream is empty and ``signalled()`` says no new work was
-    announced, or once ``budget_seconds`` have passed or ``batches_max``
-    batches were applied (``more`` is then True if the last claim left work).
-    Without a budget or a batch limit it drains until the stream is empty.
+    Claims and applies one batch after another. It stops when the stream is
+    empty and ``signalled()`` (asked only while within the budget) says no
+    new work was announced; or when the budget is spent or ``batches_max``
+    batches were applied, then with ``more`` telling whether work may be left.
+    The budget is looked at between batches only: the first batch always
+    runs, and a batch started in time finishes, so a drain may overrun its
+    budget by one batch. Without a budget or a batch limit it drains until
+    the stream is empty.
 
     Args:
         batch_size: transactions per apply database transaction, at most.
         attempts_max: apply attempts before a transaction fails ``retries_exhausted``.
-        budget_seconds: stop starting new batches once this many seconds have
-            passed (None: no limit).
-        batches_max: stop after this many batches (None: no limit).
+        budget_seconds: start no new batch once this many seconds have passed
+            since the call (None: no limit).
+        batches_max: stop after this many apply transactions (None: no limit);
+            heads failed ``retries_exhausted`` do not count.
         settled: called with the ids each committed batch settled (long-poll
             wake-ups): an after-commit callback (:func:`shared.db.after_commit`).
             It runs off the drain's thread (:func:`shared.db.advisory_lock`);
@@ -319,4 +321,3 @@ def _fail_exhausted(session: Session, transaction_id: uuid.UUID, attempts: int) 
     )
     record_transaction_events(session, {transaction_id: TransactionStatus.FAILED.value})
     _log.error("retries_exhausted", transaction_id=str(transaction_id), attempts=attempts)
-    release_group_lanes(session, [transaction_id])

@@ -20,13 +20,11 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit
 from shared.ledger.errors import Conflict, TallyError, ValidationFailed
 from shared.ledger.money import parse_amount_field
 from shared.ledger.states import REVERSIBLE_TYPES, TransactionStatus, TransactionType
 from shared.models import Transaction, TransactionArchive
-from shared.services.idempotency import Publish, fingerprint, insert_or_replay, replay_if_recorded
-from shared.services.processor import shard_of
+from shared.services.idempotency import fingerprint, insert_or_replay, replay_if_recorded
 from shared.services.transactions import transaction_not_found
 
 
@@ -60,11 +58,9 @@ def submit_reversal(
     *,
     api_key_id: uuid.UUID,
     idempotency_key: str,
-    shard_count: int,
-    publish: Publish,
     request_id: str | None = None,
 ) -> tuple[Transaction, bool]:
-    """Record a reversal of a completed transaction as pending, in the lane of the wallet it debits.
+    """Record a reversal of a completed transaction as pending; a drain is sent after commit.
 
     The original is read ``FOR KEY SHARE``, so the archive job (which skips
     locked rows and originals with a pending reversal) cannot move it while
@@ -76,8 +72,6 @@ def submit_reversal(
         request: the validated request.
         api_key_id: the submitting key; idempotency keys are scoped to it.
         idempotency_key: the client's ``Idempotency-Key``.
-        shard_count: ``TALLY_SHARD_COUNT``: the lane's shard is stored with the row.
-        publish: called with the shard after the commit.
         request_id: the HTTP request's ``X-Request-Id``, stored with the row.
 
     Returns:
@@ -120,7 +114,6 @@ def submit_reversal(
             api_key_id=api_key_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
-            publish=publish,
         )
         if earlier is not None:
             return earlier, True
@@ -138,7 +131,6 @@ def submit_reversal(
             source_wallet_id=debited,
             destination_wallet_id=original.source_wallet_id,
             lane_wallet_id=debited,
-            shard=shard_of(debited, shard_count),
             description=request.description,
             metadata_=request.metadata,
             api_key_id=api_key_id,
@@ -146,11 +138,7 @@ def submit_reversal(
             request_hash=request_hash,
             request_id=request_id,
         ),
-        publish=publish,
     )
-    if not replayed:
-        shard = inserted.shard
-        after_commit(session, lambda: publish(shard))
     return inserted, replayed
 
 

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+import broker
 from shared.ledger.errors import Conflict
 from shared.ledger.states import TransactionStatus, check_transition
 from shared.models import Transaction
 from shared.services import transactions
-from shared.services.apply import release_group_lanes
 from shared.services.events import record_transaction_events
 
 #: The most transactions one release statement takes; the job repeats while batches are full.
@@ -75,12 +75,15 @@ def release_due(session: Session, *, limit: int = RELEASE_BATCH_MAX) -> Sequence
     """Move up to ``limit`` due ``scheduled`` transactions to ``pending``; return their ids.
 
     Each gets a new ``lane_sequence`` (the back of the apply stream), in
-    ``scheduled_at`` order. The caller commits and then signals a drain.
-    Safe to run twice or concurrently: rows another release holds are
-    skipped, released rows are no longer ``scheduled``.
+    ``scheduled_at`` order; a drain is sent once the caller commits. Safe to run
+    twice or concurrently: rows another release holds are skipped, released
+    rows are no longer ``scheduled``.
     """
     check_transition(TransactionStatus.SCHEDULED, TransactionStatus.PENDING)
-    return list(session.scalars(_RELEASE_SQL, {"limit": limit}))
+    released = list(session.scalars(_RELEASE_SQL, {"limit": limit}))
+    if released:
+        broker.send_after_commit(session, broker.DRAIN)
+    return released
 
 
 def not_cancelable(detail: str) -> Conflict:
@@ -121,5 +124,4 @@ def cancel_transaction(session: Session, transaction_id: uuid.UUID) -> Transacti
         )
     )
     record_transaction_events(session, {transaction_id: TransactionStatus.CANCELED.value})
-    release_group_lanes(session, [transaction_id])
     return transactions.get_transaction(session, transaction_id)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import db
+import broker
 from shared.ledger.errors import Conflict, NotFound
-from shared.ledger.states import TransactionStatus, TransactionType, check_transition
+from shared.ledger.states import TransactionStatus, check_transition
 from shared.models import Transaction, TransactionArchive, lane_sequence
 from shared.pagination import newest_first_page
-from shared.services import audit, groups
-from shared.services.idempotency import Publish
-from shared.services.processor import shard_of
+from shared.services import audit
 
 
 def transaction_not_found(transaction_id: uuid.UUID) -> NotFound:
@@ -100,18 +98,14 @@ def retry_transaction(
     session: Session,
     transaction_id: uuid.UUID,
     *,
-    shard_count: int,
-    publish: Publish,
     actor: audit.Actor | None = None,
 ) -> Transaction:
-    """Move a ``failed`` transaction back to ``pending`` and publish its shard after commit.
+    """Move a ``failed`` transaction back to ``pending``; a drain is sent after commit.
 
-    It gets a new place at the end of its lane (it is accepted anew), the
-    shard its lane has under ``shard_count`` (``TALLY_SHARD_COUNT``), and its
-    attempt count starts again from zero.
+    It gets a new place at the end of the stream (it is accepted anew), and
+    its attempt count starts again from zero (:func:`reopen`).
 
     Args:
-        publish: called once per shard after the commit (``broker.drain_signaller.signal``).
         actor: the operator; when given, ``transaction.retry`` is appended to
             the audit log in the same transaction.
 
@@ -127,25 +121,23 @@ def retry_transaction(
             f"only a failed transaction can be retried; this one is {transaction.status}",
             code="not_retryable",
         )
-    publish_after_commit(session, reopen(session, transaction, shard_count=shard_count), publish)
+    reopen(session, transaction)
     if actor is not None:
         audit.record(session, actor, audit.AuditAction.TRANSACTION_RETRY, [transaction_id])
     return get_transaction(session, transaction_id)
 
 
-def reopen(session: Session, transaction: Transaction, *, shard_count: int) -> list[int]:
-    """Put a locked ``failed`` transaction back in ``pending``; return the shards to publish.
+def reopen(session: Session, transaction: Transaction) -> None:
+    """Put a locked ``failed`` transaction back in ``pending``; a drain is sent after commit.
 
     The one rule of every ops retry, single or bulk: the transaction is
-    accepted anew (a new ``lane_sequence`` at the end of its lane, the shard
-    its lane has under ``shard_count``, ``attempts`` from zero, no failure),
-    and a group gets its extra lanes back (``groups.reopen_lanes``).
+    accepted anew (a new ``lane_sequence``, at the end of the stream;
+    ``attempts`` from zero; no failure).
 
     Args:
         transaction: a row locked by the caller (``FOR NO KEY UPDATE``) whose status is ``failed``.
     """
     check_transition(TransactionStatus.FAILED, TransactionStatus.PENDING)
-    shard = shard_of(transaction.lane_wallet_id, shard_count)
     session.execute(
         update(Transaction)
         .where(Transaction.id == transaction.id)
@@ -156,16 +148,7 @@ def reopen(session: Session, transaction: Transaction, *, shard_count: int) -> l
             completed_at=None,
             attempts=0,
             lane_sequence=lane_sequence.next_value(),
-            shard=shard,
             updated_at=func.now(),
         )
     )
-    if transaction.type == TransactionType.GROUP:
-        return groups.reopen_lanes(session, transaction, shard_count=shard_count)
-    return [shard]
-
-
-def publish_after_commit(session: Session, shards: Iterable[int], publish: Publish) -> None:
-    """Call ``publish(shard)`` once for each distinct shard after the session commits."""
-    for shard in sorted(set(shards)):
-        db.after_commit(session, lambda shard=shard: publish(shard))  # type: ignore[misc]
+    broker.send_after_commit(session, broker.DRAIN)

@@ -13,7 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared import db
-from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.apply import apply_batch
 from shared.services.intake import TransactionRequest, submit_transaction
@@ -44,7 +43,6 @@ def record(type_: str, amount_minor: int, *, source: Any = None, destination: An
     with db.transaction() as session:
         transaction, _ = submit_transaction(
             session, request, api_key_id=api_key_id(), idempotency_key=str(uuid.uuid4()),
-            shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
     return str(transaction.id)
 

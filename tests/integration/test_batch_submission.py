@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import text
 
 from shared import db
-from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import BatchItem, TransactionRequest, record_transactions
 from tests.helpers import deposit_body, submit, transfer_body
@@ -359,37 +358,43 @@ def test_the_rate_limit_counts_items(wallet_factory: Callable[..., uuid.UUID]) -
     assert unreadable.status_code in (400, 429)
 
 
-def test_each_shard_is_signalled_once_after_the_commit(
-    service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+def drains_queued(redis_client: Any) -> int:
+    """Return how many drain messages wait in the ``tally`` queue, once the signals are sent."""
+    import broker
+
+    assert broker.drain_signaller.flush()
+    queued = redis_client.lrange(broker.QUEUE, 0, -1)
+    return sum(broker.DRAIN_TASK.encode() in message for message in queued)
+
+
+def test_one_drain_is_signalled_after_the_commit(
+    service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
+    import broker
     from shared.models import ApiKey
 
     wallets = [wallet_factory() for _ in range(6)]
     with db.transaction() as session:
         api_key_id = session.query(ApiKey.id).order_by(ApiKey.created_at.desc()).limit(1).scalar()
     items = [BatchItem(deposit(w), str(uuid.uuid4()), api_key_id) for w in wallets * 3]
-    published: list[int] = []
-    shard_count = get_settings().shard_count
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    before = drains_queued(redis_client)
     with db.transaction() as session:
-        outcomes = record_transactions(
-            session, items, shard_count=shard_count, publish=published.append
-        )
-        assert published == []  # nothing before the commit
-    shards = {o.transaction.shard for o in outcomes}  # type: ignore[union-attr]
-    assert sorted(published) == sorted(shards) and len(published) == len(set(published))
-    # The same items again replay; their pending shards are signalled once each again.
-    published.clear()
+        record_transactions(session, items)
+        assert drains_queued(redis_client) == before  # nothing before the commit
+    assert drains_queued(redis_client) == before + 1  # eighteen items, one drain
+    # The same items again replay; their pending transactions signal the stream again.
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
     with db.transaction() as session:
-        again = record_transactions(
-            session, items, shard_count=shard_count, publish=published.append
-        )
+        again = record_transactions(session, items)
     assert all(o.replayed for o in again)  # type: ignore[union-attr]
-    assert sorted(published) == sorted(shards)
+    assert drains_queued(redis_client) == before + 2
 
 
 def test_nothing_is_recorded_when_the_batch_does_not_commit(
-    wallet_factory: Callable[..., uuid.UUID],
+    wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
+    import broker
     from shared.models import ApiKey
 
     a = wallet_factory()
@@ -397,7 +402,10 @@ def test_nothing_is_recorded_when_the_batch_does_not_commit(
         api_key_id = session.query(ApiKey.id).limit(1).scalar()
     keys = [str(uuid.uuid4()) for _ in range(5)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    before = drains_queued(redis_client)
     with pytest.raises(RuntimeError), db.transaction() as session:
-        record_transactions(session, items, shard_count=4, publish=lambda shard: None)
+        record_transactions(session, items)
         raise RuntimeError("the commit never happens")
     assert count_keys(keys) == 0
+    assert drains_queued(redis_client) == before  # and nothing is signalled

@@ -21,6 +21,34 @@ def test_migrations_match_the_models() -> None:
     assert diff == []
 
 
+def test_dropping_the_shards_downgrades_and_upgrades_again() -> None:
+    from alembic import command
+
+    from shared.config import get_settings
+    from shared.migrations import alembic_config, upgrade_to_head
+
+    url = get_settings().database_url
+    db.reset_engine()  # no pooled connection of this process in the migration's way
+    command.downgrade(alembic_config(url), "0015")
+    try:
+        with db.transaction() as session:
+            revisions = set(
+                session.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            )
+            assert revisions == {"0015"}, revisions
+            columns = session.execute(
+                text(
+                    "SELECT table_name FROM information_schema.columns WHERE column_name = 'shard'"
+                    " ORDER BY table_name"
+                )
+            ).scalars()
+            assert list(columns) == ["group_lanes", "transactions", "transactions_archive"]
+    finally:
+        db.reset_engine()
+        upgrade_to_head(url)
+    test_migrations_match_the_models()
+
+
 def _one_entry() -> int:
     with db.transaction() as session:
         entry_id = session.execute(text("SELECT id FROM ledger_entries LIMIT 1")).scalar()

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, select
 
+import broker
 from cli.devservers import free_port
 from shared import db
 from shared.config import get_settings
@@ -186,27 +187,27 @@ def test_a_failing_endpoint_is_paused_then_probed_with_one_delivery(
     assert republished == []
 
 
-def test_new_deliveries_of_a_paused_endpoint_wait_for_the_pause(endpoint: Any) -> None:
-    from shared.services import events
+def turns_queued(redis_client: Any, endpoint_id: uuid.UUID) -> int:
+    """Return how many turns at ``endpoint_id`` wait in the webhooks queue."""
+    queued = redis_client.lrange(broker.WEBHOOKS_QUEUE, 0, -1)
+    return sum(str(endpoint_id).encode() in message for message in queued)
 
-    published: list[uuid.UUID] = []
-    previous = events._publisher
-    events.set_delivery_publisher(published.extend)
-    try:
-        endpoint_id = endpoint(dead_url())
-        [first] = new_deliveries(endpoint_id, 1)
-        assert endpoint_id in published  # the endpoint, once, not each delivery
-        published.clear()
-        paused = dataclasses.replace(FAST, backoff_base_seconds=3600.0, backoff_max_seconds=3600.0)
-        assert attempt_delivery(first, policy=paused) == "pending"
-        [later] = new_deliveries(endpoint_id, 1)
-        assert endpoint_id not in published
-        with db.transaction() as session:
-            delivery = session.get(WebhookDelivery, later)
-            assert delivery is not None and delivery.next_attempt_at is not None
-            assert delivery.next_attempt_at == endpoint_row(endpoint_id).paused_until
-    finally:
-        events.set_delivery_publisher(previous)
+
+def test_new_deliveries_of_a_paused_endpoint_wait_for_the_pause(
+    endpoint: Any, redis_client: Any
+) -> None:
+    endpoint_id = endpoint(dead_url())
+    [first, _] = new_deliveries(endpoint_id, 2)
+    assert turns_queued(redis_client, endpoint_id) == 1  # the endpoint, once, not each delivery
+    paused = dataclasses.replace(FAST, backoff_base_seconds=3600.0, backoff_max_seconds=3600.0)
+    assert attempt_delivery(first, policy=paused) == "pending"
+    redis_client.delete(broker.endpoint_signal_key(endpoint_id))  # no turn is queued any more
+    [later] = new_deliveries(endpoint_id, 1)
+    assert turns_queued(redis_client, endpoint_id) == 1  # none for a paused endpoint
+    with db.transaction() as session:
+        delivery = session.get(WebhookDelivery, later)
+        assert delivery is not None and delivery.next_attempt_at is not None
+        assert delivery.next_attempt_at == endpoint_row(endpoint_id).paused_until
 
 
 def test_a_turn_sends_every_due_delivery_and_a_success_resets_the_failures(
@@ -331,7 +332,7 @@ class _Server:
         in_flight, lock, server = [0], threading.Lock(), self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with lock:
                     server.requests.append(body)

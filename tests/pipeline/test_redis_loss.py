@@ -19,11 +19,10 @@ from sqlalchemy import text
 
 from cli.main import main
 from shared import db
-from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.api_keys import Role, create_api_key
 from shared.services.intake import TransactionRequest, submit_transaction
-from tests.helpers import deposit_body, wait_for, wait_terminal
+from tests.helpers import deposit_body, drain_messages_lost, wait_for, wait_terminal
 from tests.oracles import Book, assert_explained
 from tests.servers import CeleryProcess
 
@@ -64,10 +63,10 @@ def test_api_sweep_and_retry_reach_the_worker_after_redis_is_emptied(
     sent_at = time.monotonic()
     with db.transaction() as session:
         key_id = create_api_key(session, role=Role.SERVICE, name="flushed")[0].id
+    with drain_messages_lost(), db.transaction() as session:
         unpublished, _ = submit_transaction(
             session, TransactionRequest(TransactionType.DEPOSIT, 300, "SGD", None, wallet_id),
             api_key_id=key_id, idempotency_key=str(uuid.uuid4()),
-            shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
     swept = book.record(unpublished.id, deposit_body(wallet_id, "3.00"), sent_at=sent_at)
     beat = CeleryProcess("beat", "beat-after-flush").start()

@@ -145,7 +145,7 @@ def test_releases_lost_or_doubled_release_and_apply_each_transaction_once(
         )
         first.kill()  # wherever its release was: sent, running, or committed
         for _ in range(6):  # the job sent again while others run: the worker runs two at once
-            broker.send("tally.release_scheduled_transactions")
+            broker.send(broker.RELEASE_SCHEDULED_TASK)
         # The killed beat's lock must lapse (TALLY_BEAT_LOCK_TIMEOUT_SECONDS) before the next schedules.
         second = CeleryProcess("beat", "beat-next", env=BEAT_ENV).start()
         try:

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from shared import db
-from shared.config import get_settings
 from shared.ledger.states import TransactionType
 from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import STREAM_LOCK_KEY
-from tests.helpers import deposit_body, stuck_lock_holder, wait_terminal
+from tests.helpers import deposit_body, drain_messages_lost, stuck_lock_holder, wait_terminal
 from tests.oracles import Book, assert_explained
 from tests.servers import CeleryProcess
 
@@ -29,10 +28,10 @@ def test_transaction_whose_message_never_reached_the_broker_is_completed_by_the_
     sent_at = time.monotonic()
     with db.transaction() as session:
         key_id = create_api_key(session, role=Role.SERVICE, name="sweep")[0].id
+    with drain_messages_lost(), db.transaction() as session:
         transaction, _ = submit_transaction(
             session, TransactionRequest(TransactionType.DEPOSIT, 700, "SGD", None, wallet_id),
             api_key_id=key_id, idempotency_key="never-published",
-            shard_count=get_settings().shard_count, publish=lambda _: None,
         )  # fmt: skip
     book.record(transaction.id, deposit_body(wallet_id, "7.00"), sent_at=sent_at)
     wait_terminal(book.ids, timeout_seconds=60, context=beat.log())

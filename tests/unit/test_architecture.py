@@ -54,6 +54,40 @@ def test_broker_imports_neither_flask_nor_the_processes(path: Path) -> None:
     assert not {n.split(".")[0] for n in imported_modules(path)} & {"flask", "api", "worker", "cli"}
 
 
+@pytest.mark.parametrize("path", sources("broker"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_broker_imports_no_service(path: Path) -> None:
+    """Services import the broker's names, never the other way round: no import circle."""
+    assert not {n for n in imported_modules(path) if n.startswith("shared.services")}
+
+
+def broker_names() -> set[str]:
+    """Return the task and queue names and Redis keys ``broker/`` defines."""
+    names = set()
+    for node in ast.walk(ast.parse((ROOT / "broker" / "__init__.py").read_text())):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id.endswith(("_TASK", "QUEUE", "_KEY")):
+                names.add(node.value.value)
+    return names
+
+
+def test_broker_names_every_task_and_queue() -> None:
+    assert {"tally", "tally.webhooks", "tally.drain", "tally.reconcile"} <= broker_names()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for package in ("api", "worker", "shared", "cli", "bench") for p in sources(package)],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)  # fmt: skip
+def test_message_names_are_written_only_in_broker(path: Path) -> None:
+    # "tally" alone is also the Celery app's name and the project's: not looked for.
+    names = broker_names() - {"tally"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            assert node.value not in names, f"line {node.lineno}: {node.value!r}: use broker's name"
+
+
 @pytest.mark.parametrize(
     "path",
     [p for package in ("api", "worker", "shared", "cli", "bench") for p in sources(package)],
@@ -81,3 +115,22 @@ def test_only_shared_db_commits(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             assert node.func.attr not in {"commit", "rollback"}, f"line {node.lineno}"
+
+
+def test_importing_the_services_loads_no_celery() -> None:
+    """Services import ``broker``'s names; Celery itself is loaded only to send a message."""
+    import subprocess
+    import sys
+
+    modules = [
+        f"shared.services.{p.stem}" for p in sources("shared/services") if p.stem != "__init__"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in ('celery', 'kombu', 'flask') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stderr

@@ -35,9 +35,9 @@ def test_json_format_renders_one_object_per_line_with_bound_context(
 
 def test_console_format_renders_key_value_text(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", "console")
-    structlog.get_logger("t").info("drain_retry", shard=3)
+    structlog.get_logger("t").info("drain_retry", retry=3)
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "drain_retry" in line and re.search(r"shard=.*3", line)
+    assert "drain_retry" in line and re.search(r"retry=.*3", line)
     with pytest.raises(ValueError):
         json.loads(line)
 
