@@ -25,18 +25,27 @@ pytestmark = pytest.mark.pipeline
 TIMEOUT_SECONDS = 3600.0
 
 
-@pytest.mark.parametrize("flavor", FLAVORS)
-def test_wait_returns_the_settled_transaction_when_it_is_applied(
-    flavor: str, api_url: str, tally: Tally, service_headers: dict[str, str], wallet_factory: Any
-) -> None:
-    deposit = tally.transactions.deposit("4.00", "SGD", wallet_factory())
-    recorder, threads, result = Recorder(), ClientThreads(), {}
-    wait = lambda c: c.transactions.wait(deposit.id, TIMEOUT_SECONDS)  # noqa: E731
+def _wait_in_thread(
+    flavor: str, api_url: str, service_headers: dict[str, str], transaction_id: Any
+) -> tuple[Recorder, ClientThreads, dict[str, Any]]:
+    """Start ``transactions.wait(transaction_id)`` in a thread; ``result["tx"]`` is its answer."""
+    recorder, threads = Recorder(), ClientThreads()
+    result: dict[str, Any] = {}
+    wait = lambda c: c.transactions.wait(transaction_id, TIMEOUT_SECONDS)  # noqa: E731
     threads.start(
         lambda: result.update(
             tx=run_client(flavor, api_url, secret_of(service_headers), wait, recorder=recorder)
         )
     )
+    return recorder, threads, result
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_wait_returns_the_settled_transaction_when_it_is_applied(
+    flavor: str, api_url: str, tally: Tally, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    deposit = tally.transactions.deposit("4.00", "SGD", wallet_factory())
+    recorder, threads, result = _wait_in_thread(flavor, api_url, service_headers, deposit.id)
     assert recorder.started.wait(120), "the client sent no long-poll"
     drain_stream(settled=publish_settled)  # announces what it settled, as the worker does
     threads.join(timeout_seconds=300)
@@ -86,13 +95,7 @@ def test_wait_keeps_waiting_through_scheduled_until_the_transaction_is_applied(
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
     deposit = tally.transactions.deposit("4.00", "SGD", wallet_factory(), scheduled_at=soon)
     assert deposit.status == "scheduled"
-    recorder, threads, result = Recorder(), ClientThreads(), {}
-    wait = lambda c: c.transactions.wait(deposit.id, TIMEOUT_SECONDS)  # noqa: E731
-    threads.start(
-        lambda: result.update(
-            tx=run_client(flavor, api_url, secret_of(service_headers), wait, recorder=recorder)
-        )
-    )
+    recorder, threads, result = _wait_in_thread(flavor, api_url, service_headers, deposit.id)
     assert recorder.answered.wait(120), "the client read nothing"
 
     def released() -> bool:  # beat's release job, run here once the time has come
