@@ -53,6 +53,8 @@ class AsyncTally(Client[Async]):
             APIError: an error answer that is not retried, or the last one.
             TallyConnectionError: no answer after the last retry.
         """
+        if call.pause_seconds > 0:
+            await asyncio.sleep(call.pause_seconds)
         attempt = 0
         while True:
             request = self._http.build_request(**self._core.request_options(call))

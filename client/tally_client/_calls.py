@@ -23,6 +23,7 @@ from tally_client.errors import WaitTimeoutError
 from tally_client.models import (
     AuditEvent,
     Balance,
+    BalanceMonitor,
     BatchResult,
     BatchResults,
     BulkRetryResult,
@@ -51,6 +52,20 @@ Steps = Generator[Call[T], T, T]
 
 #: The longest ``?wait=`` the API accepts, in seconds (docs/api-conventions.md, "Transactions").
 WAIT_SECONDS_MAX = 30.0
+#: How often a wait reads a ``scheduled`` transaction once its time has come, in seconds
+#: (the API's long-poll answers at once for it; beat releases it within a few seconds).
+SCHEDULED_POLL_SECONDS = 1.0
+
+
+def _aware(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    """Return ``value`` if it is None or timezone-aware.
+
+    Raises:
+        ValueError: ``value`` is naive (the API would answer 422 naming ``name``).
+    """
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{name} needs a time zone (e.g. datetime.now(UTC))")
+    return value
 
 
 def _pages(path: str, model: type[Any], limit: int | None, **filters: Any) -> Pages[Any]:
@@ -110,9 +125,8 @@ def balance_at(wallet_id: Id, as_of: dt.datetime | None) -> Call[Balance]:
     Raises:
         ValueError: ``as_of`` is naive (the API would answer 422).
     """
-    if as_of is not None and as_of.utcoffset() is None:
-        raise ValueError("as_of needs a time zone (e.g. datetime.now(UTC))")
-    return Call.of("GET", f"/v1/wallets/{wallet_id}/balance", Balance, params={"as_of": as_of})
+    params = {"as_of": _aware("as_of", as_of)}
+    return Call.of("GET", f"/v1/wallets/{wallet_id}/balance", Balance, params=params)
 
 
 # Transactions -----------------------------------------------------------------------------------
@@ -142,12 +156,17 @@ def submission_body(
     destination_wallet_id: Id | None = None,
     legs: Sequence[Mapping[str, Any]] | None = None,
     expires_in: int | None = None,
+    scheduled_at: dt.datetime | None = None,
     description: str | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the body of ``POST /v1/transactions`` for a ``type_`` transaction.
 
-    Only the fields given are sent; amounts become decimal strings in major units.
+    Only the fields given are sent; amounts become decimal strings in major units,
+    ``scheduled_at`` an RFC 3339 time with its offset.
+
+    Raises:
+        ValueError: ``scheduled_at`` is naive (the API would answer 422).
     """
     body: dict[str, Any] = {"type": type_}
     if amount is not None:
@@ -157,6 +176,7 @@ def submission_body(
         ("source_wallet_id", source_wallet_id),
         ("destination_wallet_id", destination_wallet_id),
         ("expires_in", expires_in),
+        ("scheduled_at", _aware("scheduled_at", scheduled_at)),
     ):
         if value is not None:
             body[name] = jsonable(value)
@@ -224,6 +244,15 @@ def reverse(
     )
 
 
+def cancel(transaction_id: Id) -> Call[Transaction]:
+    """``POST /v1/transactions/{id}/cancel``: a ``scheduled`` transaction becomes ``canceled``.
+    A replay of a cancel that was applied answers ``409 not_cancelable``, so it is resent
+    only if the API cannot have acted."""
+    return Call.of(
+        "POST", f"/v1/transactions/{transaction_id}/cancel", Transaction, body={}, idempotent=False
+    )
+
+
 def submit_batch(items: Sequence[Mapping[str, Any]]) -> Call[list[BatchResult]]:
     """``POST /v1/transactions/batch``: each item keyed (its own key, or a fresh one).
 
@@ -241,11 +270,15 @@ def submit_batch(items: Sequence[Mapping[str, Any]]) -> Call[list[BatchResult]]:
     return Call("POST", "/v1/transactions/batch", read, body={"transactions": keyed})
 
 
-def get_transaction(transaction_id: Id, wait_seconds: float | None) -> Call[Transaction]:
+def get_transaction(
+    transaction_id: Id, wait_seconds: float | None, pause_seconds: float = 0.0
+) -> Call[Transaction]:
     """``GET /v1/transactions/{id}[?wait=N]``: with ``wait``, answers once it is not pending
-    or after ``wait_seconds`` (at most 30)."""
+    or after ``wait_seconds`` (at most 30); sent after ``pause_seconds``."""
     if wait_seconds is None:
-        return Call.of("GET", f"/v1/transactions/{transaction_id}", Transaction)
+        return Call.of(
+            "GET", f"/v1/transactions/{transaction_id}", Transaction, pause_seconds=pause_seconds
+        )
     wait_seconds = max(0.0, min(WAIT_SECONDS_MAX, wait_seconds))
     return Call.of(
         "GET",
@@ -253,24 +286,46 @@ def get_transaction(transaction_id: Id, wait_seconds: float | None) -> Call[Tran
         Transaction,
         params={"wait": f"{wait_seconds:.3f}"},
         extra_timeout_seconds=wait_seconds,
+        pause_seconds=pause_seconds,
     )
 
 
-def wait_steps(transaction_id: Id, timeout_seconds: float) -> Steps[Transaction]:
-    """Long-poll a transaction until it is not ``pending`` (``held`` counts) or the timeout.
+def scheduled_pause_seconds(transaction: Transaction, left_seconds: float) -> float:
+    """Return how long a wait pauses before reading ``transaction`` again, in seconds.
 
-    Each step asks ``GET /v1/transactions/{id}?wait=N`` with N the time left (at most 30 s).
+    Zero for a ``pending`` one (the long-poll holds it). A ``scheduled`` one is not held
+    by the API, so the wait sleeps until its ``scheduled_at`` (at most 30 s at a time, to
+    see a cancel), then reads it every second until beat releases it; never past
+    ``left_seconds``, the time the wait has left.
+    """
+    if transaction.status != "scheduled":
+        return 0.0
+    due_in = SCHEDULED_POLL_SECONDS
+    if transaction.scheduled_at is not None:
+        due_in = (transaction.scheduled_at - dt.datetime.now(dt.UTC)).total_seconds()
+    pause = min(max(due_in, SCHEDULED_POLL_SECONDS), WAIT_SECONDS_MAX)
+    return max(0.0, min(pause, left_seconds))
+
+
+def wait_steps(transaction_id: Id, timeout_seconds: float) -> Steps[Transaction]:
+    """Read a transaction until it is applied or canceled (``held`` counts), or the timeout.
+
+    Each step asks ``GET /v1/transactions/{id}?wait=N`` with N the time left (at most 30 s);
+    while it is ``scheduled``, after a pause (:func:`scheduled_pause_seconds`).
 
     Raises:
-        WaitTimeoutError: still pending after ``timeout_seconds``.
+        WaitTimeoutError: still ``scheduled`` or ``pending`` after ``timeout_seconds``.
     """
     deadline = time.monotonic() + timeout_seconds
+    pause = 0.0
     while True:
-        transaction = yield get_transaction(transaction_id, deadline - time.monotonic())
+        left = deadline - time.monotonic()
+        transaction = yield get_transaction(transaction_id, left - pause, pause)
         if transaction.is_settled:
             return transaction
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(transaction, timeout_seconds)
+        pause = scheduled_pause_seconds(transaction, deadline - time.monotonic())
 
 
 def list_transactions(
@@ -312,6 +367,37 @@ def retry_failed(filters: Mapping[str, Any]) -> Call[BulkRetryResult]:
         BulkRetryResult,
         body=jsonable(filters),
         idempotent=bool(filters.get("dry_run")),
+    )
+
+
+# Balance monitors -------------------------------------------------------------------------------
+
+
+def create_balance_monitor(
+    wallet_id: Id, field: str, operator: str, value: Amount, description: str | None
+) -> Call[BalanceMonitor]:
+    """``POST /v1/balance-monitors``. Not idempotent: a replay creates a second monitor."""
+    body = {"wallet_id": str(wallet_id), "field": field, "operator": operator}
+    body["value"] = format_amount(value)
+    if description is not None:
+        body["description"] = description
+    return Call.of("POST", "/v1/balance-monitors", BalanceMonitor, body=body, idempotent=False)
+
+
+def get_balance_monitor(monitor_id: Id) -> Call[BalanceMonitor]:
+    """``GET /v1/balance-monitors/{id}``."""
+    return Call.of("GET", f"/v1/balance-monitors/{monitor_id}", BalanceMonitor)
+
+
+def list_balance_monitors(wallet_id: Id | None, limit: int | None) -> Pages[BalanceMonitor]:
+    """``GET /v1/balance-monitors?wallet_id``, newest first."""
+    return _pages("/v1/balance-monitors", BalanceMonitor, limit, wallet_id=wallet_id)
+
+
+def delete_balance_monitor(monitor_id: Id) -> Call[None]:
+    """``DELETE /v1/balance-monitors/{id}``: ``204``. A replay answers ``404``."""
+    return Call(
+        "DELETE", f"/v1/balance-monitors/{monitor_id}", lambda response: None, idempotent=False
     )
 
 

@@ -101,6 +101,8 @@ class Call(Generic[T]):
         idempotent: a replay cannot act twice (a read, a keyed submission, a PATCH).
         accept: error statuses whose body is still the result (``/readyz``'s ``503``).
         extra_timeout_seconds: added to the read timeout (a long-poll's ``wait``).
+        pause_seconds: waited before the first attempt (a wait's pause while a
+            transaction is ``scheduled``, which the API's long-poll does not hold).
     """
 
     method: str
@@ -112,6 +114,7 @@ class Call(Generic[T]):
     idempotent: bool = True
     accept: frozenset[int] = frozenset()
     extra_timeout_seconds: float = 0.0
+    pause_seconds: float = 0.0
 
     @classmethod
     def of(cls, method: str, path: str, model: Any, **options: Any) -> Call[Any]:

@@ -21,6 +21,7 @@ from tally_client._core import Amount, Call, Core
 from tally_client.models import (
     AuditEvent,
     Balance,
+    BalanceMonitor,
     BatchResult,
     BulkRetryResult,
     Event,
@@ -196,7 +197,13 @@ class Transactions(Resource[M]):
     """``/v1/transactions``. Every submission carries an idempotency key: ``idempotency_key``,
     or a fresh UUID4 kept for the call's retries. It answers the transaction ``pending``
     (``202``), or as it is now on a replay of the same key and request. Amounts are
-    Decimal, str or int in major units."""
+    Decimal, str or int in major units.
+
+    Deposits, withdrawals, transfers and groups take ``scheduled_at``, an aware datetime
+    at most 366 days ahead (sent RFC 3339): the transaction is answered ``scheduled`` and
+    applied after that time, unless canceled first (:meth:`cancel`); a time not in the
+    future applies at once. A naive one raises ``ValueError``; one too far ahead,
+    ``UnprocessableError``."""
 
     @operation
     def deposit(
@@ -207,13 +214,14 @@ class Transactions(Resource[M]):
         *,
         description: str | None = None,
         metadata: Metadata | None = None,
+        scheduled_at: dt.datetime | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Transaction]:
-        """Deposit ``amount`` of ``currency`` into a wallet."""
+        """Deposit ``amount`` of ``currency`` into a wallet (at ``scheduled_at``: see the class)."""
         body = _calls.submission_body(
             "deposit", amount=amount, currency=currency,
             destination_wallet_id=destination_wallet_id, description=description,
-            metadata=metadata,
+            metadata=metadata, scheduled_at=scheduled_at,
         )  # fmt: skip
         return _calls.submit(body, idempotency_key)
 
@@ -226,12 +234,13 @@ class Transactions(Resource[M]):
         *,
         description: str | None = None,
         metadata: Metadata | None = None,
+        scheduled_at: dt.datetime | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Transaction]:
         """Withdraw ``amount`` from a wallet; fails ``insufficient_funds`` when applied if short."""
         body = _calls.submission_body(
             "withdrawal", amount=amount, currency=currency, source_wallet_id=source_wallet_id,
-            description=description, metadata=metadata,
+            description=description, metadata=metadata, scheduled_at=scheduled_at,
         )  # fmt: skip
         return _calls.submit(body, idempotency_key)
 
@@ -245,13 +254,14 @@ class Transactions(Resource[M]):
         *,
         description: str | None = None,
         metadata: Metadata | None = None,
+        scheduled_at: dt.datetime | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Transaction]:
         """Transfer ``amount`` between two wallets of ``currency``."""
         body = _calls.submission_body(
             "transfer", amount=amount, currency=currency, source_wallet_id=source_wallet_id,
             destination_wallet_id=destination_wallet_id, description=description,
-            metadata=metadata,
+            metadata=metadata, scheduled_at=scheduled_at,
         )  # fmt: skip
         return _calls.submit(body, idempotency_key)
 
@@ -281,13 +291,15 @@ class Transactions(Resource[M]):
         *,
         description: str | None = None,
         metadata: Metadata | None = None,
+        scheduled_at: dt.datetime | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Transaction]:
         """Apply 2..50 legs (``source_wallet_id``, ``destination_wallet_id``, ``amount``,
-        ``currency``) all or none."""
+        ``currency``) all or none; a scheduled group is released or canceled as a whole."""
         body = _calls.submission_body(
-            "group", legs=legs, description=description, metadata=metadata
-        )
+            "group", legs=legs, description=description, metadata=metadata,
+            scheduled_at=scheduled_at,
+        )  # fmt: skip
         return _calls.submit(body, idempotency_key)
 
     @operation
@@ -322,11 +334,23 @@ class Transactions(Resource[M]):
         return _calls.reverse(transaction_id, amount, description, metadata, idempotency_key)
 
     @operation
+    def cancel(self, transaction_id: Id) -> Call[Transaction]:
+        """Cancel a ``scheduled`` transaction: answered ``canceled`` (terminal), nothing moved.
+
+        Raises:
+            ConflictError: ``not_cancelable``, the transaction is not ``scheduled`` (released,
+                applied or canceled already).
+            NotFoundError: ``transaction_not_found``.
+        """
+        return _calls.cancel(transaction_id)
+
+    @operation
     def submit_batch(self, items: Sequence[Mapping[str, Any]]) -> Call[list[BatchResult]]:
         """Submit up to 1,000 transactions in one commit: one result per item, in order.
 
-        Each item is a ``POST /v1/transactions`` body (``type``, ``amount``, ...);
-        one without ``idempotency_key`` gets a fresh one, kept for retries.
+        Each item is a ``POST /v1/transactions`` body (``type``, ``amount``, ...,
+        ``scheduled_at`` as an aware datetime); one without ``idempotency_key`` gets a
+        fresh one, kept for retries.
         """
         return _calls.submit_batch(items)
 
@@ -351,11 +375,14 @@ class Transactions(Resource[M]):
 
     @steps
     def wait(self, transaction_id: Id, timeout: float = 60.0) -> Steps[Transaction]:
-        """Return the transaction once it is not ``pending`` (a hold: ``held``), long-polling
-        (``?wait=``, 30 s at most per request) for up to ``timeout`` seconds.
+        """Return the transaction once it is neither ``scheduled`` nor ``pending`` (a hold:
+        ``held``; a canceled one: ``canceled``), long-polling (``?wait=``, 30 s at most per
+        request) for up to ``timeout`` seconds. A ``scheduled`` one is read again at its
+        ``scheduled_at`` (every 30 s at most before, every second after, until released).
 
         Raises:
-            WaitTimeoutError: still pending after ``timeout``; carries the last transaction read.
+            WaitTimeoutError: still ``scheduled`` or ``pending`` after ``timeout``; carries the
+                last transaction read.
         """
         return _calls.wait_steps(transaction_id, timeout)
 
@@ -379,6 +406,54 @@ class Transactions(Resource[M]):
         oldest ``limit`` (1..10,000; default 1,000). ``dry_run`` only counts."""
         filters = {"failure_code": failure_code, "since": since, "wallet_id": wallet_id}
         return _calls.retry_failed(filters | {"limit": limit, "dry_run": dry_run})
+
+
+class BalanceMonitors(Resource[M]):
+    """``/v1/balance-monitors``: conditions on a wallet's balance, evaluated whenever it
+    changes; a service key's monitor's events (``balance_monitor.triggered``,
+    ``balance_monitor.cleared``) are listed by ``events.list``."""
+
+    @operation
+    def create(
+        self,
+        wallet_id: Id,
+        field: str,
+        operator: str,
+        value: Amount,
+        *,
+        description: str | None = None,
+    ) -> Call[BalanceMonitor]:
+        """Watch a wallet's ``field`` (``balance`` or ``available_balance``) against ``value``
+        (major units of its currency; zero or negative too) with ``operator`` (``lt``, ``lte``,
+        ``gt``, ``gte``). Evaluated at once: ``triggered`` if the condition already holds.
+
+        Raises:
+            NotFoundError: ``wallet_not_found``.
+            UnprocessableError: a ``value`` the wallet's currency cannot hold, another field
+                or operator.
+        """
+        return _calls.create_balance_monitor(wallet_id, field, operator, value, description)
+
+    @operation
+    def get(self, monitor_id: Id) -> Call[BalanceMonitor]:
+        """Return a monitor (``404 balance_monitor_not_found``: NotFoundError)."""
+        return _calls.get_balance_monitor(monitor_id)
+
+    @listing
+    def list(
+        self, *, wallet_id: Id | None = None, limit: int | None = None
+    ) -> Pages[BalanceMonitor]:
+        """Iterate over monitors (of ``wallet_id``), newest first, ``limit`` (1..200) per page."""
+        return _calls.list_balance_monitors(wallet_id, limit)
+
+    @operation
+    def delete(self, monitor_id: Id) -> Call[None]:
+        """Delete a monitor: it is evaluated no more; its events stay.
+
+        Raises:
+            NotFoundError: ``balance_monitor_not_found`` (also for a second delete).
+        """
+        return _calls.delete_balance_monitor(monitor_id)
 
 
 class Reconciliations(Resource[M]):
@@ -482,6 +557,7 @@ class Client(Meta[M]):
 
     wallets: Wallets[M]
     transactions: Transactions[M]
+    balance_monitors: BalanceMonitors[M]
     reconciliations: Reconciliations[M]
     webhook_endpoints: WebhookEndpoints[M]
     events: Events[M]
@@ -491,6 +567,7 @@ class Client(Meta[M]):
         super().__init__(self)
         self._core, self._http = core, http
         self.wallets, self.transactions = Wallets(self), Transactions(self)
+        self.balance_monitors = BalanceMonitors(self)
         self.reconciliations = Reconciliations(self)
         self.webhook_endpoints = WebhookEndpoints(self)
         self.events, self.audit_events = Events(self), AuditEvents(self)

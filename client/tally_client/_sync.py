@@ -37,7 +37,7 @@ class Tally(Client[Sync]):
             connection failed or that was answered ``429`` or ``503``.
         transport: an httpx transport to send through (default: HTTP over TCP).
 
-    Resources: ``wallets``, ``transactions``, ``reconciliations``,
+    Resources: ``wallets``, ``transactions``, ``balance_monitors``, ``reconciliations``,
     ``webhook_endpoints``, ``events``, ``audit_events``. Use it as a context
     manager, or call :meth:`close`. Every method raises
     :class:`~tally_client.errors.APIError` (by status) for an error answer and
@@ -66,6 +66,8 @@ class Tally(Client[Sync]):
             APIError: an error answer that is not retried, or the last one.
             TallyConnectionError: no answer after the last retry.
         """
+        if call.pause_seconds > 0:
+            time.sleep(call.pause_seconds)
         attempt = 0
         while True:
             request = self._http.build_request(**self._core.request_options(call))

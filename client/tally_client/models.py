@@ -20,8 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 T = TypeVar("T")
 
 #: Statuses a transaction leaves only by an ops retry; ``held`` ends with a capture, void
-#: or expiry (docs/api.md, "Transactions").
+#: or expiry (docs/api.md, "Transactions"); ``canceled`` is a scheduled one canceled.
 TERMINAL_STATUSES = frozenset({"completed", "failed", "voided", "expired", "canceled"})
+
+
+#: Statuses of a transaction not yet applied: due later (``scheduled``) or waiting for a worker.
+UNSETTLED_STATUSES = frozenset({"scheduled", "pending"})
 
 
 class TallyModel(BaseModel):
@@ -96,6 +100,9 @@ class Transaction(TallyModel):
 
     ``status``: ``pending``, then ``completed`` or ``failed`` (holds: ``held``, then
     ``completed``, ``voided`` or ``expired``); ``failure_code`` says which rule failed.
+    A transaction submitted with a future ``scheduled_at`` is ``scheduled`` until then,
+    then ``pending``, or ``canceled`` if canceled first; ``scheduled_at`` is None for
+    one that was not scheduled.
     """
 
     id: uuid.UUID
@@ -119,11 +126,41 @@ class Transaction(TallyModel):
     updated_at: dt.datetime
     completed_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    scheduled_at: dt.datetime | None = None
 
     @property
     def is_settled(self) -> bool:
-        """Return whether the transaction has left ``pending`` (``held`` counts: a hold applied)."""
-        return self.status != "pending"
+        """Return whether the transaction is past ``scheduled`` and ``pending``: applied (``held``
+        counts: a hold applied) or ``canceled``."""
+        return self.status not in UNSETTLED_STATUSES
+
+
+class BalanceMonitor(TallyModel):
+    """A condition on one wallet's ``field`` (``balance`` or ``available_balance``):
+    ``operator`` (``lt``, ``lte``, ``gt``, ``gte``) ``value`` (major units, may be zero or
+    negative). ``state`` is ``triggered`` while it holds (since ``triggered_at``), else
+    ``clear``."""
+
+    id: uuid.UUID
+    wallet_id: uuid.UUID
+    field: str
+    operator: str
+    value: Decimal
+    description: str | None = None
+    state: str
+    triggered_at: dt.datetime | None = None
+    created_at: dt.datetime
+
+
+class BalanceMonitorEvent(TallyModel):
+    """The ``data`` of a ``balance_monitor.*`` event: the monitor and its wallet's balances
+    at the change, and the transaction that crossed the value (None at the monitor's creation)."""
+
+    monitor: BalanceMonitor
+    currency: str
+    balance: Decimal
+    available_balance: Decimal
+    transaction_id: uuid.UUID | None = None
 
 
 class FieldError(TallyModel):
@@ -234,12 +271,13 @@ class WebhookDelivery(TallyModel):
 
 class Event(TallyModel):
     """A notification: its ``type`` and the object as it was at that moment (``data``):
-    a Transaction for ``transaction.*``, a ReconciliationRun for ``reconciliation.*``."""
+    a Transaction for ``transaction.*``, a ReconciliationRun for ``reconciliation.*``,
+    a BalanceMonitorEvent for ``balance_monitor.*``."""
 
     id: str
     type: str
     created_at: dt.datetime
-    data: Transaction | ReconciliationRun | dict[str, Any] | None = None
+    data: Transaction | ReconciliationRun | BalanceMonitorEvent | dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +293,7 @@ class Event(TallyModel):
 _DATA_BY_TYPE_PREFIX: dict[str, type[TallyModel]] = {
     "transaction": Transaction,
     "reconciliation": ReconciliationRun,
+    "balance_monitor": BalanceMonitorEvent,
 }
 
 

@@ -30,7 +30,7 @@ def verify(body: bytes | str, headers: Mapping[str, str], secret: str) -> Event:
         secret: the endpoint's ``whsec_...`` secret.
 
     Returns:
-        The :class:`~tally_client.models.Event` (``data``: a Transaction or a ReconciliationRun).
+        The :class:`~tally_client.models.Event` (``data``: a Transaction, a BalanceMonitorEvent or a ReconciliationRun).
 
     Raises:
         WebhookVerificationError: a header is missing or malformed, no signature matches

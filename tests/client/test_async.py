@@ -8,6 +8,7 @@ by call, with the transactions applied by ``drain_stream`` as there.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from decimal import Decimal
 
@@ -104,3 +105,18 @@ async def _operations(url: str, service_key: str, ops_key: str) -> None:
         assert (await tally.readiness()).status == "ok"
         assert "tally_" in await tally.metrics()
         assert "paths" in await tally.openapi()
+
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        scheduled = await tally.transactions.transfer("1.00", "SGD", alice.id, bob.id, scheduled_at=later)  # fmt: skip
+        assert (scheduled.status, scheduled.scheduled_at) == ("scheduled", later)
+        assert (await tally.transactions.cancel(scheduled.id)).status == "canceled"
+        assert (await tally.transactions.wait(scheduled.id)).status == "canceled"
+        monitor = await tally.balance_monitors.create(alice.id, "balance", "gt", "1000.00")
+        assert (await tally.balance_monitors.get(monitor.id)).state == "clear"
+        assert [m.id async for m in tally.balance_monitors.list(wallet_id=alice.id)] == [monitor.id]
+        await tally.transactions.deposit("1000.00", "SGD", alice.id)
+        await asyncio.to_thread(drain_stream)
+        assert (await tally.balance_monitors.get(monitor.id)).state == "triggered"
+        await tally.balance_monitors.delete(monitor.id)
+        with pytest.raises(NotFoundError):
+            await tally.balance_monitors.delete(monitor.id)

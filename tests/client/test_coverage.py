@@ -37,8 +37,13 @@ CLIENT_METHODS = {
     ("POST", "/v1/transactions/{transaction_id}/capture"): "transactions.capture",
     ("POST", "/v1/transactions/{transaction_id}/void"): "transactions.void",
     ("POST", "/v1/transactions/{transaction_id}/reverse"): "transactions.reverse",
+    ("POST", "/v1/transactions/{transaction_id}/cancel"): "transactions.cancel",
     ("POST", "/v1/transactions/{transaction_id}/retry"): "transactions.retry",
     ("POST", "/v1/transactions/retry"): "transactions.retry_failed",
+    ("POST", "/v1/balance-monitors"): "balance_monitors.create",
+    ("GET", "/v1/balance-monitors"): "balance_monitors.list",
+    ("GET", "/v1/balance-monitors/{monitor_id}"): "balance_monitors.get",
+    ("DELETE", "/v1/balance-monitors/{monitor_id}"): "balance_monitors.delete",
     ("POST", "/v1/reconciliations"): "reconciliations.start",
     ("GET", "/v1/reconciliations"): "reconciliations.list",
     ("GET", "/v1/reconciliations/{run_id}"): "reconciliations.get",
@@ -107,12 +112,13 @@ ARGUMENTS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "transactions.hold": (("1.00", "SGD", ID), {}),
     "transactions.group": (([],), {}),
     "transactions.submit_batch": (([],), {}),
+    "balance_monitors.create": ((ID, "balance", "lt", "1.00"), {}),
     "webhook_endpoints.create": (("http://127.0.0.1:9/",), {}),
     "webhook_endpoints.update": ((ID,), {"status": "disabled"}),
 }
 #: Methods whose first argument is the path's id.
-BY_ID = ("get", "entries", "balance_at", "capture", "void", "reverse", "retry", "delete",
-         "deliveries", "retry_delivery")  # fmt: skip
+BY_ID = ("get", "entries", "balance_at", "capture", "void", "reverse", "cancel", "retry",
+         "delete", "deliveries", "retry_delivery")  # fmt: skip
 
 
 def _request_of(name: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from tally_client import (
+    BalanceMonitorEvent,
     BatchResult,
     ConflictError,
     NotFoundError,
@@ -238,3 +239,84 @@ def test_webhook_endpoints(tally_ops: Tally) -> None:
     tally_ops.webhook_endpoints.delete(created.id)
     with pytest.raises(NotFoundError):
         tally_ops.webhook_endpoints.get(created.id)
+
+
+def test_scheduled_transactions_and_cancel(tally: Tally) -> None:
+    alice, bob = _wallet(tally), _wallet(tally)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    deposit = tally.transactions.deposit("10.00", "SGD", alice.id, scheduled_at=later)
+    assert (deposit.status, deposit.scheduled_at) == ("scheduled", later)
+    transfer = tally.transactions.transfer("1.00", "SGD", alice.id, bob.id, scheduled_at=later)
+    withdrawal = tally.transactions.withdraw("1.00", "SGD", bob.id, scheduled_at=later)
+    legs = [
+        {"source_wallet_id": alice.id, "destination_wallet_id": bob.id, "amount": "1.00", "currency": "SGD"},
+        {"source_wallet_id": bob.id, "destination_wallet_id": alice.id, "amount": "1.00", "currency": "SGD"},
+    ]  # fmt: skip
+    group = tally.transactions.group(legs, scheduled_at=later)
+    item = {"type": "deposit", "amount": "2.00", "currency": "SGD", "destination_wallet_id": bob.id, "scheduled_at": later}  # fmt: skip
+    [batched] = tally.transactions.submit_batch([item])
+    assert batched.transaction is not None and batched.transaction.status == "scheduled"
+    drain_stream()  # a future time: nothing is applied
+    waiting = {t.id for t in tally.transactions.list(status="scheduled", wallet_id=alice.id)}
+    assert waiting == {deposit.id, transfer.id, group.id}
+
+    canceled = tally.transactions.cancel(deposit.id)
+    assert (canceled.status, canceled.scheduled_at) == ("canceled", later)
+    assert canceled.completed_at is not None
+    assert tally.transactions.wait(deposit.id).status == "canceled"  # terminal: no waiting
+    with pytest.raises(ConflictError) as twice:
+        tally.transactions.cancel(deposit.id)
+    assert twice.value.code == "not_cancelable"
+    for transaction in (transfer, withdrawal, group, batched.transaction):
+        assert tally.transactions.cancel(transaction.id).status == "canceled"
+    assert [e.type for e in tally.events.list(transaction_id=deposit.id)] == [
+        "transaction.canceled"
+    ]
+    assert tally.wallets.get(alice.id).balance == tally.wallets.get(bob.id).balance == Decimal(0)
+
+    # A time not in the future applies at once; a naive one is refused before sending.
+    now = tally.transactions.deposit("3.00", "SGD", alice.id, scheduled_at=dt.datetime.now(dt.UTC))
+    assert (now.status, now.scheduled_at) == ("pending", None)
+    assert _settled(tally, now).status == "completed"
+    with pytest.raises(ConflictError) as applied:
+        tally.transactions.cancel(now.id)
+    assert applied.value.code == "not_cancelable"
+    with pytest.raises(ValueError, match="scheduled_at"):
+        tally.transactions.deposit("1.00", "SGD", alice.id, scheduled_at=dt.datetime.now())
+    with pytest.raises(UnprocessableError) as too_far:
+        tally.transactions.deposit("1.00", "SGD", alice.id, scheduled_at=later.replace(year=later.year + 2))  # fmt: skip
+    assert [e.field for e in too_far.value.errors] == ["scheduled_at"]
+
+
+def test_balance_monitors(tally: Tally) -> None:
+    wallet = _wallet(tally)
+    low = tally.balance_monitors.create(wallet.id, "available_balance", "lte", "0", description="top up")  # fmt: skip
+    assert (low.state, low.value, low.description) == ("triggered", Decimal("0.00"), "top up")
+    assert low.triggered_at is not None  # the condition held at creation
+    rich = tally.balance_monitors.create(wallet.id, "balance", "gte", Decimal("10.00"))
+    assert (rich.state, rich.triggered_at, rich.field, rich.operator) == ("clear", None, "balance", "gte")  # fmt: skip
+    assert tally.balance_monitors.get(rich.id) == rich
+    listed = [m.id for m in tally.balance_monitors.list(wallet_id=wallet.id, limit=1)]
+    assert listed == [rich.id, low.id]  # newest first, one per page
+
+    deposit = _settled(tally, tally.transactions.deposit("10.00", "SGD", wallet.id))
+    assert tally.balance_monitors.get(rich.id).state == "triggered"
+    assert tally.balance_monitors.get(low.id).state == "clear"
+    events = {e.type: e.data for e in tally.events.list(transaction_id=deposit.id)}
+    assert set(events) == {"transaction.completed", "balance_monitor.triggered", "balance_monitor.cleared"}  # fmt: skip
+    triggered = events["balance_monitor.triggered"]
+    assert isinstance(triggered, BalanceMonitorEvent)
+    assert (triggered.monitor.id, triggered.balance) == (rich.id, Decimal("10.00"))
+    assert triggered.transaction_id == deposit.id
+
+    tally.balance_monitors.delete(rich.id)
+    with pytest.raises(NotFoundError) as gone:
+        tally.balance_monitors.get(rich.id)
+    assert gone.value.code == "balance_monitor_not_found"
+    assert [m.id for m in tally.balance_monitors.list(wallet_id=wallet.id)] == [low.id]
+    with pytest.raises(NotFoundError) as unknown:
+        tally.balance_monitors.create(uuid.uuid4(), "balance", "lt", "1.00")
+    assert unknown.value.code == "wallet_not_found"
+    with pytest.raises(UnprocessableError) as invalid:
+        tally.balance_monitors.create(wallet.id, "balance", "lt", "1.005")
+    assert [e.field for e in invalid.value.errors] == ["value"]
