@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+from tally_client import Tally
 
 from bench.measure import read_outcomes, wait_settled
 from bench.stack import Stack, stack_processes_of
@@ -61,14 +61,6 @@ def _paused(root: Path | None, seconds: float) -> Iterator[None]:
         resume()
 
 
-def _post(client: httpx.Client, path: str, body: dict[str, Any], expected: int) -> dict[str, Any]:
-    response = client.post(path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
-    if response.status_code != expected:
-        raise RuntimeError(f"POST {path}: {response.status_code} {response.text}")
-    payload: dict[str, Any] = response.json()
-    return payload
-
-
 def run_round(
     stack: Stack, *, chains: int, hops: int, parallel: int, pause_seconds: float = 0.0
 ) -> dict[str, Any]:
@@ -81,32 +73,24 @@ def run_round(
     Raises:
         RuntimeError: the API refused a request, or hops stayed pending for 5 minutes.
     """
-    headers = {"Authorization": f"Bearer {stack.service_key}"}
     token = uuid.uuid4().hex[:10]
-    with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as client:
+    with Tally(stack.url, stack.service_key, timeout=30) as tally:
         wallets = [
-            [
-                _post(client, "/v1/wallets", {"owner_ref": f"chain-{token}-{c}-{h}", "currency": "SGD"}, 201)["id"]
-                for h in range(hops + 1)
-            ]
+            [str(tally.wallets.create(f"chain-{token}-{c}-{h}", "SGD").id) for h in range(hops + 1)]
             for c in range(chains)
-        ]  # fmt: skip
+        ]
     hop_ids: list[str] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def chain_worker(chain: list[str]) -> None:
         try:
-            with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as client:
-                _post(client, "/v1/transactions", {"type": "deposit", "amount": CHAIN_AMOUNT,
-                      "currency": "SGD", "destination_wallet_id": chain[0]}, 202)  # fmt: skip
+            with Tally(stack.url, stack.service_key, timeout=30) as tally:
+                tally.transactions.deposit(CHAIN_AMOUNT, "SGD", chain[0])
                 for source, destination in zip(chain, chain[1:], strict=False):
-                    hop = _post(client, "/v1/transactions", {"type": "transfer",
-                                "amount": CHAIN_AMOUNT, "currency": "SGD",
-                                "source_wallet_id": source, "destination_wallet_id": destination},
-                                202)  # fmt: skip
+                    hop = tally.transactions.transfer(CHAIN_AMOUNT, "SGD", source, destination)
                     with lock:
-                        hop_ids.append(hop["id"])
+                        hop_ids.append(str(hop.id))
         except BaseException as error:  # reported after the round
             errors.append(error)
 
@@ -127,7 +111,10 @@ def run_round(
     outcomes = read_outcomes(stack.database_url, hop_ids)
     failures = _failure_codes(stack.database_url, hop_ids)
     completed = sum(1 for o in outcomes.values() if o.status == "completed")
-    delivered = sum(1 for chain in wallets if _balance(stack, chain[-1], headers) == CHAIN_AMOUNT)
+    with Tally(stack.url, stack.service_key, timeout=30) as tally:
+        delivered = sum(
+            1 for chain in wallets if str(tally.wallets.get(chain[-1]).balance) == CHAIN_AMOUNT
+        )
     return {
         "hops": len(hop_ids),
         "hops_completed": completed,
@@ -149,12 +136,6 @@ def _failure_codes(database_url: str, ids: list[str]) -> Counter[str]:
             ([uuid.UUID(i) for i in ids],),
         ).fetchall()
     return Counter(str(row[0]) for row in rows)
-
-
-def _balance(stack: Stack, wallet_id: str, headers: dict[str, str]) -> str:
-    response = httpx.get(f"{stack.url}/v1/wallets/{wallet_id}", headers=headers, timeout=30)
-    response.raise_for_status()
-    return str(response.json()["balance"])
 
 
 def run_chains(

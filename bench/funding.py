@@ -1,53 +1,37 @@
-"""Set-up of a benchmark: create its wallets and fund them over the HTTP API.
+"""Set-up of a benchmark: create its wallets and fund them over the HTTP API, with the client.
 
 Set-up is not measured, but 10,000 wallets one request after another would
 take minutes, so up to ``concurrency`` wallets are created and funded at once
-(each wallet: ``POST /v1/wallets`` then its deposit), over keep-alive
-connections. Transient failures (5xx, a dropped connection) are retried with
-the same idempotency key, so a retry never makes a second deposit.
+(each wallet: ``POST /v1/wallets`` then its deposit) through one
+``tally_client.AsyncTally``. The client retries what is safe to retry
+(docs/client.md, "Retries"): a deposit with its idempotency key, so a retry
+never makes a second deposit; a wallet whose answer was lost comes back as
+``409 wallet_exists`` and is looked up by its owner reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
-import aiohttp
+from tally_client import AsyncTally, ConflictError
 
 from bench.workloads import CURRENCY, funding_amount
 
+#: Tries of one request (the first and its retries) before the set-up gives up.
 ATTEMPTS = 5
 
 
-async def _post(
-    session: aiohttp.ClientSession, path: str, body: dict[str, Any], *,
-    accepted: tuple[int, ...], headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any]]:  # fmt: skip
-    status = 0
-    for attempt in range(ATTEMPTS):
-        try:
-            async with session.post(path, json=body, headers=headers) as response:
-                status, payload = response.status, await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            status, payload = 0, {}
-        if status in accepted:
-            return status, payload
-        if 0 < status < 500:
-            raise RuntimeError(f"POST {path}: {status} {payload}")
-        await asyncio.sleep(0.2 * 2**attempt)
-    raise RuntimeError(f"POST {path}: still failing after {ATTEMPTS} attempts (last {status})")
-
-
-async def _wallet(session: aiohttp.ClientSession, owner_ref: str) -> str:
-    status, payload = await _post(
-        session, "/v1/wallets", {"owner_ref": owner_ref, "currency": CURRENCY}, accepted=(201, 409)
-    )
-    if status == 201:
-        return str(payload["id"])
-    # 409: an earlier attempt was created but its answer lost; find that wallet.
-    async with session.get("/v1/wallets", params={"owner_ref": owner_ref}) as response:
-        return str((await response.json())["data"][0]["id"])
+async def _wallet(tally: AsyncTally, owner_ref: str) -> str:
+    """Create the wallet of ``owner_ref``, or find it if an earlier try created it."""
+    try:
+        return str((await tally.wallets.create(owner_ref, CURRENCY)).id)
+    except ConflictError as error:
+        if error.code != "wallet_exists":
+            raise
+        async for wallet in tally.wallets.list(owner_ref=owner_ref, limit=1):
+            return str(wallet.id)
+        raise
 
 
 async def _create_and_fund(
@@ -56,25 +40,17 @@ async def _create_and_fund(
     token = uuid.uuid4().hex[:12]  # owner refs unique to this invocation: a stack may be reused
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(session: aiohttp.ClientSession, index: int) -> tuple[str, str]:
+    async def one(tally: AsyncTally, index: int) -> tuple[str, str]:
         async with semaphore:
-            wallet_id = await _wallet(session, f"bench-{token}-{index}")
-            body = {"type": "deposit", "amount": funding_amount(workload, index),
-                    "currency": CURRENCY, "destination_wallet_id": wallet_id}  # fmt: skip
-            headers = {"Idempotency-Key": f"bench-{token}-fund-{index}"}
-            # 200: a retried deposit whose first answer was lost, replayed by its key.
-            _, deposit = await _post(
-                session, "/v1/transactions", body, accepted=(202, 200), headers=headers
-            )
-            return wallet_id, str(deposit["id"])
+            wallet_id = await _wallet(tally, f"bench-{token}-{index}")
+            deposit = await tally.transactions.deposit(
+                funding_amount(workload, index), CURRENCY, wallet_id,
+                idempotency_key=f"bench-{token}-fund-{index}",
+            )  # fmt: skip
+            return wallet_id, str(deposit.id)
 
-    async with aiohttp.ClientSession(
-        base_url=url,
-        connector=aiohttp.TCPConnector(limit=concurrency),
-        timeout=aiohttp.ClientTimeout(total=60),
-        headers={"Authorization": f"Bearer {service_key}"},
-    ) as session:
-        pairs = await asyncio.gather(*(one(session, index) for index in range(count)))
+    async with AsyncTally(url, service_key, timeout=60, max_retries=ATTEMPTS - 1) as tally:
+        pairs = await asyncio.gather(*(one(tally, index) for index in range(count)))
     return [wallet for wallet, _ in pairs], [deposit for _, deposit in pairs]
 
 
@@ -89,8 +65,9 @@ def create_funded_wallets(
         pending: wait for them before measuring.
 
     Raises:
-        RuntimeError: a request was refused (a 4xx other than the replies to a
-            retry whose first answer was lost) or kept failing after ``ATTEMPTS`` tries.
+        tally_client.APIError: a request was refused, or kept failing through
+            ``ATTEMPTS`` tries.
+        tally_client.TallyConnectionError: no answer through ``ATTEMPTS`` tries.
     """
     return asyncio.run(
         _create_and_fund(url, service_key, workload=workload, count=count, concurrency=concurrency)
