@@ -25,16 +25,14 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from cli.devservers import EmbeddedPostgres, free_port
+from bench.scratch import scratch_database
 
 #: In order: reconciliation before any snapshot exists (every entry summed), then the
 #: snapshot job, the archive job (half of the history), and reconciliation from snapshots.
@@ -297,19 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_phase(args.phase, args.days)))
         return
 
-    root = Path(tempfile.mkdtemp(prefix="tally-bench-maint-"))
-    os.environ.setdefault("TALLY_DATA_DIR", str(root / "data"))
-    postgres = None
-    url = os.environ.get("DATABASE_URL")
-    if url is None:
-        postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
-        postgres.start()
-        url = postgres.create_database("tally_bench")
-        os.environ["DATABASE_URL"] = url
-    try:
-        from shared.migrations import migrate_database
-
-        migrate_database()
+    with scratch_database("tally-bench-maint-") as url:
         started = time.perf_counter()
         _seed(url, entries=args.entries, wallets=args.wallets, days=args.days)
         print(f"seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -340,13 +326,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {name} | {wall:.2f} | {wall / scan_seconds:.1f} | {peak:.1f} | {base:.1f} "
                 f"| {rows[-1]['result']} |"
             )
-    finally:
-        if postgres is not None:
-            from shared.db import reset_engine
-
-            reset_engine()
-            postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

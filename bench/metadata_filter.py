@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from bench.scratch import scratch_database
 
 #: The metadata ``source`` values, one per batch in turn.
 SOURCES = ("bank_transfer", "card", "paynow", "cash")
@@ -163,23 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="tally-bench-meta-"))
-    os.environ.setdefault("TALLY_DATA_DIR", str(root / "data"))
     os.environ.setdefault("TALLY_RATE_LIMIT_ENABLED", "false")  # no Redis needed
     os.environ.setdefault("TALLY_LOG_LEVEL", "WARNING")
-    postgres = None
-    url = os.environ.get("DATABASE_URL")
-    if url is None:
-        from cli.devservers import EmbeddedPostgres, free_port
-
-        postgres = EmbeddedPostgres(root / "postgres", free_port(), durable=True)
-        postgres.start()
-        url = postgres.create_database("tally_bench")
-        os.environ["DATABASE_URL"] = url
-    try:
-        from cli.main import migrate_database
-
-        migrate_database()
+    with scratch_database("tally-bench-meta-") as url:
         started = time.perf_counter()
         _seed(url, transactions=args.transactions, per_batch=args.per_batch)
         print(f"seeded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -207,13 +192,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| the query alone, GIN index (EXPLAIN ANALYZE) | {index_ms:.2f} | | |")
         print(f"| the query alone, sequential scan (baseline) | {scan_ms:.2f} | | |")
         print(f"\nEXPLAIN (ANALYZE, BUFFERS) {_SQL}  -- {pairs}\n\n{plan}")
-    finally:
-        if postgres is not None:
-            from shared.db import reset_engine
-
-            reset_engine()
-            postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
