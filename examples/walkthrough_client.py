@@ -5,8 +5,8 @@
 
 It reads the two development keys from ``.tally/api-keys.json`` (or takes
 ``--service-key`` and ``--ops-key``), and prints what the README's comments
-show: statuses, balances, entries, a hold captured, a group, a batch, a signed
-webhook verified, and an ops retry.
+show: statuses, balances, entries, a hold captured, a group, a reversal, a batch,
+an overdraft limit and a metadata filter, a signed webhook verified, and an ops retry.
 """
 
 from __future__ import annotations
@@ -122,6 +122,11 @@ def run(url: str, service_key: str, ops_key: str, out: Callable[[str], None] = p
         out(describe(tally.transactions.wait(tally.transactions.group(legs).id)))
         out(" ".join(str(tally.wallets.get(w.id).balance) for w in (bob, shop, fees)))
 
+        # A reversal: 2.50 of the captured 12.50 goes back from the shop to Bob.
+        reversal = tally.transactions.reverse(capture.id, amount=Decimal("2.50"))
+        out(describe(tally.transactions.wait(reversal.id)))
+        out(f"reversed {tally.transactions.get(capture.id).reversed_amount}")
+
         # A batch: one request, one commit, one result per item; a bad item refuses only itself.
         carol = tally.wallets.create(f"carol-{run_id}", "SGD")
         results = tally.transactions.submit_batch(
@@ -137,6 +142,19 @@ def run(url: str, service_key: str, ops_key: str, out: Callable[[str], None] = p
                 tally.transactions.wait(result.transaction.id)
             elif result.problem is not None:
                 out(f"{result.status} {result.problem.code}")
+
+        # An overdraft limit (ops): Carol may go 25.00 below zero; a limit below what she
+        # uses is refused. Her order number finds the withdrawal again.
+        ops.wallets.update(carol.id, overdraft_limit=Decimal("25.00"))
+        order = {"order": f"o-{run_id}"}
+        spent = tally.transactions.withdraw(Decimal("40.00"), "SGD", carol.id, metadata=order)
+        out(describe(tally.transactions.wait(spent.id)))
+        out(f"carol available {tally.wallets.get(carol.id).available_balance}")
+        try:
+            ops.wallets.update(carol.id, overdraft_limit=Decimal("5.00"))
+        except ConflictError as error:
+            out(error.code)  # overdraft_in_use
+        out(f"found {[t.id for t in tally.transactions.list(metadata=order)] == [spent.id]}")
 
         # Webhooks: register a receiver that verifies every delivery's signature.
         secret: list[str] = []

@@ -26,9 +26,15 @@ capture 12.50 completed None
 hold_not_open
 group 2 legs completed None
 7.50 22.00 0.50
+reversal 2.50 completed None
+reversed 2.50
 202 deposit
 202 withdrawal
 422 validation_failed
+withdrawal 40.00 completed None
+carol available -10.00
+overdraft_in_use
+found True
 transaction.completed deposit None
 transaction.failed withdrawal insufficient_funds
 403 forbidden
