@@ -339,7 +339,7 @@ def test_the_rate_limit_counts_items(wallet_factory: Callable[..., uuid.UUID]) -
     client = create_app(
         {
             "TESTING": True,
-            "TALLY_RATE_LIMITS": {"service": "5/minute", "ops": "5/minute"},
+            "TALLY_RATE_LIMITS": {"service": "5/hour", "ops": "5/hour"},
             "TALLY_RATE_LIMIT_PROCESSES": 1,
         }
     ).test_client()
