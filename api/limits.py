@@ -65,7 +65,7 @@ def costs(counter: Callable[[], int]) -> Callable[[F], F]:
 
     Args:
         counter: returns the current request's cost, at least 1; it must not
-            raise (flask-limiter would take an error for a storage failure).
+            raise (the request would answer 500 before its own checks ran).
     """
 
     def mark(view: F) -> F:

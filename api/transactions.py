@@ -198,7 +198,7 @@ def void(transaction_id: str) -> Response:
 
 
 @blueprint.post("/<transaction_id>/reverse")
-def reverse(transaction_id: str) -> tuple[Response, int, dict[str, str]]:
+def reverse(transaction_id: str) -> Response:
     """Reverse a completed deposit, withdrawal, transfer or capture (all that is left, or ``amount``).
 
     Records a ``reversal`` that, once applied, moves the amount back from the
