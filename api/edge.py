@@ -90,6 +90,12 @@ def body_limit(bytes_max: int, *, strings_checked_by_route: bool = False) -> Cal
     return mark
 
 
+def largest_body_limit(app: Flask) -> int:
+    """Return the largest body, in bytes, that any of ``app``'s views accepts (:func:`body_limit`)."""
+    views = app.view_functions.values()
+    return max([BODY_BYTES_MAX, *(getattr(view, _BYTES_MAX_ATTRIBUTE, 0) for view in views)])
+
+
 def _view_option(name: str, default: Any) -> Any:
     """Return an option :func:`body_limit` set on the current request's view, or ``default``."""
     view = current_app.view_functions.get(request.endpoint or "")
