@@ -37,6 +37,7 @@ without a key (``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import parse_many
+from limits.storage import MemoryStorage
 
 from api.errors import problem
 from shared.config import get_settings
@@ -58,6 +60,31 @@ PROCESSES_CONFIG_KEY = "TALLY_RATE_LIMIT_PROCESSES"
 _COST_ATTRIBUTE = "tally_rate_limit_cost"
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LockedMemoryStorage(MemoryStorage):
+    """limits' ``MemoryStorage`` with its expiry timer restarted under a lock (``tally-memory://``).
+
+    limits 5.8.0 restarts the timer that expires its counters without a
+    lock: two request threads that both find it stopped start the same
+    ``threading.Timer`` twice, and the second start raises "threads can only
+    be started once", which answered 500 under load in ``tally bench``. The
+    race is limits' issue #26, fixed upstream by its pull request #352, which
+    no release carries yet. This subclass takes the fix: the method is the
+    library's own (name-mangled ``__schedule_expiry``), run under a lock.
+    """
+
+    STORAGE_SCHEME = ["tally-memory"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str):
+        self._timer_lock = threading.Lock()
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        with self._timer_lock:
+            if not self.timer.is_alive():
+                self.timer = threading.Timer(0.01, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+                self.timer.start()
 
 
 def costs(counter: Callable[[], int]) -> Callable[[F], F]:
@@ -127,7 +154,7 @@ def install_rate_limits(app: Flask) -> Limiter | None:
                 cost=_request_cost,
             )
         ],
-        storage_uri="memory://",
+        storage_uri="tally-memory://",  # LockedMemoryStorage
         strategy="fixed-window",
         # The headers are the draft's, written below; flask-limiter's Reset is a timestamp.
         headers_enabled=False,
