@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from limits.storage import MemoryStorage, storage_from_string
@@ -31,10 +32,8 @@ class _UnluckySchedule(LockedMemoryStorage):
     def timer(self, value: threading.Timer) -> None:
         self.__dict__["_timer"] = value
         if self.rival is not None:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 self.rival.wait()
-            except threading.BrokenBarrierError:
-                pass
 
 
 def _count_twice_at_once(storage: MemoryStorage) -> list[BaseException]:
