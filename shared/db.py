@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, create_engine, event, exc, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,7 +68,21 @@ def create_db_engine(settings: Settings, **overrides: object) -> Engine:
     kwargs.update(overrides)
     engine = create_engine(settings.database_url, **kwargs)
     event.listen(engine, "checkout", _discard_if_closed_by_server)
+    event.listen(engine, "connect", _send_lists_in_binary)
     return engine
+
+
+def _send_lists_in_binary(dbapi_connection: Any, *_: object) -> None:
+    """Make psycopg send Python lists (the apply's ``unnest`` arrays) in binary.
+
+    psycopg's ``%s`` takes the dumper registered last for a type, which for
+    ``list`` is the text one: it formats each element as text, in Python.
+    The binary dumper costs a seventh for uuids and a twentieth for
+    timestamps (1,000 of each: 1,748 against 234 µs, 4,103 against 217 µs,
+    docs/benchmarks.md, series 8), and the statements cast each array to
+    its type either way (psycopg docs, "Adapting basic Python types": lists).
+    """
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _discard_if_closed_by_server(dbapi_connection: Any, *_: object) -> None:
