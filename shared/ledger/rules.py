@@ -45,6 +45,19 @@ class WalletState:
     last_sequence: int
     overdraft_limit_minor: int = 0
 
+    def copy(self) -> WalletState:
+        """Return a copy to post on (``dataclasses.replace`` costs several times more per wallet)."""
+        return WalletState(
+            self.id,
+            self.currency,
+            self.balance_minor,
+            self.held_minor,
+            self.status,
+            self.is_system,
+            self.last_sequence,
+            self.overdraft_limit_minor,
+        )
+
     @property
     def available_minor(self) -> int:
         """Return the balance not reserved by holds: balance - held (negative in overdraft)."""
@@ -307,9 +320,7 @@ def post(posting: Posting, wallets: Mapping[uuid.UUID, WalletState]) -> Applied 
         the failing leg's index.
     """
     # Work on copies of just the touched wallets, so a rejection leaves no trace.
-    scratch = {
-        wid: dataclasses.replace(wallets[wid]) for wid in wallet_ids_of(posting) if wid in wallets
-    }
+    scratch = {wid: wallets[wid].copy() for wid in wallet_ids_of(posting) if wid in wallets}
     entries: list[Entry] = []
     hold_changes: list[HoldChange] = []
     if posting.release is not None:
