@@ -22,12 +22,25 @@ import os
 import queue
 import select as select_module
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.types.array import ListBinaryDumper
-from sqlalchemy import Connection, Engine, create_engine, event, exc, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, get_settings
@@ -83,6 +96,20 @@ def _send_lists_in_binary(dbapi_connection: Any, *_: object) -> None:
     its type either way (psycopg docs, "Adapting basic Python types": lists).
     """
     dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
+
+
+def any_of(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """Return ``column = ANY(:values)``: the values travel as one array parameter.
+
+    ``column.in_(values)`` renders one bind parameter per value, which
+    SQLAlchemy expands and psycopg adapts one by one: for 1,000 ids a select
+    took 8.0 ms against 1.7 ms this way (docs/benchmarks.md, series 8).
+
+    Args:
+        column: a column (or ORM attribute) of a type that has a PostgreSQL array.
+        values: the values to match; any iterable, read once.
+    """
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def _discard_if_closed_by_server(dbapi_connection: Any, *_: object) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Row, insert, select, text
 from sqlalchemy.orm import Session
 
+from shared import db
 from shared.ledger.rules import (
     Applied,
     Leg,
@@ -172,7 +173,7 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     transactions = session.execute(
         select(*_APPLY_COLUMNS)
         .where(
-            Transaction.id.in_(transaction_ids),
+            db.any_of(Transaction.id, transaction_ids),
             Transaction.status == TransactionStatus.PENDING,
         )
         .order_by(Transaction.lane_sequence)
@@ -356,7 +357,7 @@ def _lock_holds(session: Session, transactions: Sequence[Pending]) -> dict[uuid.
     rows = session.execute(
         select(Transaction.id, Transaction.source_wallet_id, Transaction.amount_minor,
                Transaction.status)
-        .where(Transaction.id.in_(hold_ids))
+        .where(db.any_of(Transaction.id, hold_ids))
         .order_by(Transaction.id)
         .with_for_update(key_share=True)
     )  # fmt: skip
@@ -377,7 +378,7 @@ def _lock_originals(session: Session, transactions: Sequence[Pending]) -> dict[u
         return {}
     rows = session.execute(
         select(Transaction.id, Transaction.amount_minor, Transaction.reversed_minor)
-        .where(Transaction.id.in_(original_ids))
+        .where(db.any_of(Transaction.id, original_ids))
         .order_by(Transaction.id)
         .with_for_update(key_share=True)
     )
@@ -465,7 +466,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
             Wallet.last_sequence,
             Wallet.overdraft_limit_minor,
         )
-        .where(Wallet.id.in_(sorted(wallet_ids)))
+        .where(db.any_of(Wallet.id, wallet_ids))
         .order_by(Wallet.id)
         .with_for_update(key_share=True)
     )

@@ -221,7 +221,7 @@ def _unclaim(session: Session, delivery_ids: Sequence[uuid.UUID]) -> None:
     if delivery_ids:
         session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "pending")
+            .where(db.any_of(WebhookDelivery.id, delivery_ids), WebhookDelivery.status == "pending")
             .values(attempts=WebhookDelivery.attempts - 1, next_attempt_at=func.now())
         )
 
@@ -271,7 +271,7 @@ def _claim_many(session: Session, policy: Policy, which: Any, *, limit: int) -> 
     events = {
         e.id: e
         for e in session.scalars(
-            select(Event).where(Event.id.in_([delivery.event_id for delivery, _ in rows]))
+            select(Event).where(db.any_of(Event.id, [delivery.event_id for delivery, _ in rows]))
         )
     }
     ordered = [events[delivery.event_id] for delivery, _ in rows]  # a foreign key: present

@@ -250,7 +250,9 @@ def render_events(session: Session, events: Sequence[Event]) -> list[rendering.E
     if transaction_ids:
         transactions = {
             t.id: t
-            for t in session.scalars(select(Transaction).where(Transaction.id.in_(transaction_ids)))
+            for t in session.scalars(
+                select(Transaction).where(db.any_of(Transaction.id, transaction_ids))
+            )
         }
         archived = transaction_ids - transactions.keys()
         if archived:

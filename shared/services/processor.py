@@ -302,7 +302,9 @@ def _count_attempt(session: Session, ids: Sequence[uuid.UUID]) -> None:
     # in place (a heap-only tuple, with the table's fillfactor leaving room) and
     # skip every index. ``updated_at`` changes when the status does.
     session.execute(
-        update(Transaction).where(Transaction.id.in_(ids)).values(attempts=Transaction.attempts + 1)
+        update(Transaction)
+        .where(db.any_of(Transaction.id, ids))
+        .values(attempts=Transaction.attempts + 1)
     )
 
 
