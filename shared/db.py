@@ -262,7 +262,7 @@ class LockBusy(Exception):
 
 
 @contextlib.contextmanager
-def advisory_lock(key: str, *, custom_plans: bool = False) -> Iterator[Connection]:
+def advisory_lock(key: str) -> Iterator[Connection]:
     """Hold PostgreSQL's session-level advisory lock on ``key`` and yield its connection.
 
     Does not wait: a worker process blocked on a lane another process drains
@@ -278,29 +278,15 @@ def advisory_lock(key: str, *, custom_plans: bool = False) -> Iterator[Connectio
     slow or unreachable broker never holds ``key``: while a batch's webhook
     deliveries are published, the holder already applies the next batch.
 
-    Args:
-        key: the lock's name.
-        custom_plans: plan every statement on the connection for its own
-            parameters while the lock is held (``plan_cache_mode =
-            force_custom_plan``, PostgreSQL docs, "Query Planning"). psycopg
-            prepares a statement run five times, and PostgreSQL may then
-            switch it to a generic plan: for the apply's ``id = ANY($1) AND
-            status = 'pending'`` that plan walks the whole pending index, so
-            each batch cost time in proportion to the backlog (PostgreSQL
-            CPU per transaction doubled in the bulk benchmark).
-
     Raises:
         LockBusy: another session holds the lock.
     """
     with get_engine().connect() as connection:
         raw = connection.connection.dbapi_connection
-        take = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-        if custom_plans:  # in the same round trip; undone as the lock is let go
-            take += " AND set_config('plan_cache_mode', 'force_custom_plan', false) IS NOT NULL"
-        acquired = _outside_transaction(raw, take, (key,))
+        acquired = _outside_transaction(
+            raw, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        )
         if not acquired:
-            if custom_plans:
-                _reset_plan_cache_mode(raw)
             raise LockBusy(f"advisory lock {key!r} is held by another session")
         # Read once: reading it again from a connection invalidated by a
         # lost session would try to reconnect and raise.
@@ -313,8 +299,6 @@ def advisory_lock(key: str, *, custom_plans: bool = False) -> Iterator[Connectio
             try:
                 connection.rollback()
                 _outside_transaction(raw, "SELECT pg_advisory_unlock_all()")
-                if custom_plans:
-                    _reset_plan_cache_mode(raw)
             except Exception:
                 connection.invalidate()
 
@@ -388,15 +372,6 @@ def end_idle_lock_holders(
         _END_IDLE_LOCK_HOLDERS_SQL, {"keys": list(keys), "idle_seconds": idle_seconds}
     ).all()
     return [IdleLockHolder(r.key, r.pid, r.idle_seconds, r.client) for r in rows if r.ended]
-
-
-def _reset_plan_cache_mode(raw: Any) -> None:
-    """Give ``plan_cache_mode`` back its default on the psycopg connection ``raw`` (autocommit)."""
-    raw.autocommit = True
-    try:
-        raw.execute("RESET plan_cache_mode")
-    finally:
-        raw.autocommit = False
 
 
 def _outside_transaction(raw: Any, sql: str, params: tuple[object, ...] = ()) -> Any:

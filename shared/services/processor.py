@@ -144,7 +144,7 @@ def drain(
     report = DrainReport()
     announce = functools.partial(_announce, settled=settled)
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
-    with db.advisory_lock(STREAM_LOCK_KEY, custom_plans=True) as connection:
+    with db.advisory_lock(STREAM_LOCK_KEY) as connection:
         if locked is not None:
             locked()
         while batches_max is None or report.batches < batches_max:

@@ -302,19 +302,3 @@ def test_money_received_is_spent_along_a_chain_whatever_the_batches(
     assert {s["status"] for s in statuses(hops).values()} == {"completed"}
     assert [balance_minor(w) for w in chain] == [0, 0, 0, 0, 0, 1_000]
     assert_ledger_consistent()
-
-
-def test_the_stream_is_planned_for_each_batch_and_its_connection_given_back_as_it_was() -> None:
-    # A generic plan of the apply's `id = ANY($1) AND status = 'pending'` walks
-    # the whole pending index; the lock's holder plans each statement anew.
-    def plan_cache_mode(connection: Any) -> str:
-        return str(connection.execute(text("SHOW plan_cache_mode")).scalar_one())
-
-    with db.advisory_lock(STREAM_LOCK_KEY, custom_plans=True) as holder:
-        assert plan_cache_mode(holder) == "force_custom_plan"
-        with pytest.raises(db.LockBusy), db.advisory_lock(STREAM_LOCK_KEY, custom_plans=True):
-            pass
-    engine = db.get_engine()
-    with contextlib.ExitStack() as stack:  # every pooled connection, the two above among them
-        idle = [stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())]
-        assert [plan_cache_mode(connection) for connection in idle] == ["auto"] * len(idle)
