@@ -170,15 +170,21 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     Returns:
         The statuses reached and the settled ids; empty for a duplicate delivery.
     """
-    transactions = session.execute(
-        select(*_APPLY_COLUMNS)
-        .where(
-            db.any_of(Transaction.id, transaction_ids),
-            Transaction.status == TransactionStatus.PENDING,
-        )
-        .order_by(Transaction.lane_sequence)
+    # By primary key alone, in id order, and the status judged here: with
+    # ``status = 'pending'`` in the query, PostgreSQL would scan the partial
+    # index of pending transactions, whose statistics say it is nearly empty,
+    # and so read the whole backlog for every batch. Locking a row that turns
+    # out settled (applied by an earlier, unacknowledged attempt) is harmless.
+    rows = session.execute(
+        select(*_APPLY_COLUMNS, Transaction.status, Transaction.lane_sequence)
+        .where(db.any_of(Transaction.id, transaction_ids))
+        .order_by(Transaction.id)
         .with_for_update(key_share=True)
     ).all()
+    transactions = sorted(
+        (row for row in rows if row.status == TransactionStatus.PENDING),
+        key=lambda row: row.lane_sequence,
+    )
     if not transactions:
         return ApplyResult(Counter())  # a duplicate delivery: someone applied them already
     holds = _lock_holds(session, transactions)
