@@ -190,9 +190,10 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     holds = _lock_holds(session, transactions)
     originals = _lock_originals(session, transactions)
     originals_before = dict(originals)
+    postings = [posting_of(transaction, holds, originals) for transaction in transactions]
     wallet_ids: set[uuid.UUID] = set()
-    for transaction in transactions:
-        wallet_ids |= wallet_ids_of(posting_of(transaction, holds, originals))
+    for first in postings:
+        wallet_ids |= wallet_ids_of(first)
     wallets = _lock_wallets(session, wallet_ids)
     before = {wid: (w.balance_minor, w.held_minor, w.last_sequence) for wid, w in wallets.items()}
 
@@ -202,10 +203,11 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     status_rows: dict[uuid.UUID, dict[str, object]] = {}
     held_first: list[uuid.UUID] = []  # holds applied, then ended, in this batch
     reversed_: list[tuple[uuid.UUID, int]] = []  # (original, its reversed_minor after)
-    for transaction in transactions:
-        # Built now, not before the loop: an earlier posting may have changed a
-        # hold or an original.
-        posting = posting_of(transaction, holds, originals)
+    for transaction, posting in zip(transactions, postings, strict=True):
+        if transaction.hold_id is not None or transaction.reverses_id is not None:
+            # Built again: an earlier posting of the batch may have changed its
+            # hold or its original.
+            posting = posting_of(transaction, holds, originals)
         result = post(posting, wallets)  # updates ``wallets`` in place on success
         if isinstance(result, Applied):
             entry_rows.extend(_entry_rows(transaction, result))
