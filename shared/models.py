@@ -165,12 +165,6 @@ class Transaction(Base):
             "lane_sequence",
             postgresql_where=text("status = 'pending'"),
         ),
-        Index(
-            "transactions_pending_lane",
-            "lane_wallet_id",
-            "lane_sequence",
-            postgresql_where=text("status = 'pending'"),
-        ),
         Index("transactions_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
         Index(
             "transactions_reverses",
