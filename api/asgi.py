@@ -1,7 +1,7 @@
 """The API's server entry point (``api.asgi:app``): Flask in a thread pool, long-polls parked.
 
 uvicorn serves this ASGI app. Every request runs in the Flask app in a pool
-of ``TALLY_WEB_THREADS`` threads per process (:class:`ThreadPoolWSGI`), except the
+of ``TALLY_WEB_THREADS`` threads per process (``api.wsgi_pool.ThreadPoolWSGI``), except the
 wait of a long-poll: ``GET /v1/transactions/{id}?wait=N`` is answered by
 asking Flask once without the wait; if the transaction is still ``pending``,
 the request parks on an ``asyncio.Event`` (no thread, no database connection)
@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import redis.asyncio
 import structlog
-from a2wsgi.wsgi import build_environ
 
 from api import create_app
 from api.edge import largest_body_limit
 from api.schemas import WAIT_SECONDS_MAX
+from api.wsgi_pool import ThreadPoolWSGI
 from shared.config import get_settings
 from shared.metrics import LONG_POLL_WAKEUPS
 from shared.wakeups import SETTLED_CHANNEL
@@ -158,7 +156,7 @@ class LongPollMiddleware:
     """Answer ``GET /v1/transactions/{id}?wait=N`` by parking between two reads of the inner app.
 
     Args:
-        inner: the ASGI app that answers every request (Flask in :class:`ThreadPoolWSGI`).
+        inner: the ASGI app that answers every request (Flask in ``api.wsgi_pool.ThreadPoolWSGI``).
         waiters: where parked requests wait for the settled announcement.
     """
 
@@ -195,90 +193,6 @@ class LongPollMiddleware:
 async def _no_body() -> Message:
     """Receive an empty request body: a GET has none, and each read must see the same."""
     return {"type": "http.request", "body": b"", "more_body": False}
-
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-class ThreadPoolWSGI:
-    """Serve a WSGI app under ASGI: read the body on the loop, run the app in one trip to a thread.
-
-    A request crosses between the event loop and the pool twice (there and
-    back). a2wsgi's ``WSGIMiddleware`` crosses once for every message it
-    receives or sends, and costs 517 µs more server CPU per request with the
-    minimal app of ``bench/floor`` (docs/benchmarks.md, series 8). The WSGI
-    environ is a2wsgi's (``a2wsgi.wsgi.build_environ``), so the two see a
-    request alike. The answer is buffered whole: every answer of the API is a
-    JSON document or a small static file.
-
-    Args:
-        wsgi_app: the WSGI app (Flask).
-        threads: the pool's size (``TALLY_WEB_THREADS``): requests in the app at once.
-        body_bytes_max: the longest body, in bytes, that any view accepts. The
-            pool reads one byte more at most and hands that on, so a longer
-            body is refused by the app (413) without being held whole.
-    """
-
-    def __init__(self, wsgi_app: WSGIApp, threads: int, body_bytes_max: int) -> None:
-        self.wsgi_app = wsgi_app
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="flask")
-        self.body_bytes_max = body_bytes_max
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection event: an ``http`` request, or the ``lifespan``."""
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        body = bytearray()
-        while len(body) <= self.body_bytes_max:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before its body arrived: nobody to answer
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        environ = build_environ(scope, io.BytesIO(bytes(body)))  # type: ignore[arg-type]
-        # The body ends where the stream ends: without this werkzeug would read
-        # a chunked body, which has no Content-Length, as empty (``get_input_stream``).
-        environ["wsgi.input_terminated"] = True
-        loop = asyncio.get_running_loop()
-        status, headers, content = await loop.run_in_executor(self.pool, self._respond, environ)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-    def _respond(self, environ: dict[str, Any]) -> Response:
-        """Run the WSGI app on ``environ`` in this thread; return its status, headers and body."""
-        started: list[tuple[str, list[tuple[str, str]]]] = []
-
-        def start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> None:
-            started.append((status, headers))  # PEP 3333: a later call (with exc_info) replaces
-
-        chunks = self.wsgi_app(environ, start_response)
-        try:
-            content = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        status, headers = started[-1]
-        encoded = [
-            (name.lower().encode("latin1"), value.encode("latin1")) for name, value in headers
-        ]
-        return int(status[:3]), encoded, content
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Answer the server's startup and shutdown; stop the pool at shutdown."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.pool.shutdown(wait=True)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 def create_asgi_app() -> ASGIApp:
