@@ -215,3 +215,11 @@ def test_post_conserves_money_and_never_passes_the_overdraft_limit(
         assert all(w.available_minor >= -w.overdraft_limit_minor for w in wallets)
         assert all(w.balance_minor >= -w.overdraft_limit_minor for w in wallets)
         assert all(w.held_minor == sum(a for h, a in holds if h is w) for w in wallets)
+
+
+def test_a_wallet_copy_has_every_field_and_is_its_own() -> None:
+    original = WalletState(uuid.uuid4(), "JPY", -7, 3, WalletStatus.FROZEN, True, 9, 50)
+    copy = original.copy()
+    assert copy == original and copy is not original
+    copy.balance_minor += 1
+    assert original.balance_minor == -7
