@@ -1,7 +1,7 @@
 """The API's server entry point (``api.asgi:app``): Flask in a thread pool, long-polls parked.
 
 uvicorn serves this ASGI app. Every request runs in the Flask app in a pool
-of ``TALLY_WEB_THREADS`` threads per process (``api.wsgi_pool.ThreadPoolWSGI``), except the
+of ``TALLY_WEB_THREADS`` threads per process (:class:`ThreadPoolWSGI`), except the
 wait of a long-poll: ``GET /v1/transactions/{id}?wait=N`` is answered by
 asking Flask once without the wait; if the transaction is still ``pending``,
 the request parks on an ``asyncio.Event`` (no thread, no database connection)
@@ -9,11 +9,8 @@ until the worker announces the id on ``tally:settled`` or N seconds pass, and
 then asks Flask once more. Flask keeps every rule (authentication, validation,
 errors, rendering); this module only waits between two ordinary reads.
 
-Measured on this project's machine (docs/benchmarks.md, series 8): with the
-minimal app of ``bench/floor``, uvicorn with :class:`ThreadPoolWSGI` costs
-738 µs of server CPU per request, granian's WSGI server 498 µs (but a
-thread per parked long-poll), and uvicorn with a2wsgi's ``WSGIMiddleware``
-1,255 µs.
+Why uvicorn with this pool rather than another server or bridge:
+docs/architecture.md, "Long-polls", and the floor in docs/benchmarks.md, series 8.
 """
 
 from __future__ import annotations
@@ -156,7 +153,7 @@ class LongPollMiddleware:
     """Answer ``GET /v1/transactions/{id}?wait=N`` by parking between two reads of the inner app.
 
     Args:
-        inner: the ASGI app that answers every request (Flask in ``api.wsgi_pool.ThreadPoolWSGI``).
+        inner: the ASGI app that answers every request (Flask in :class:`ThreadPoolWSGI`).
         waiters: where parked requests wait for the settled announcement.
     """
 

@@ -28,8 +28,8 @@ class ThreadPoolWSGI:
 
     A request crosses between the event loop and the pool twice (there and
     back). a2wsgi's ``WSGIMiddleware`` crosses once for every message it
-    receives or sends, and costs 517 µs more server CPU per request with the
-    minimal app of ``bench/floor`` (docs/benchmarks.md, series 8). The WSGI
+    receives or sends, and costs 400–500 µs more server CPU per request with
+    the minimal app of ``bench/floor`` (docs/benchmarks.md, series 8). The WSGI
     environ is a2wsgi's (``a2wsgi.wsgi.build_environ``), so the two see a
     request alike. The answer is buffered whole: every answer of the API is a
     JSON document or a small static file.
