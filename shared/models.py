@@ -631,3 +631,23 @@ class BalanceMonitor(Base):
             "(state = 'triggered') = (triggered_at IS NOT NULL)", name="monitor_triggered_at"
         ),
     )
+
+
+class ApplyClaim(Base):
+    """The apply stream's claim in flight: the transactions its current attempt took (migration 0018).
+
+    The claim transaction writes it (one row per stream, ``stream`` being
+    ``shared.services.processor.STREAM_LOCK_KEY``) and the apply transaction
+    deletes it in its commit. A row that is still there when the next claim
+    looks is an attempt that never finished (a killed worker, a lost
+    connection, a failed commit): that claim adds one to the ``attempts`` of
+    its transactions still pending. One row per batch instead of an
+    ``attempts`` update of every claimed transaction (docs/architecture.md,
+    "The apply stream").
+    """
+
+    __tablename__ = "apply_claims"
+
+    stream: Mapped[str] = mapped_column(Text, primary_key=True)
+    transaction_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)))
+    claimed_at: Mapped[dt.datetime] = _now()

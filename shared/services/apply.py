@@ -1,7 +1,8 @@
 """The apply transaction: post a claimed batch to the ledger in one commit.
 
 The caller (``shared.services.processor``) holds the stream's lock and has
-counted the attempt. Here the batch's rows are re-read and locked, every
+recorded its claim; the status update counts the attempt and ends the claim.
+Here the batch's rows are re-read and locked, every
 wallet they touch is locked in sorted id order, the pure posting rules
 (``shared.ledger.rules.post``) run in acceptance order, and the entries,
 hold entries, balances and statuses are written together (docs/architecture.md,
@@ -290,15 +291,19 @@ SELECT * FROM unnest(CAST(:wallet_ids AS uuid[]), CAST(:transaction_ids AS uuid[
 """
 )
 
+#: The status update also counts the finished attempt and ends the stream's
+#: claim in flight (``apply_claims``, written by ``processor.claim_batch``) in
+#: the same statement: no write per transaction at the claim, no round trip more here.
 _STATUSES_SQL = text(
     """
+WITH claim_ended AS (DELETE FROM apply_claims)
 UPDATE transactions t SET status = v.status, failure_code = v.failure_code,
     failure_message = v.failure_message, updated_at = v.updated_at,
-    completed_at = v.completed_at
+    completed_at = v.completed_at, attempts = t.attempts + v.attempts_added
 FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:codes AS text[]),
             CAST(:messages AS text[]), CAST(:updated AS timestamptz[]),
-            CAST(:completed AS timestamptz[]))
-    AS v(id, status, failure_code, failure_message, updated_at, completed_at)
+            CAST(:completed AS timestamptz[]), CAST(:attempts_added AS integer[]))
+    AS v(id, status, failure_code, failure_message, updated_at, completed_at, attempts_added)
 WHERE t.id = v.id
 """
 )
@@ -339,7 +344,12 @@ def _write_entries(session: Session, rows: Sequence[Mapping[str, object]]) -> No
 
 
 def _write_statuses(session: Session, rows: Sequence[Mapping[str, object]]) -> None:
-    """Store each settled transaction's status, failure and times: one statement."""
+    """Store each settled transaction's status, failure, times and finished attempt: one statement.
+
+    A row's ``attempts_added`` is 1 for a transaction of the batch (this
+    attempt at it finished) and 0 for a hold that only a capture, void or
+    expiry of the batch ended.
+    """
     session.execute(
         _STATUSES_SQL,
         {
@@ -349,6 +359,7 @@ def _write_statuses(session: Session, rows: Sequence[Mapping[str, object]]) -> N
             "messages": [r["failure_message"] for r in rows],
             "updated": [r["updated_at"] for r in rows],
             "completed": [r["completed_at"] for r in rows],
+            "attempts_added": [r["attempts_added"] for r in rows],
         },
     )
 
@@ -445,6 +456,7 @@ def _end_hold(
     hold = holds[transaction.hold_id]  # present: the posting found it open
     check_transition(hold.status, outcome)
     hold.status = outcome
+    applied_here = status_rows.get(transaction.hold_id)  # the hold was applied in this batch
     status_rows[transaction.hold_id] = {
         "id": transaction.hold_id,
         "status": outcome.value,
@@ -452,6 +464,7 @@ def _end_hold(
         "failure_message": None,
         "updated_at": now,
         "completed_at": now,
+        "attempts_added": applied_here["attempts_added"] if applied_here else 0,
     }
 
 
@@ -537,6 +550,7 @@ def _status_row(
             "failure_message": result.message,
             "updated_at": now,
             "completed_at": now,
+            "attempts_added": 1,
         }
     held = transaction.type == TransactionType.HOLD
     return {
@@ -546,4 +560,5 @@ def _status_row(
         "failure_message": None,
         "updated_at": now,
         "completed_at": None if held else now,
+        "attempts_added": 1,
     }

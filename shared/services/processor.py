@@ -17,9 +17,10 @@ A drain holds the stream's session-level advisory lock
 (``shared.db.advisory_lock``) while it claims and applies. Each batch is two
 short database transactions:
 
-1. **claim**: pick the head of the stream and add one to each picked
-   transaction's ``attempts``, committed on its own so that an attempt that
-   dies (SIGKILL, lost connection) is still counted. A transaction whose
+1. **claim**: pick the head of the stream and record it as the claim in
+   flight (one ``apply_claims`` row), committed on its own so that an
+   attempt that dies (SIGKILL, lost connection) is still counted: the next
+   claim finds the row and counts one attempt of each of its transactions. A transaction whose
    earlier attempt did not finish is applied alone, so one poison transaction
    cannot take a batch down with it; past ``attempts_max`` it ends ``failed``
    with ``retries_exhausted`` (Celery's ``task_reject_on_worker_lost`` would
@@ -249,17 +250,27 @@ class Claim:
 
 
 #: The stream's head: the oldest pending transactions in acceptance order
-#: (index ``transactions_pending_sequence``).
+#: (index ``transactions_pending_sequence``), with the transactions of an
+#: attempt that did not finish (``apply_claims``; None when the last one did).
 _HEAD_SQL = text(
     """
-SELECT id, attempts, type FROM transactions
-WHERE status = 'pending' ORDER BY lane_sequence LIMIT :limit
+SELECT id, attempts, type,
+    (SELECT transaction_ids FROM apply_claims WHERE stream = :stream) AS unfinished
+FROM transactions WHERE status = 'pending' ORDER BY lane_sequence LIMIT :limit
+"""
+)
+
+#: Record the claim in flight: the apply's commit deletes it (``shared.services.apply``).
+_RECORD_CLAIM_SQL = text(
+    """
+INSERT INTO apply_claims (stream, transaction_ids) VALUES (:stream, CAST(:ids AS uuid[]))
+ON CONFLICT (stream) DO UPDATE SET transaction_ids = excluded.transaction_ids, claimed_at = now()
 """
 )
 
 
 def claim_batch(session: Session, *, batch_size: int, attempts_max: int) -> Claim | None:
-    """Pick the head of the stream for the next apply and count the attempt.
+    """Pick the head of the stream for the next apply and record the claim.
 
     The head is the oldest ``batch_size`` pending transactions by
     ``lane_sequence``, cut before the first transaction whose earlier attempt
@@ -267,20 +278,36 @@ def claim_batch(session: Session, *, batch_size: int, attempts_max: int) -> Clai
     holds the stream's lock (:func:`drain` does), so no other drain claims the
     same transactions.
 
+    Attempts are counted without a write per claimed transaction: the claim is
+    one ``apply_claims`` row, which the apply deletes in its commit, and the
+    apply adds the finished attempt to ``attempts`` in the status update it
+    makes anyway. A row still there at the next claim is an attempt that
+    died; this call then adds one to the ``attempts`` of its transactions
+    that are still pending, before judging the head. So ``attempts`` counts
+    every attempt that ended, finished or not; the one in flight is counted
+    when it ends.
+
     Returns:
         None when nothing is pending; a ``Claim`` of the picked ids otherwise
         (just the head when an earlier attempt on it did not finish); a
         ``Claim`` with ``exhausted=True`` when the head had used up its
         attempts and was failed with ``retries_exhausted`` (logged at ERROR).
     """
-    rows = session.execute(_HEAD_SQL, {"limit": batch_size}).all()
+    rows = session.execute(_HEAD_SQL, {"limit": batch_size, "stream": STREAM_LOCK_KEY}).all()
     if not rows:
         return None
+    attempts = {row.id: row.attempts for row in rows}
+    unfinished = rows[0].unfinished
+    if unfinished:
+        _count_attempt(session, unfinished)
+        for transaction_id in set(unfinished) & attempts.keys():
+            attempts[transaction_id] += 1
     head = rows[0]
-    if head.attempts >= attempts_max:
-        _fail_exhausted(session, head.id, head.attempts)
+    if attempts[head.id] >= attempts_max:
+        _fail_exhausted(session, head.id, attempts[head.id])
+        _record_claim(session, ())  # the unfinished attempt is counted: nothing is in flight
         return Claim((head.id,), exhausted=True, type=head.type)
-    if head.attempts > 0:
+    if attempts[head.id] > 0:
         # A suspect goes alone, so that a transaction that kills its attempts
         # cannot take good ones down with it.
         ids = [head.id]
@@ -288,24 +315,25 @@ def claim_batch(session: Session, *, batch_size: int, attempts_max: int) -> Clai
     else:
         ids = []
         for row in rows:
-            if row.attempts > 0:
+            if attempts[row.id] > 0:
                 break
             ids.append(row.id)
         rest = len(ids) < len(rows) or len(rows) >= batch_size
-    _count_attempt(session, ids)
+    _record_claim(session, ids)
     return Claim(ids, rest=rest)
 
 
+def _record_claim(session: Session, ids: Sequence[uuid.UUID]) -> None:
+    """Record ``ids`` as the stream's claim in flight (``apply_claims``), replacing the last one."""
+    session.execute(_RECORD_CLAIM_SQL, {"stream": STREAM_LOCK_KEY, "ids": list(ids)})
+
+
 def _count_attempt(session: Session, ids: Sequence[uuid.UUID]) -> None:
-    """Add one to the ``attempts`` of the claimed transactions."""
-    # Only ``attempts``, an unindexed column: PostgreSQL can then update the row
-    # in place (a heap-only tuple, with the table's fillfactor leaving room) and
-    # skip every index. ``updated_at`` changes when the status does.
-    # No session synchronisation: the session holds none of these rows, and
-    # fetching them back for it was 9% of the drain's CPU (py-spy, bulk).
+    """Add one to the ``attempts`` of the transactions of an unfinished attempt still pending."""
+    # No session synchronisation: the session holds none of these rows.
     session.execute(
         update(Transaction)
-        .where(db.any_of(Transaction.id, ids))
+        .where(db.any_of(Transaction.id, ids), Transaction.status == TransactionStatus.PENDING)
         .values(attempts=Transaction.attempts + 1)
         .execution_options(synchronize_session=False)
     )

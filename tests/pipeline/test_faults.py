@@ -169,8 +169,9 @@ def test_worker_killed_with_its_batch_claimed_leaves_it_applied_not_failed(
 ) -> None:
     """The kill lands between claim and apply every time: the apply waits on a wallet this test locks.
 
-    Its attempt is counted, so the next worker meets every transaction of the
-    batch as a suspect (applied alone); a fault must still not fail one.
+    Its claim is recorded (``apply_claims``), so the next worker counts the
+    dead attempt and meets every transaction of the batch as a suspect
+    (applied alone); a fault must still not fail one.
     """
     book = Book(wallet_factory() for _ in range(3))
     ids = submit_stream(client, service_headers, book, 30)  # queued: one batch
@@ -184,7 +185,7 @@ def test_worker_killed_with_its_batch_claimed_leaves_it_applied_not_failed(
             TALLY_LOCK_TIMEOUT_MS="600000", TALLY_STATEMENT_TIMEOUT_MS="900000"
         )
         wait_for(
-            lambda: all(s["attempts"] == 1 for s in statuses(ids).values()) and _lock_waits(),
+            lambda: _claimed() == set(ids) and _lock_waits(),
             timeout_seconds=60,
             what="the batch claimed and its apply waiting on the locked wallet",
             log=first.log,
@@ -194,6 +195,15 @@ def test_worker_killed_with_its_batch_claimed_leaves_it_applied_not_failed(
     second = fresh_worker.start()
     wait_terminal(ids, timeout_seconds=120, context=second.log())
     assert_explained(book, allowed_failures=PROVOKED, context=second.log())
+    # Each counts the attempt that died and the one that applied it.
+    assert {s["attempts"] for s in statuses(ids).values()} == {2}
+
+
+def _claimed() -> set[str]:
+    """Return the ids of the apply stream's claim in flight (none when no claim is recorded)."""
+    with db.transaction() as session:
+        claimed = session.execute(text("SELECT transaction_ids FROM apply_claims")).scalar()
+    return {str(i) for i in claimed or ()}
 
 
 def _lock_waits() -> int:
