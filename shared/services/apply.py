@@ -2,8 +2,8 @@
 
 The caller (``shared.services.processor``) holds the stream's lock and has
 recorded its claim; the status update counts the attempt and ends the claim.
-Here the batch's rows are re-read and locked, every
-wallet they touch is locked in sorted id order, the pure posting rules
+Here the batch's rows are re-read and locked, every wallet they touch is
+locked in sorted id order, the pure posting rules
 (``shared.ledger.rules.post``) run in acceptance order, and the entries,
 hold entries, balances and statuses are written together (docs/architecture.md,
 invariants 1-5), with one event per status change and its webhook deliveries

@@ -20,11 +20,12 @@ short database transactions:
 1. **claim**: pick the head of the stream and record it as the claim in
    flight (one ``apply_claims`` row), committed on its own so that an
    attempt that dies (SIGKILL, lost connection) is still counted: the next
-   claim finds the row and counts one attempt of each of its transactions. A transaction whose
-   earlier attempt did not finish is applied alone, so one poison transaction
-   cannot take a batch down with it; past ``attempts_max`` it ends ``failed``
-   with ``retries_exhausted`` (Celery's ``task_reject_on_worker_lost`` would
-   otherwise redeliver it forever: Redis keeps no delivery count).
+   claim finds the row and counts one attempt of each of its transactions.
+   A transaction whose earlier attempt did not finish is applied alone, so
+   one poison transaction cannot take a batch down with it; past
+   ``attempts_max`` it ends ``failed`` with ``retries_exhausted`` (Celery's
+   ``task_reject_on_worker_lost`` would otherwise redeliver it forever: Redis
+   keeps no delivery count).
 2. **apply**: lock the claimed rows that are still ``pending`` (a re-delivery
    finds none), lock every wallet they touch in sorted id order, run the
    posting rules in acceptance order, and write entries, balances and
