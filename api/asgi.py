@@ -20,8 +20,7 @@ import contextlib
 import json
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 import redis.asyncio
 import structlog
@@ -29,15 +28,11 @@ import structlog
 from api import create_app
 from api.edge import largest_body_limit
 from api.schemas import WAIT_SECONDS_MAX
-from api.wsgi_pool import ThreadPoolWSGI
+from api.wsgi_pool import Message, Receive, Scope, Send, ThreadPoolWSGI
 from shared.config import get_settings
 from shared.metrics import LONG_POLL_WAKEUPS
 from shared.wakeups import SETTLED_CHANNEL
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRANSACTION_PATH = re.compile(r"^/v1/transactions/([0-9A-Fa-f-]{32,36})$")
