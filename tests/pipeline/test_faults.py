@@ -195,8 +195,9 @@ def test_worker_killed_with_its_batch_claimed_leaves_it_applied_not_failed(
     second = fresh_worker.start()
     wait_terminal(ids, timeout_seconds=120, context=second.log())
     assert_explained(book, allowed_failures=PROVOKED, context=second.log())
-    # Each counts the attempt that died and the one that applied it.
-    assert {s["attempts"] for s in statuses(ids).values()} == {2}
+    # Each counts the attempt that died and the one that applied it (more if a
+    # slow machine's statement timed out meanwhile: that too is an attempt).
+    assert min(s["attempts"] for s in statuses(ids).values()) >= 2
 
 
 def _claimed() -> set[str]:
