@@ -7,15 +7,21 @@
 #   bench/floor/measure.sh pool uvicorn bench.floor.servers:pool --port 9001 --no-access-log
 #   bench/floor/measure.sh a2wsgi uvicorn bench.floor.servers:a2wsgi --port 9001 --no-access-log
 #   bench/floor/measure.sh granian-wsgi granian --interface wsgi --blocking-threads 8 --port 9001 bench.floor.app:app
+# The same work as a Tally submission, stage by stage (bench/floor/same_work.py), in Tally's pool:
+#   FLOOR_STAGES=auth,limits FLOOR_THREADS=16 FLOOR_AUTHORIZATION='Bearer floor-key' \
+#     bench/floor/measure.sh same-work uvicorn --factory bench.floor.servers:same_work --port 9001 --no-access-log
 set -euo pipefail
 label=$1; shift
 url=${FLOOR_DATABASE_URL:-postgresql://postgres@127.0.0.1:54329/floor}
 export FLOOR_DATABASE_URL=$url
 psql "${url%/*}/postgres" -qc "CREATE DATABASE floor" 2>/dev/null || true
 psql "$url" -qc "CREATE TABLE IF NOT EXISTS floor_t (id uuid PRIMARY KEY, body jsonb, created_at timestamptz DEFAULT now())"
-body='{"type":"transfer","source_wallet_id":"4f1c2b2e-1111-4a4a-9a9a-000000000001","destination_wallet_id":"4f1c2b2e-1111-4a4a-9a9a-000000000002","amount":1,"currency":"SGD"}'
+body='{"type":"transfer","source_wallet_id":"4f1c2b2e-1111-4a4a-9a9a-000000000001","destination_wallet_id":"4f1c2b2e-1111-4a4a-9a9a-000000000002","amount":"0.01","currency":"SGD"}'
 script=$(mktemp --suffix=.lua)
 printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "'$body'" > "$script"
+if [ -n "${FLOOR_AUTHORIZATION:-}" ]; then
+    printf 'wrk.headers["Authorization"] = "%s"\n' "$FLOOR_AUTHORIZATION" >> "$script"
+fi
 "$@" > "/tmp/floor-$label.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; rm -f "$script"' EXIT
