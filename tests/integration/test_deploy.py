@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.devservers import AUTOVACUUM_NAPTIME
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "tally-rules.yml"
 
@@ -72,6 +74,8 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_restarts(
     assert services["webhooks"]["command"] == ["tally", "serve", "webhooks"]
     redis_args = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_args and "--maxmemory-policy noeviction" in redis_args
+    postgres_args = " ".join(services["postgres"]["command"])
+    assert f"-c autovacuum_naptime={AUTOVACUUM_NAPTIME}" in postgres_args
     for name in ("api", "worker", "webhooks", "beat", "flower"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
