@@ -1,8 +1,8 @@
 """Rate limits per API key, counted in each API process's memory (limits).
 
 Every ``/v1`` request of an authenticated key counts against one limit
-shared by all routes (keyed by the API key's id): ``TALLY_RATE_LIMIT_SERVICE`` or ``TALLY_RATE_LIMIT_OPS`` by the
-key's role, in fixed windows. Over it, the answer is ``429 rate_limited``
+shared by all routes, keyed by the API key's id: ``TALLY_RATE_LIMIT_SERVICE``
+or ``TALLY_RATE_LIMIT_OPS`` by the key's role, in fixed windows. Over it, the answer is ``429 rate_limited``
 (RFC 6585) as problem+json. Every limited answer carries the fields of the
 IETF draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window
@@ -123,8 +123,8 @@ def share_of(limit: str, processes: int) -> str:
     )
 
 
-def install_rate_limits(app: Flask) -> RateLimits | None:
-    """Limit each API key's ``/v1`` requests by its role; return the limits (None if disabled).
+def install_rate_limits(app: Flask) -> None:
+    """Limit each API key's ``/v1`` requests by its role; nothing when rate limits are disabled.
 
     Call it after registering authentication's ``before_request`` and before
     the edge's: the check is a ``before_request`` of its own, and Flask runs
@@ -132,7 +132,7 @@ def install_rate_limits(app: Flask) -> RateLimits | None:
     """
     settings = get_settings()
     if not settings.rate_limit_enabled:
-        return None
+        return
     configured = app.config.get(LIMITS_CONFIG_KEY) or {
         "service": settings.rate_limit_service,
         "ops": settings.rate_limit_ops,
@@ -143,7 +143,6 @@ def install_rate_limits(app: Flask) -> RateLimits | None:
     )
     app.before_request(limits.check)
     app.after_request(limits.add_headers)
-    return limits
 
 
 class RateLimits:
@@ -167,7 +166,8 @@ class RateLimits:
         """Count the request against each of its key's limits; answer 429 if one is spent.
 
         Requests without a known key (401s, ``/healthz`` and the other
-        unauthenticated routes) count against nothing. The limit with the
+        unauthenticated routes) count against nothing; a known key has its
+        ``g.role`` too (``api.auth.load_api_key``). The limit with the
         fewest requests left is kept in ``g`` for :meth:`add_headers`.
         """
         if "api_key_id" not in g:
@@ -175,7 +175,7 @@ class RateLimits:
         key = str(g.api_key_id)
         cost = _request_cost()
         tightest: tuple[RateLimitItem, WindowStats] | None = None
-        for item in self.by_role[str(g.get("role", "service"))]:
+        for item in self.by_role[g.role]:
             allowed = self.limiter.hit(item, key, cost=cost)
             stats = self.limiter.get_window_stats(item, key)
             if not allowed:
@@ -203,7 +203,7 @@ class RateLimits:
 
 def _too_many_requests(item: RateLimitItem) -> Response:
     """Answer 429 ``rate_limited`` (RFC 6585 section 4) as problem+json."""
-    RATE_LIMITED.labels(str(g.get("role", "unknown"))).inc()
+    RATE_LIMITED.labels(g.role).inc()
     return problem(
         "rate_limited",
         f"this API key is over its rate limit ({item}); retry after Retry-After seconds",
