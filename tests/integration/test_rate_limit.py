@@ -105,3 +105,18 @@ def test_a_key_gets_no_more_than_its_limit_across_processes(
                 statuses.append(error.code)
     assert set(statuses) <= {200, 429}
     assert 5 <= statuses.count(200) <= 10, statuses
+
+
+def test_with_several_windows_the_tightest_is_shown_and_the_first_spent_refuses() -> None:
+    """``3 per hour; 100 per day``: the headers name the hour's window (fewer left); the 4th is 429."""
+    from api import create_app
+
+    limits = {"service": "3/hour; 100/day", "ops": "3/hour; 100/day"}
+    config = {"TESTING": True, "TALLY_RATE_LIMITS": limits, "TALLY_RATE_LIMIT_PROCESSES": 1}
+    client = create_app(config).test_client()
+    headers = _key()
+    answers = [client.get("/v1/wallets?limit=1", headers=headers) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["RateLimit-Limit"] for a in answers] == ["3"] * 4
+    assert [a.headers["RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    assert "over its rate limit (3 per 1 hour)" in answers[-1].get_json()["detail"]
