@@ -7,7 +7,7 @@ subset, default all) picks the stages, so ``measure.sh`` can price each one:
 - ``auth``: ``Authorization: Bearer``, its SHA-256 and a hit in an in-memory
   cache of known keys (``api.auth``: one lookup per key and second);
 - ``limits``: limits' fixed window in process memory, keyed by the key, and
-  the window's figures for the headers (``api.limits``);
+  its ``RateLimit-*`` headers (``api.limits``);
 - ``flask-limiter``: instead of ``limits``, the same limit as flask-limiter's
   application limit (what ``api.limits`` used before series 10);
 - ``validate``: a pydantic model of the transfer body, the amount turned into
@@ -30,6 +30,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -123,7 +124,7 @@ if "limits" in STAGES:
 
     @app.before_request
     def count() -> Response | None:
-        """Count the request against its key's limit; 429 once it is spent."""
+        """Count the request against its key's limit (429 once spent); keep its window for the headers."""
         if not limiter.hit(limit, str(g.get("key_id"))):
             return Response('{"code":"rate_limited"}', 429, mimetype="application/json")
         g.window = limiter.get_window_stats(limit, str(g.get("key_id")))
@@ -146,6 +147,13 @@ if "flask-limiter" in STAGES:
 def finish(response: Response) -> Response:
     """Time the request into the histogram and log its access line, as the stages ask."""
     elapsed = time.perf_counter() - g.started
+    window = g.get("window")
+    if window is not None:  # the limit's fields, as api.limits writes them
+        response.headers["RateLimit-Limit"] = str(limit.amount)
+        response.headers["RateLimit-Remaining"] = str(window.remaining)
+        response.headers["RateLimit-Reset"] = str(
+            max(0, math.ceil(window.reset_time - time.time()))
+        )
     if "metrics" in STAGES:
         duration.labels(request.method, "/t", str(response.status_code)).observe(elapsed)
     if "log" in STAGES:

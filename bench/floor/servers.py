@@ -23,8 +23,11 @@ pool = ThreadPoolWSGI(flask_app, THREADS, body_bytes_max=64 * 1024)
 a2wsgi = WSGIMiddleware(flask_app, workers=THREADS)
 
 
-def same_work():  # noqa: ANN201 (uvicorn --factory)
-    """Return ``bench.floor.same_work``'s app in Tally's pool (its stages from ``FLOOR_STAGES``)."""
+def same_work() -> ThreadPoolWSGI:
+    """Return ``bench.floor.same_work``'s app in Tally's pool (``uvicorn --factory``).
+
+    A factory, so that ``FLOOR_STAGES`` is read only when this app is served.
+    """
     from bench.floor.same_work import app as same_work_app
 
     return ThreadPoolWSGI(same_work_app, THREADS, body_bytes_max=64 * 1024)
