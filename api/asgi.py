@@ -30,6 +30,7 @@ from api.edge import largest_body_limit
 from api.schemas import WAIT_SECONDS_MAX
 from api.wsgi_pool import Message, Receive, Scope, Send, ThreadPoolWSGI
 from shared.config import get_settings
+from shared.heap import freeze_startup_objects
 from shared.metrics import LONG_POLL_WAKEUPS
 from shared.wakeups import SETTLED_CHANNEL
 
@@ -195,3 +196,5 @@ def create_asgi_app() -> ASGIApp:
 
 
 app = create_asgi_app()
+# Imports and the app live as long as the process: out of the collector's full sweeps.
+freeze_startup_objects()

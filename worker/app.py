@@ -16,10 +16,11 @@ supervisord; docker-compose.yml with ``restart:``).
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_before_create_process, worker_process_init
 
 import broker
 from shared.config import get_settings
+from shared.heap import freeze_startup_objects
 from shared.logs import configure_logging
 from worker.schedule import beat_schedule
 
@@ -77,3 +78,9 @@ def _fresh_engine_per_child(**_: object) -> None:
     from shared.db import reset_engine
 
     reset_engine()
+
+
+@worker_before_create_process.connect
+def _freeze_before_fork(**_: object) -> None:
+    """Freeze the parent's imports and app right before it forks a pool process (``shared.heap``)."""
+    freeze_startup_objects()
