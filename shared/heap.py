@@ -6,8 +6,8 @@ GIL throughout: in the API that stops every request in flight. Most of
 those objects are the process's imports and its built app (Flask,
 SQLAlchemy, pydantic), made once at start and alive until exit. Measured
 under ``tally bench http --rate 230`` (docs/benchmarks.md, series 11), the
-API's full collections took 150 to 200 ms each; with those objects frozen,
-about 30 ms once warm.
+API's full collections took 150 to 250 ms each; with those objects frozen,
+20 to 70 ms.
 
 ``gc.freeze()`` moves every object tracked now into a permanent generation
 that later collections skip (Python docs, "gc — Garbage Collector
