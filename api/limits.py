@@ -2,9 +2,10 @@
 
 Every ``/v1`` request of an authenticated key counts against one limit
 shared by all routes, keyed by the API key's id: ``TALLY_RATE_LIMIT_SERVICE``
-or ``TALLY_RATE_LIMIT_OPS`` by the key's role, in fixed windows. Over it, the answer is ``429 rate_limited``
-(RFC 6585) as problem+json. Every limited answer carries the fields of the
-IETF draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Limit``,
+or ``TALLY_RATE_LIMIT_OPS`` by the key's role, in fixed windows. Over it,
+the answer is ``429 rate_limited`` (RFC 6585) as problem+json. Every
+limited answer carries the fields of the IETF
+draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window
 ends), and a 429 ``Retry-After`` in seconds (RFC 9110 section 10.2.3).
 

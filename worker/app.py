@@ -82,5 +82,5 @@ def _fresh_engine_per_child(**_: object) -> None:
 
 @worker_before_create_process.connect
 def _freeze_before_fork(**_: object) -> None:
-    """Freeze the parent's imports and app right before it forks a pool process (``shared.heap``)."""
+    """Freeze the parent's imports and app just before it forks a pool process (``shared.heap``)."""
     freeze_startup_objects()
