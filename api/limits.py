@@ -61,29 +61,40 @@ _COST_ATTRIBUTE = "tally_rate_limit_cost"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class LockedMemoryStorage(MemoryStorage):
-    """limits' ``MemoryStorage`` with its expiry timer restarted under a lock (``tally-memory://``).
+#: The least interval between two sweeps of a storage's expired counters, in seconds.
+SWEEP_INTERVAL_SECONDS = 1.0
 
-    limits 5.8.0 restarts the timer that expires its counters without a
-    lock: two request threads that both find it stopped start the same
-    ``threading.Timer`` twice, and the second start raises "threads can only
-    be started once", which answered 500 under load in ``tally bench``. The
-    race is limits' issue #26, fixed upstream by its pull request #352, which
-    no release carries yet. This subclass takes the fix: the method is the
-    library's own (name-mangled ``__schedule_expiry``), run under a lock.
+
+class SweptMemoryStorage(MemoryStorage):
+    """limits' ``MemoryStorage`` that drops expired counters inline, never in a thread (``tally-memory://``).
+
+    limits 5.8.0 frees expired counters in a ``threading.Timer`` of 10 ms that
+    each count restarts once the last one has run: below about a hundred
+    requests a second, every request started a thread (docs/benchmarks.md,
+    series 12), and two threads that found it stopped could start the same
+    timer twice, whose "threads can only be started once" answered 500
+    (limits' issue #26, fixed by its pull request #352, in no release yet).
+    Here a count sweeps the expired counters itself, at most once every
+    :data:`SWEEP_INTERVAL_SECONDS`, and no timer is restarted. A fixed
+    window's count stays exact without the sweep: ``MemoryStorage.get``
+    drops an expired counter before reading it. The sweep only frees the
+    memory of keys no longer counted (an API key revoked or idle).
     """
 
     STORAGE_SCHEME = ["tally-memory"]
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str):
-        self._timer_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = 0.0
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     def _MemoryStorage__schedule_expiry(self) -> None:
-        with self._timer_lock:
-            if not self.timer.is_alive():
-                self.timer = threading.Timer(0.01, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
-                self.timer.start()
+        now = time.monotonic()
+        with self._sweep_lock:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + SWEEP_INTERVAL_SECONDS
+        self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 def costs(counter: Callable[[], int]) -> Callable[[F], F]:
@@ -149,7 +160,7 @@ def install_rate_limits(app: Flask) -> None:
 class RateLimits:
     """Count each request of a known key against its role's limits, in fixed windows (limits).
 
-    limits' ``FixedWindowRateLimiter`` over :class:`LockedMemoryStorage` does
+    limits' ``FixedWindowRateLimiter`` over :class:`SweptMemoryStorage` does
     the counting. The Flask side is these two hooks rather than flask-limiter,
     whose generality (per-route, per-blueprint and exempt limits, resolved on
     every request) cost 300-600 µs of CPU per request, against none measurable for
@@ -161,7 +172,7 @@ class RateLimits:
 
     def __init__(self, by_role: dict[str, list[RateLimitItem]]) -> None:
         self.by_role = by_role
-        self.limiter = FixedWindowRateLimiter(LockedMemoryStorage())
+        self.limiter = FixedWindowRateLimiter(SweptMemoryStorage())
 
     def check(self) -> Response | None:
         """Count the request against each of its key's limits; answer 429 if one is spent.

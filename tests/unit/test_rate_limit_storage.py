@@ -1,61 +1,58 @@
-"""The rate limits' in-process storage under concurrent requests (api.limits.LockedMemoryStorage)."""
+"""The rate limits' in-process storage (api.limits.SweptMemoryStorage): no thread per count."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
+import time
 
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import storage_from_string
 
-from api.limits import LockedMemoryStorage
-
-
-def test_the_scheme_names_the_locked_storage() -> None:
-    assert isinstance(storage_from_string("tally-memory://"), LockedMemoryStorage)
+from api import limits
+from api.limits import SweptMemoryStorage
 
 
-class _UnluckySchedule(LockedMemoryStorage):
-    """Pause each thread right after it stores a new expiry timer, until a rival has stored one too.
-
-    That is the schedule that breaks limits' own storage: thread A stores its
-    timer, B finds A's not yet started and stores its own, then both start B's.
-    Under the lock the rival never comes, and the pause ends after its timeout.
-    """
-
-    rival: threading.Barrier | None = None
-
-    @property  # type: ignore[override]
-    def timer(self) -> threading.Timer:
-        return self.__dict__["_timer"]  # type: ignore[no-any-return]
-
-    @timer.setter
-    def timer(self, value: threading.Timer) -> None:
-        self.__dict__["_timer"] = value
-        if self.rival is not None:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                self.rival.wait()
+def test_the_scheme_names_the_swept_storage() -> None:
+    assert isinstance(storage_from_string("tally-memory://"), SweptMemoryStorage)
 
 
-def _count_twice_at_once(storage: MemoryStorage) -> list[BaseException]:
-    errors: list[BaseException] = []
+def test_counts_after_the_libraries_timer_has_run_start_no_thread() -> None:
+    storage = SweptMemoryStorage()
+    storage.timer.join()  # the timer limits starts in __init__ has run and ended
+    before = threading.active_count()
+    for _ in range(3):
+        storage.incr("key", expiry=60)
+        time.sleep(0.02)  # longer than limits' 10 ms timer: each count would restart it
+    assert threading.active_count() == before
+    assert not storage.timer.is_alive()
+    assert storage.get("key") == 3
+
+
+def test_concurrent_counts_are_all_counted() -> None:
+    storage = SweptMemoryStorage()
+    barrier = threading.Barrier(8)
 
     def count() -> None:
-        try:
+        barrier.wait()
+        for _ in range(100):
             storage.incr("key", expiry=60)
-        except BaseException as error:  # the race's RuntimeError, reported by the caller
-            errors.append(error)
 
-    threads = [threading.Thread(target=count) for _ in range(2)]
+    threads = [threading.Thread(target=count) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return errors
+    assert storage.get("key") == 800
 
 
-def test_two_threads_never_start_one_expiry_timer_twice() -> None:
-    storage = _UnluckySchedule()
-    storage.timer.join()  # the first timer has run: the next count restarts it
-    storage.rival = threading.Barrier(2, timeout=0.5)
-    assert _count_twice_at_once(storage) == []
-    assert storage.get("key") == 2
+def test_a_count_sweeps_expired_counters_at_most_once_an_interval(monkeypatch) -> None:
+    monkeypatch.setattr(limits, "SWEEP_INTERVAL_SECONDS", 3600.0)
+    storage = SweptMemoryStorage()
+    storage.timer.join()  # limits' own first timer has run and ended
+    storage.incr("idle", expiry=0.01)  # the first count sweeps (nothing yet) and arms the interval
+    time.sleep(0.02)  # "idle" expires
+    storage.incr("busy", expiry=60)  # within the interval: no sweep
+    assert "idle" in storage.expirations
+    storage._next_sweep = 0.0  # the interval has passed
+    storage.incr("busy", expiry=60)
+    assert "idle" not in storage.expirations
+    assert storage.get("busy") == 2
