@@ -51,7 +51,7 @@ from shared.ledger.states import (
     WalletStatus,
     check_transition,
 )
-from shared.models import HoldEntry, Transaction, Wallet
+from shared.models import HoldEntry, Transaction
 from shared.services.events import record_transaction_events
 from shared.services.monitors import crossing_transactions, evaluate_monitors
 
@@ -80,17 +80,24 @@ class ApplyResult:
 #: What the apply path reads of a transaction: plain rows, not ORM objects, whose
 #: hydration showed in the worker's profile; rows have the same attribute names.
 _APPLY_COLUMNS = (
-    Transaction.id,
-    Transaction.type,
-    Transaction.currency,
-    Transaction.amount_minor,
-    Transaction.source_wallet_id,
-    Transaction.destination_wallet_id,
-    Transaction.hold_id,
-    Transaction.reverses_id,
-    Transaction.legs,
-    Transaction.created_at,
-    Transaction.request_id,
+    "id, type, currency, amount_minor, source_wallet_id, destination_wallet_id, hold_id, "
+    "reverses_id, legs, created_at, request_id"
+)
+
+#: The batch's transactions, locked (``FOR NO KEY UPDATE``) in id order; the
+#: apply's two reads are text, not ORM selects: built, compiled from the cache
+#: and their rows processed by SQLAlchemy, each cost 500-800 µs of the
+#: worker's CPU per batch more (docs/benchmarks.md, series 12).
+_READ_SQL = text(
+    f"SELECT {_APPLY_COLUMNS}, status, lane_sequence FROM transactions"
+    " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+)
+
+#: The wallets the batch posts to, locked in id order (see :func:`_lock_wallets`).
+_LOCK_WALLETS_SQL = text(
+    "SELECT id, currency, balance_minor, held_minor, status, is_system, last_sequence,"
+    " overdraft_limit_minor FROM wallets"
+    " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
 )
 
 #: A transaction as the apply path reads it: a row with ``_APPLY_COLUMNS``' names.
@@ -176,12 +183,7 @@ def apply_batch(session: Session, transaction_ids: Sequence[uuid.UUID]) -> Apply
     # index of pending transactions, whose statistics say it is nearly empty,
     # and so read the whole backlog for every batch. Locking a row that turns
     # out settled (applied by an earlier, unacknowledged attempt) is harmless.
-    rows = session.execute(
-        select(*_APPLY_COLUMNS, Transaction.status, Transaction.lane_sequence)
-        .where(db.any_of(Transaction.id, transaction_ids))
-        .order_by(Transaction.id)
-        .with_for_update(key_share=True)
-    ).all()
+    rows = session.execute(_READ_SQL, {"ids": list(transaction_ids)}).all()
     transactions = sorted(
         (row for row in rows if row.status == TransactionStatus.PENDING),
         key=lambda row: row.lane_sequence,
@@ -476,21 +478,7 @@ def _lock_wallets(session: Session, wallet_ids: set[uuid.UUID]) -> dict[uuid.UUI
     (``shared.services.wallets.set_overdraft_limit``), so a batch posts against
     the limit that holds when it commits.
     """
-    rows = session.execute(
-        select(
-            Wallet.id,
-            Wallet.currency,
-            Wallet.balance_minor,
-            Wallet.held_minor,
-            Wallet.status,
-            Wallet.is_system,
-            Wallet.last_sequence,
-            Wallet.overdraft_limit_minor,
-        )
-        .where(db.any_of(Wallet.id, wallet_ids))
-        .order_by(Wallet.id)
-        .with_for_update(key_share=True)
-    )
+    rows = session.execute(_LOCK_WALLETS_SQL, {"ids": list(wallet_ids)})
     return {
         row.id: WalletState(
             row.id,
