@@ -19,6 +19,9 @@ import uuid
 
 import aiohttp
 
+from bench.measure import percentile
+from bench.workloads import request_body
+
 
 async def _load(url: str, rate: float, seconds: float, key: str, wallets: list[str]) -> None:
     latencies_ms: list[float] = []
@@ -31,9 +34,7 @@ async def _load(url: str, rate: float, seconds: float, key: str, wallets: list[s
 
         async def submit(scheduled: float) -> None:
             nonlocal refused
-            source, destination = rng.sample(wallets, 2)
-            body = {"type": "transfer", "amount": "0.01", "currency": "SGD",
-                    "source_wallet_id": source, "destination_wallet_id": destination}  # fmt: skip
+            body = request_body("uniform", rng, wallets)
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
             async with session.post(url, json=body, headers=headers) as response:
                 await response.read()
@@ -46,9 +47,7 @@ async def _load(url: str, rate: float, seconds: float, key: str, wallets: list[s
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             tasks.append(asyncio.create_task(submit(scheduled)))
         await asyncio.gather(*tasks)
-    latencies_ms.sort()
-    count = len(latencies_ms)
-    p50, p90, p99 = (latencies_ms[int(count * q)] for q in (0.5, 0.9, 0.99))
+    p50, p90, p99 = (percentile(latencies_ms, q) or 0.0 for q in (0.5, 0.9, 0.99))
     print(f"{url} at {rate:g}/s: p50 {p50:.1f} p90 {p90:.1f} p99 {p99:.1f} ms, {refused} not 202")
 
 
