@@ -29,10 +29,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, insert, select, text
+from sqlalchemy import Row, insert, text
 from sqlalchemy.orm import Session
 
-from shared import db
 from shared.ledger.rules import (
     Applied,
     Leg,
@@ -51,7 +50,7 @@ from shared.ledger.states import (
     WalletStatus,
     check_transition,
 )
-from shared.models import HoldEntry, Transaction
+from shared.models import HoldEntry
 from shared.services.events import record_transaction_events
 from shared.services.monitors import crossing_transactions, evaluate_monitors
 
@@ -84,10 +83,11 @@ _APPLY_COLUMNS = (
     "reverses_id, legs, created_at, request_id"
 )
 
-#: The batch's transactions, locked (``FOR NO KEY UPDATE``) in id order; the
-#: apply's two reads are text, not ORM selects: built, compiled from the cache
-#: and their rows processed by SQLAlchemy, each cost 500-800 µs of the
-#: worker's CPU per batch more (docs/benchmarks.md, series 12).
+#: The batch's transactions, locked (``FOR NO KEY UPDATE``) in id order. The
+#: apply's locking reads are text, not ORM selects: built, compiled from the
+#: cache and their rows processed by SQLAlchemy, the transactions' and the
+#: wallets' each cost 600-700 µs of the worker's CPU per batch more
+#: (docs/benchmarks.md, series 12).
 _READ_SQL = text(
     f"SELECT {_APPLY_COLUMNS}, status, lane_sequence FROM transactions"
     " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
@@ -97,6 +97,18 @@ _READ_SQL = text(
 _LOCK_WALLETS_SQL = text(
     "SELECT id, currency, balance_minor, held_minor, status, is_system, last_sequence,"
     " overdraft_limit_minor FROM wallets"
+    " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+)
+
+#: The holds the batch's captures, voids and expiries name, locked in id order.
+_LOCK_HOLDS_SQL = text(
+    "SELECT id, source_wallet_id, amount_minor, status FROM transactions"
+    " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+)
+
+#: The originals the batch's reversals name, locked in id order.
+_LOCK_ORIGINALS_SQL = text(
+    "SELECT id, amount_minor, reversed_minor FROM transactions"
     " WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
 )
 
@@ -375,13 +387,7 @@ def _lock_holds(session: Session, transactions: Sequence[Pending]) -> dict[uuid.
     hold_ids = sorted({t.hold_id for t in transactions if t.hold_id is not None})
     if not hold_ids:
         return {}
-    rows = session.execute(
-        select(Transaction.id, Transaction.source_wallet_id, Transaction.amount_minor,
-               Transaction.status)
-        .where(db.any_of(Transaction.id, hold_ids))
-        .order_by(Transaction.id)
-        .with_for_update(key_share=True)
-    )  # fmt: skip
+    rows = session.execute(_LOCK_HOLDS_SQL, {"ids": hold_ids})
     return {
         row.id: _Hold(row.source_wallet_id, row.amount_minor, TransactionStatus(row.status))
         for row in rows
@@ -397,12 +403,7 @@ def _lock_originals(session: Session, transactions: Sequence[Pending]) -> dict[u
     original_ids = sorted({t.reverses_id for t in transactions if t.reverses_id is not None})
     if not original_ids:
         return {}
-    rows = session.execute(
-        select(Transaction.id, Transaction.amount_minor, Transaction.reversed_minor)
-        .where(db.any_of(Transaction.id, original_ids))
-        .order_by(Transaction.id)
-        .with_for_update(key_share=True)
-    )
+    rows = session.execute(_LOCK_ORIGINALS_SQL, {"ids": original_ids})
     return {row.id: Reversal(row.amount_minor, row.reversed_minor) for row in rows}
 
 
