@@ -71,8 +71,9 @@ from shared.services.events import record_transaction_events
 #: The advisory lock (:func:`shared.db.advisory_lock`) that makes one drain the stream.
 STREAM_LOCK_KEY = "apply-stream"
 
-#: Called after each apply commit with the ids of the transactions it settled.
-Settled = Callable[[Sequence[uuid.UUID]], None]
+#: Called after each apply commit with the ids of the transactions it settled
+#: and the highest ``lane_sequence`` settled so far (the stream's progress).
+Settled = Callable[[Sequence[uuid.UUID], int], None]
 
 _log = structlog.get_logger(__name__)
 
@@ -128,8 +129,9 @@ def drain(
             since the call (None: no limit).
         batches_max: stop after this many apply transactions (None: no limit);
             heads failed ``retries_exhausted`` do not count.
-        settled: called with the ids each committed batch settled (long-poll
-            wake-ups): an after-commit callback (:func:`shared.db.after_commit`).
+        settled: called with the ids each committed batch settled and the
+            highest ``lane_sequence`` settled so far (long-poll wake-ups, the
+            intake's backpressure): an after-commit callback (:func:`shared.db.after_commit`).
             It runs off the drain's thread (:func:`shared.db.advisory_lock`);
             an exception it raises is logged, never propagated: the commit stands.
         locked: called once the stream's lock is held, before the first read
@@ -162,11 +164,15 @@ def drain(
 
 
 def _announce(
-    session: Session, settled_ids: Sequence[uuid.UUID], *, settled: Settled | None
+    session: Session,
+    settled_ids: Sequence[uuid.UUID],
+    applied_sequence: int,
+    *,
+    settled: Settled | None,
 ) -> None:
     """Register ``settled`` to run after the commit of ``session``'s transaction."""
     if settled is not None and settled_ids:
-        db.after_commit(session, functools.partial(settled, tuple(settled_ids)))
+        db.after_commit(session, functools.partial(settled, tuple(settled_ids), applied_sequence))
 
 
 def _drain_batch(
@@ -174,11 +180,11 @@ def _drain_batch(
     report: DrainReport,
     batch_size: int,
     attempts_max: int,
-    announce: Callable[[Session, Sequence[uuid.UUID]], None],
+    announce: Callable[[Session, Sequence[uuid.UUID], int], None],
 ) -> bool:
     """Claim and apply one batch; return False when nothing was claimable.
 
-    ``announce(session, settled_ids)`` registers, in the transaction that
+    ``announce(session, settled_ids, applied_sequence)`` registers, in the transaction that
     settles them, the drain's callbacks for what it settled.
     """
     with db.transaction(connection) as session:
@@ -188,7 +194,7 @@ def _drain_batch(
         db.set_local(session, synchronous_commit="off")
         claimed = claim_batch(session, batch_size=batch_size, attempts_max=attempts_max)
         if claimed is not None and claimed.exhausted:
-            announce(session, claimed.ids)
+            announce(session, claimed.ids, claimed.last_sequence)
     if claimed is None:
         return False
     report.more = claimed.rest
@@ -203,7 +209,7 @@ def _drain_batch(
     started = time.perf_counter()
     with db.transaction(connection) as session:
         result = apply_batch(session, claimed.ids)
-        announce(session, result.settled_ids)
+        announce(session, result.settled_ids, claimed.last_sequence)
     _observe_batch(result, time.perf_counter() - started)
     report.settled += sum(result.statuses.values())
     report.failed += result.statuses.get(TransactionStatus.FAILED, 0)
@@ -241,10 +247,13 @@ class Claim:
 
     ``type`` is the exhausted head's type (a metric label). ``rest`` is True
     when the stream may hold more claimable work than this claim took: a full
-    batch, or one cut short before a suspect.
+    batch, or one cut short before a suspect. ``last_sequence`` is the
+    ``lane_sequence`` of the last claimed transaction: once the claim is
+    settled, so is every transaction at or below it.
     """
 
     ids: Sequence[uuid.UUID]
+    last_sequence: int
     exhausted: bool = False
     type: str = ""
     rest: bool = True
@@ -255,7 +264,7 @@ class Claim:
 #: attempt that did not finish (``apply_claims``; None when the last one did).
 _HEAD_SQL = text(
     """
-SELECT id, attempts, type,
+SELECT id, lane_sequence, attempts, type,
     (SELECT transaction_ids FROM apply_claims WHERE stream = :stream) AS unfinished
 FROM transactions WHERE status = 'pending' ORDER BY lane_sequence LIMIT :limit
 """
@@ -307,21 +316,22 @@ def claim_batch(session: Session, *, batch_size: int, attempts_max: int) -> Clai
     if attempts[head.id] >= attempts_max:
         _fail_exhausted(session, head.id, attempts[head.id])
         _record_claim(session, ())  # the unfinished attempt is counted: nothing is in flight
-        return Claim((head.id,), exhausted=True, type=head.type)
+        return Claim((head.id,), head.lane_sequence, exhausted=True, type=head.type)
     if attempts[head.id] > 0:
         # A suspect goes alone, so that a transaction that kills its attempts
         # cannot take good ones down with it.
-        ids = [head.id]
+        taken = [head]
         rest = True
     else:
-        ids = []
+        taken = []
         for row in rows:
             if attempts[row.id] > 0:
                 break
-            ids.append(row.id)
-        rest = len(ids) < len(rows) or len(rows) >= batch_size
+            taken.append(row)
+        rest = len(taken) < len(rows) or len(rows) >= batch_size
+    ids = [row.id for row in taken]
     _record_claim(session, ids)
-    return Claim(ids, rest=rest)
+    return Claim(ids, taken[-1].lane_sequence, rest=rest)
 
 
 def _record_claim(session: Session, ids: Sequence[uuid.UUID]) -> None:

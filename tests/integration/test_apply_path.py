@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared import db
 from shared.ledger.states import TransactionType
+from shared.models import Transaction
 from shared.services.apply import apply_batch
 from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import STREAM_LOCK_KEY, claim_batch
@@ -206,12 +207,19 @@ def test_commits_under_an_advisory_lock_run_their_callbacks_without_holding_it_u
     assert ran == ["slow", "next"]  # in commit order
 
 
-def test_a_drain_announces_what_it_settled(wallet_factory: Any) -> None:
+def test_a_drain_announces_what_it_settled_and_how_far_the_stream_is(
+    wallet_factory: Any,
+) -> None:
     a = wallet_factory()
-    deposit = record("deposit", 10, destination=a)
-    announced: list[list[str]] = []
-    assert drain(settled=lambda ids: announced.append([str(i) for i in ids])).settled == 1
-    assert announced == [[deposit]]
+    first = record("deposit", 10, destination=a)
+    second = record("deposit", 20, destination=a)
+    announced: list[tuple[list[str], int]] = []
+    report = drain(settled=lambda ids, applied: announced.append(([str(i) for i in ids], applied)))
+    assert report.settled == 2
+    with db.transaction() as session:
+        last = session.get(Transaction, uuid.UUID(second))
+        assert last is not None
+        assert announced == [([first, second], last.lane_sequence)]
 
 
 def test_a_drain_takes_work_signalled_while_it_ran_without_a_new_message(
