@@ -42,15 +42,17 @@ from api.schemas import (
 from shared import db
 from shared.config import get_settings
 from shared.ledger.errors import TallyError
-from shared.ledger.states import TransactionType
+from shared.ledger.states import TransactionStatus, TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.rendering import Shape
 from shared.services import bulk_retry, scheduled, transactions
 from shared.services.api_keys import Role
+from shared.services.backpressure import Backpressure
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
-from shared.services.intake import BatchItem, Outcome, record_transactions
+from shared.services.intake import BatchItem, Outcome, Recorded, record_transactions
 from shared.services.reversals import submit_reversal
+from shared.wakeups import read_applied_sequence
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
@@ -81,16 +83,40 @@ def submit() -> Response:
     return _accepted(outcome.transaction, outcome.replayed)
 
 
-def _record_group(items: Sequence[BatchItem]) -> list[Outcome]:
-    """Record a group of submissions in one database transaction; return their outcomes."""
+def _record_items(items: Sequence[BatchItem]) -> list[Outcome]:
+    """Record submissions in one database transaction, once backpressure lets them; return
+    their outcomes, in order (a group of single submissions, or a batch's valid items)."""
+    backpressure = _backpressure()
+    backpressure.admit()
     with db.transaction() as session:
-        return record_transactions(session, items)
+        outcomes = record_transactions(session, items)
+    for outcome in outcomes:
+        if isinstance(outcome, Recorded):
+            _note_accepted(backpressure, outcome.transaction, outcome.replayed)
+    return outcomes
+
+
+def _note_accepted(backpressure: Backpressure, transaction: Any, replayed: bool) -> None:
+    """Tell ``backpressure`` of a transaction this request recorded as pending (not a replay)."""
+    if not replayed and transaction.status == TransactionStatus.PENDING:
+        backpressure.accepted(transaction.lane_sequence)
+
+
+@functools.cache
+def _backpressure() -> Backpressure:
+    """Return this process's backpressure on intake (one per process)."""
+    settings = get_settings()
+    return Backpressure(
+        read_applied_sequence,
+        backlog_max=settings.intake_backlog_max,
+        stall_seconds=settings.intake_backlog_stall_seconds,
+    )
 
 
 @functools.cache
 def _committer() -> GroupCommitter:
     """Return this process's committer of single submissions (one per process)."""
-    return GroupCommitter(_record_group, gather_seconds=get_settings().intake_gather_seconds)
+    return GroupCommitter(_record_items, gather_seconds=get_settings().intake_gather_seconds)
 
 
 def _batch_item_count() -> int:
@@ -125,13 +151,7 @@ def submit_batch() -> Response:
             parsed.append(parse_batch_item(raw, api_key_id=g.api_key_id, request_id=request_id()))
         except (TallyError, ValidationError) as error:
             parsed.append(refusal_json(error))
-    with db.transaction() as session:
-        outcomes = iter(
-            record_transactions(
-                session,
-                [item for item in parsed if isinstance(item, BatchItem)],
-            )
-        )
+    outcomes = iter(_record_items([item for item in parsed if isinstance(item, BatchItem)]))
     results = [
         _batch_result(next(outcomes) if isinstance(item, BatchItem) else item) for item in parsed
     ]
@@ -155,7 +175,10 @@ def _batch_result(outcome: Outcome | dict[str, Any]) -> Shape:
 def _record(
     service: Callable[..., tuple[Any, bool]], request: object, idempotency_key: str
 ) -> Response:
-    """Record ``request`` with an intake ``service`` in one database transaction; answer it."""
+    """Record ``request`` with an intake ``service`` in one database transaction, once
+    backpressure lets it; answer it."""
+    backpressure = _backpressure()
+    backpressure.admit()
     with db.transaction() as session:
         transaction, replayed = service(
             session,
@@ -164,6 +187,7 @@ def _record(
             idempotency_key=idempotency_key,
             request_id=request_id(),
         )
+    _note_accepted(backpressure, transaction, replayed)
     return _accepted(transaction, replayed)
 
 

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     #: others in flight in the same API process (shared/services/group_commit.py),
     #: in seconds; a submission alone never waits. 0: share only what queued anyway.
     intake_gather_seconds: float = Field(default=0.001, ge=0, le=0.01)
+    #: Backpressure (shared/services/backpressure.py): a recording waits while its
+    #: API process has accepted more than this many transactions beyond the apply
+    #: stream's progress, and the stream is moving; 0 turns it off. Two full apply
+    #: batches (TALLY_BATCH_SIZE) by default, so the stream still gets full batches.
+    intake_backlog_max: int = Field(default=2000, ge=0)
+    #: Recordings stop waiting for a stream that has settled nothing for this
+    #: long, in seconds: intake goes on whatever the workers' state.
+    intake_backlog_stall_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # Processes.
     host: str = "127.0.0.1"

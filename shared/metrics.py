@@ -57,6 +57,12 @@ RATE_LIMITED = Counter(
     "Requests refused 429 because their API key was over its rate limit, by the key's role.",
     ["role"],
 )
+INTAKE_BACKPRESSURE_SECONDS = Histogram(
+    "tally_intake_backpressure_seconds",
+    "Time a recording waited for the apply stream, observed when the backlog was over "
+    "TALLY_INTAKE_BACKLOG_MAX (shared.services.backpressure).",
+    buckets=_REQUEST_BUCKETS_SECONDS,
+)
 LONG_POLL_WAKEUPS = Counter(
     "tally_long_poll_wakeups_total",
     "Parked long-polls that ended their wait, by reason: the transaction was announced "

@@ -183,6 +183,27 @@ def wallet_factory() -> Callable[..., uuid.UUID]:
     return make
 
 
+@pytest.fixture
+def backpressure_bound(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Give the in-process API a backpressure of the given bound and stall (read from Redis).
+
+    Call it with ``backlog_max`` and ``stall_seconds``; it returns the
+    ``shared.services.backpressure.Backpressure`` the API then uses, until the test ends.
+    """
+    import api.transactions
+    from shared.services.backpressure import Backpressure
+    from shared.wakeups import read_applied_sequence
+
+    def install(*, backlog_max: int, stall_seconds: float) -> Backpressure:
+        backpressure = Backpressure(
+            read_applied_sequence, backlog_max=backlog_max, stall_seconds=stall_seconds
+        )
+        monkeypatch.setattr(api.transactions, "_backpressure", lambda: backpressure)
+        return backpressure
+
+    return install
+
+
 @pytest.fixture(scope="module")
 def worker() -> Iterator[Any]:
     """Run one real Celery worker (prefork, 2 processes) for the test module."""

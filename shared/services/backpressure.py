@@ -1,0 +1,114 @@
+"""Backpressure at intake: hold answers back while the apply stream is far behind.
+
+Intake can accept transactions faster than the one apply stream settles them
+(batch submissions on a shared machine: docs/benchmarks.md, series 13).
+Nothing is lost then, but the backlog grows without bound and each new
+transaction waits longer for its outcome. So, before it records, an API
+process compares the newest ``lane_sequence`` it has accepted with the
+stream's progress (the highest one settled, which the worker stores in
+Redis after each apply commit: ``shared.wakeups``). While the difference is
+above ``backlog_max`` and the stream is moving, the recording waits; the
+request is answered later, never refused. A closed-loop client then submits
+at the pace of the apply stream, and the backlog stays near ``backlog_max``
+(the technique of a bounded queue in front of a slower stage).
+
+When the stream does not move (no worker, a poison transaction on its
+attempts, Redis away), waiting would only stop intake, which records
+durably whatever the workers' state (docs/architecture.md, "The flow"). So a
+wait ends once the stream has shown no progress for ``stall_seconds``, and
+later recordings go at once until it moves again.
+
+The difference is in sequence numbers, counted per process: a process knows
+the newest transaction it accepted, and the stream's progress is global, so
+the difference is the backlog up to that transaction, whichever process
+accepted the rest (gaps left by refused items make it a slight overestimate).
+The progress is read from Redis only when the last value read would make the
+backlog too long, and at most once per ``poll_seconds`` for the whole process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from shared.metrics import INTAKE_BACKPRESSURE_SECONDS
+
+#: Returns the stream's progress (the highest ``lane_sequence`` settled), or None when unknown.
+ReadApplied = Callable[[], int | None]
+
+
+class Backpressure:
+    """Make recordings wait while this process is ``backlog_max`` ahead of the apply stream.
+
+    Args:
+        read_applied: returns the stream's progress (``shared.wakeups.read_applied_sequence``);
+            None when it cannot tell (no worker has run, Redis away).
+        backlog_max: the most transactions (in ``lane_sequence`` numbers) that
+            may wait for the stream when a recording starts; 0 turns backpressure off.
+        stall_seconds: how long the stream may show no progress before
+            recordings stop waiting for it, in seconds.
+        poll_seconds: the shortest time between two reads of the progress, in seconds.
+        clock: a monotonic clock in seconds (``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        read_applied: ReadApplied,
+        *,
+        backlog_max: int,
+        stall_seconds: float,
+        poll_seconds: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read_applied = read_applied
+        self._backlog_max = backlog_max
+        self._stall_seconds = stall_seconds
+        self._poll_seconds = poll_seconds
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._accepted = 0  # the newest lane_sequence this process recorded as pending
+        self._applied = 0  # the stream's progress, as last read
+        self._moved_at = float("-inf")  # when a read last saw the progress advance
+        self._next_read = float("-inf")
+
+    def admit(self) -> None:
+        """Return when a recording may start: at once unless the stream is too far behind.
+
+        Waits while this process's newest accepted transaction is more than
+        ``backlog_max`` ahead of the stream's progress and the progress has
+        advanced within ``stall_seconds``; the time spent waiting is observed
+        in ``tally_intake_backpressure_seconds``. Never raises for the stream's
+        state: an unknown progress lets the recording go.
+        """
+        if self._backlog_max <= 0:
+            return
+        started: float | None = None
+        with self._condition:
+            while self._accepted - self._applied > self._backlog_max:
+                now = self._clock()
+                if started is None:
+                    started = now
+                if now >= self._next_read:
+                    self._next_read = now + self._poll_seconds
+                    self._refresh(now)
+                    if self._accepted - self._applied <= self._backlog_max:
+                        break
+                if now - self._moved_at > self._stall_seconds:
+                    break  # the stream is not moving: waiting would only stop intake
+                self._condition.wait(max(self._next_read - now, 0.0))
+        if started is not None:
+            INTAKE_BACKPRESSURE_SECONDS.observe(self._clock() - started)
+
+    def accepted(self, lane_sequence: int) -> None:
+        """Note that this process recorded a pending transaction at ``lane_sequence``."""
+        with self._condition:
+            self._accepted = max(self._accepted, lane_sequence)
+
+    def _refresh(self, now: float) -> None:
+        """Read the stream's progress (the caller holds the condition); wake the waiters."""
+        applied = self._read_applied()
+        if applied is not None and applied > self._applied:
+            self._applied = applied
+            self._moved_at = now
+        self._condition.notify_all()

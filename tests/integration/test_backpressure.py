@@ -1,0 +1,122 @@
+"""Backpressure at intake over the real parts: the stream's progress in Redis, moved by the real drain.
+
+``shared.services.backpressure``: a recording waits while its API process is
+more than ``backlog_max`` ahead of the apply stream and the stream is moving;
+it never waits for a stream that does not move.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from shared import db
+from shared.services.backpressure import Backpressure
+from shared.wakeups import APPLIED_KEY, publish_settled, read_applied_sequence
+from tests.helpers import deposit_body, drain_stream, submit
+
+BATCH = "/v1/transactions/batch"
+
+
+def lane_sequence(transaction_id: str) -> int:
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text("SELECT lane_sequence FROM transactions WHERE id = :id"),
+                {"id": transaction_id},
+            ).scalar_one()
+        )
+
+
+def count_keys(keys: list[str]) -> int:
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text("SELECT count(*) FROM transactions WHERE idempotency_key = ANY(:keys)"),
+                {"keys": keys},
+            ).scalar_one()
+        )
+
+
+def settle_one(client: Any, headers: dict[str, str], wallet: uuid.UUID) -> int:
+    """Submit a deposit and drain as the worker does; return the progress it stored."""
+    response = submit(client, headers, deposit_body(wallet, "1.00"))
+    assert response.status_code == 202
+    drain_stream(settled=publish_settled)
+    return lane_sequence(response.get_json()["id"])
+
+
+def batch_of_deposits(wallet: uuid.UUID, n: int) -> list[dict[str, Any]]:
+    return [
+        {**deposit_body(wallet, "1.00"), "idempotency_key": str(uuid.uuid4())} for _ in range(n)
+    ]
+
+
+def test_the_drain_stores_how_far_the_stream_is(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    settled = settle_one(client, service_headers, wallet_factory())
+    assert read_applied_sequence() == settled
+
+
+def test_no_stored_progress_reads_as_unknown(redis_client: Any) -> None:
+    redis_client.delete(APPLIED_KEY)
+    assert read_applied_sequence() is None
+
+
+def test_a_batch_waits_while_the_stream_is_too_far_behind_and_goes_when_it_catches_up(
+    app: Any,
+    client: Any,
+    service_headers: dict[str, str],
+    wallet_factory: Any,
+    backpressure_bound: Callable[..., Backpressure],
+) -> None:
+    wallet = wallet_factory()
+    settle_one(client, service_headers, wallet)  # the stream has a known, moving progress
+    backpressure_bound(backlog_max=50, stall_seconds=60)
+    first = client.post(
+        BATCH, json={"transactions": batch_of_deposits(wallet, 100)}, headers=service_headers
+    )
+    assert first.status_code == 200  # within the bound when it started
+    held = batch_of_deposits(wallet, 100)
+    answers: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            app.test_client().post(BATCH, json={"transactions": held}, headers=service_headers)
+        )
+    )
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive() and answers == []  # 100 ahead of the stream, 50 allowed: it waits
+    assert count_keys([item["idempotency_key"] for item in held]) == 0  # and records nothing yet
+    drain_stream(settled=publish_settled)  # the stream settles the first batch
+    thread.join(30)
+    assert [answers[0].status_code] == [200]
+    assert {item["status"] for item in answers[0].get_json()["data"]} == {202}
+    drain_stream()
+
+
+def test_a_stream_that_does_not_move_does_not_hold_intake(
+    client: Any,
+    service_headers: dict[str, str],
+    wallet_factory: Any,
+    backpressure_bound: Callable[..., Backpressure],
+) -> None:
+    wallet = wallet_factory()
+    settle_one(client, service_headers, wallet)
+    backpressure_bound(backlog_max=50, stall_seconds=0.2)
+    answers = [
+        client.post(
+            BATCH, json={"transactions": batch_of_deposits(wallet, 100)}, headers=service_headers
+        )
+        for _ in range(3)  # nothing drains: the stream stands still behind them
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    results = [item for answer in answers for item in answer.get_json()["data"]]
+    assert {item["status"] for item in results} == {202}
+    assert {item["transaction"]["status"] for item in results} == {"pending"}
+    drain_stream()
