@@ -66,7 +66,8 @@ class Backpressure:
         self._stall_seconds = stall_seconds
         self._poll_seconds = poll_seconds
         self._clock = clock
-        self._condition = threading.Condition()
+        self._gate = threading.Lock()  # one recording waits at a time; the rest sleep on it
+        self._lock = threading.Lock()
         self._accepted = 0  # the newest lane_sequence this process recorded as pending
         self._applied = 0  # the stream's progress, as last read
         self._moved_at = float("-inf")  # when a read last saw the progress advance
@@ -78,37 +79,41 @@ class Backpressure:
         Waits while this process's newest accepted transaction is more than
         ``backlog_max`` ahead of the stream's progress and the progress has
         advanced within ``stall_seconds``; the time spent waiting is observed
-        in ``tally_intake_backpressure_seconds``. Never raises for the stream's
-        state: an unknown progress lets the recording go.
+        in ``tally_intake_backpressure_seconds``. One waiting recording reads
+        the progress and sleeps between reads; the others sleep on a lock
+        until it goes, so waiting costs one thread's polling, however many
+        wait. The bound is judged as a recording starts: recordings let go
+        together may pass it by their own size. Never raises for the
+        stream's state: an unknown progress lets the recording go.
         """
-        if self._backlog_max <= 0:
+        if self._backlog_max <= 0 or not self._over():
             return
-        started: float | None = None
-        with self._condition:
-            while self._accepted - self._applied > self._backlog_max:
+        started = self._clock()
+        with self._gate:
+            while self._over():
                 now = self._clock()
-                if started is None:
-                    started = now
                 if now >= self._next_read:
                     self._next_read = now + self._poll_seconds
                     self._refresh(now)
-                    if self._accepted - self._applied <= self._backlog_max:
+                    if not self._over():
                         break
                 if now - self._moved_at > self._stall_seconds:
                     break  # the stream is not moving: waiting would only stop intake
-                self._condition.wait(max(self._next_read - now, 0.0))
-        if started is not None:
-            INTAKE_BACKPRESSURE_SECONDS.observe(self._clock() - started)
+                time.sleep(max(self._next_read - now, 0.0))
+        INTAKE_BACKPRESSURE_SECONDS.observe(self._clock() - started)
 
     def accepted(self, lane_sequence: int) -> None:
         """Note that this process recorded a pending transaction at ``lane_sequence``."""
-        with self._condition:
+        with self._lock:
             self._accepted = max(self._accepted, lane_sequence)
 
+    def _over(self) -> bool:
+        """Tell whether this process is more than ``backlog_max`` ahead of the progress last read."""
+        return self._accepted - self._applied > self._backlog_max
+
     def _refresh(self, now: float) -> None:
-        """Read the stream's progress (the caller holds the condition); wake the waiters."""
+        """Read the stream's progress (the caller holds the gate)."""
         applied = self._read_applied()
         if applied is not None and applied > self._applied:
             self._applied = applied
             self._moved_at = now
-        self._condition.notify_all()
