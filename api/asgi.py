@@ -8,6 +8,8 @@ the request parks on an ``asyncio.Event`` (no thread, no database connection)
 until the worker announces the id on ``tally:settled`` or N seconds pass, and
 then asks Flask once more. Flask keeps every rule (authentication, validation,
 errors, rendering); this module only waits between two ordinary reads.
+Likewise, an intake request that backpressure holds (the apply stream far
+behind) waits here before it takes a thread (:class:`IntakePacing`).
 
 Why uvicorn with this pool rather than another server or bridge:
 docs/architecture.md, "Long-polls", and the floor in docs/benchmarks.md, series 8.
@@ -21,6 +23,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import redis.asyncio
 import structlog
@@ -32,11 +35,16 @@ from api.wsgi_pool import Message, Receive, Scope, Send, ThreadPoolWSGI
 from shared.config import get_settings
 from shared.heap import freeze_startup_objects
 from shared.metrics import LONG_POLL_WAKEUPS
+from shared.services import backpressure as intake_backpressure
 from shared.wakeups import SETTLED_CHANNEL
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRANSACTION_PATH = re.compile(r"^/v1/transactions/([0-9A-Fa-f-]{32,36})$")
+#: The requests that record transactions: submit, batch, capture, void, reverse.
+_INTAKE_PATH = re.compile(
+    r"^/v1/transactions(/batch|/[0-9A-Fa-f-]{32,36}/(capture|void|reverse))?$"
+)
 _log = structlog.get_logger(__name__)
 
 
@@ -188,11 +196,46 @@ async def _no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+class IntakePacing:
+    """Hold intake requests outside the thread pool while the apply stream is far behind.
+
+    ``shared.services.backpressure`` makes a recording wait while its process
+    is too far ahead of the apply stream. Waiting in the Flask thread would
+    hold a thread of the pool per held request, and with as many held as the
+    pool has threads, reads of the same process would wait for one too. So
+    an intake request that would wait is held here first, on the event loop:
+    its wait runs in one thread of its own for all of them, one at a time
+    (``Backpressure.admit``), and only then does the request go to the pool.
+    A request that would not wait costs one comparison. The Flask view asks
+    again as its recording starts (a burst let go together may be over
+    again), so the bound holds whether or not this layer is in front.
+
+    Args:
+        inner: the ASGI app that answers every request.
+    """
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+        self._waiting = ThreadPoolExecutor(1, thread_name_prefix="backpressure")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection event; hold an intake ``POST`` while backpressure says wait."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and _INTAKE_PATH.match(scope["path"]) is not None
+        ):
+            backpressure = intake_backpressure.for_this_process()
+            if backpressure.over():
+                await asyncio.get_running_loop().run_in_executor(self._waiting, backpressure.admit)
+        await self.inner(scope, receive, send)
+
+
 def create_asgi_app() -> ASGIApp:
     """Return the API as an ASGI app: Flask in ``TALLY_WEB_THREADS`` threads, waits parked."""
     flask_app = create_app()
     threads = ThreadPoolWSGI(flask_app, get_settings().web_threads, largest_body_limit(flask_app))
-    return LongPollMiddleware(threads, AsyncWaiters())
+    return LongPollMiddleware(IntakePacing(threads), AsyncWaiters())
 
 
 app = create_asgi_app()

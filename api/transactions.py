@@ -45,14 +45,13 @@ from shared.ledger.errors import TallyError
 from shared.ledger.states import TransactionStatus, TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.rendering import Shape
+from shared.services import backpressure as intake_backpressure
 from shared.services import bulk_retry, scheduled, transactions
 from shared.services.api_keys import Role
-from shared.services.backpressure import Backpressure
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
 from shared.services.intake import BatchItem, Outcome, Recorded, record_transactions
 from shared.services.reversals import submit_reversal
-from shared.wakeups import read_applied_sequence
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
 
@@ -86,7 +85,7 @@ def submit() -> Response:
 def _record_items(items: Sequence[BatchItem]) -> list[Outcome]:
     """Record submissions in one database transaction, once backpressure lets them; return
     their outcomes, in order (a group of single submissions, or a batch's valid items)."""
-    backpressure = _backpressure()
+    backpressure = intake_backpressure.for_this_process()
     backpressure.admit()
     with db.transaction() as session:
         outcomes = record_transactions(session, items)
@@ -96,21 +95,12 @@ def _record_items(items: Sequence[BatchItem]) -> list[Outcome]:
     return outcomes
 
 
-def _note_accepted(backpressure: Backpressure, transaction: Any, replayed: bool) -> None:
+def _note_accepted(
+    backpressure: intake_backpressure.Backpressure, transaction: Any, replayed: bool
+) -> None:
     """Tell ``backpressure`` of a transaction this request recorded as pending (not a replay)."""
     if not replayed and transaction.status == TransactionStatus.PENDING:
         backpressure.accepted(transaction.lane_sequence)
-
-
-@functools.cache
-def _backpressure() -> Backpressure:
-    """Return this process's backpressure on intake (one per process)."""
-    settings = get_settings()
-    return Backpressure(
-        read_applied_sequence,
-        backlog_max=settings.intake_backlog_max,
-        stall_seconds=settings.intake_backlog_stall_seconds,
-    )
 
 
 @functools.cache
@@ -177,7 +167,7 @@ def _record(
 ) -> Response:
     """Record ``request`` with an intake ``service`` in one database transaction, once
     backpressure lets it; answer it."""
-    backpressure = _backpressure()
+    backpressure = intake_backpressure.for_this_process()
     backpressure.admit()
     with db.transaction() as session:
         transaction, replayed = service(

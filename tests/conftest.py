@@ -190,15 +190,14 @@ def backpressure_bound(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     Call it with ``backlog_max`` and ``stall_seconds``; it returns the
     ``shared.services.backpressure.Backpressure`` the API then uses, until the test ends.
     """
-    import api.transactions
-    from shared.services.backpressure import Backpressure
+    from shared.services import backpressure as intake_backpressure
     from shared.wakeups import read_applied_sequence
 
-    def install(*, backlog_max: int, stall_seconds: float) -> Backpressure:
-        backpressure = Backpressure(
+    def install(*, backlog_max: int, stall_seconds: float) -> Any:
+        backpressure = intake_backpressure.Backpressure(
             read_applied_sequence, backlog_max=backlog_max, stall_seconds=stall_seconds
         )
-        monkeypatch.setattr(api.transactions, "_backpressure", lambda: backpressure)
+        monkeypatch.setattr(intake_backpressure, "for_this_process", lambda: backpressure)
         return backpressure
 
     return install

@@ -28,11 +28,14 @@ backlog too long, and at most once per ``poll_seconds`` for the whole process.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 
+from shared.config import get_settings
 from shared.metrics import INTAKE_BACKPRESSURE_SECONDS
+from shared.wakeups import read_applied_sequence
 
 #: Returns the stream's progress (the highest ``lane_sequence`` settled), or None when unknown.
 ReadApplied = Callable[[], int | None]
@@ -102,6 +105,14 @@ class Backpressure:
                 time.sleep(max(self._next_read - now, 0.0))
         INTAKE_BACKPRESSURE_SECONDS.observe(self._clock() - started)
 
+    def over(self) -> bool:
+        """Tell whether a recording starting now would wait (judged on the progress last read).
+
+        Cheap and never blocks: for a caller that must not wait itself
+        (the server's event loop) to decide whether to hand the wait to a thread.
+        """
+        return self._backlog_max > 0 and self._over()
+
     def accepted(self, lane_sequence: int) -> None:
         """Note that this process recorded a pending transaction at ``lane_sequence``."""
         with self._lock:
@@ -117,3 +128,18 @@ class Backpressure:
         if applied is not None and applied > self._applied:
             self._applied = applied
             self._moved_at = now
+
+
+@functools.cache
+def for_this_process() -> Backpressure:
+    """Return this process's backpressure on intake (one per process), from the settings.
+
+    ``TALLY_INTAKE_BACKLOG_MAX`` and ``TALLY_INTAKE_BACKLOG_STALL_SECONDS``; the
+    progress is read from Redis (``shared.wakeups.read_applied_sequence``).
+    """
+    settings = get_settings()
+    return Backpressure(
+        read_applied_sequence,
+        backlog_max=settings.intake_backlog_max,
+        stall_seconds=settings.intake_backlog_stall_seconds,
+    )

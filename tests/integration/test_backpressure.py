@@ -7,6 +7,7 @@ it never waits for a stream that does not move.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable
@@ -120,3 +121,47 @@ def test_a_stream_that_does_not_move_does_not_hold_intake(
     assert {item["status"] for item in results} == {202}
     assert {item["transaction"]["status"] for item in results} == {"pending"}
     drain_stream()
+
+
+def test_held_intake_requests_wait_before_the_pool_and_reads_go_past_them(
+    redis_client: Any, backpressure_bound: Callable[..., Backpressure]
+) -> None:
+    from api.asgi import IntakePacing
+
+    reached: list[tuple[str, str]] = []
+
+    async def pool(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append((scope["method"], scope["path"]))  # where Flask's threads would start
+
+    async def nothing() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def ignore(message: Any) -> None:
+        return None
+
+    def request(method: str, path: str) -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path, "query_string": b""}
+
+    pacing = IntakePacing(pool)
+    intake = ["/v1/transactions", "/v1/transactions/batch", f"/v1/transactions/{uuid.uuid4()}/void"]
+
+    async def main() -> None:
+        held = [
+            asyncio.create_task(pacing(request("POST", intake[n % 3]), nothing, ignore))
+            for n in range(20)
+        ]
+        await asyncio.sleep(0.5)
+        assert reached == []  # 1,000 ahead of a moving stream, 100 allowed: all held
+        await pacing(request("GET", "/v1/transactions"), nothing, ignore)
+        await pacing(request("POST", "/v1/transactions/retry"), nothing, ignore)  # not intake
+        assert reached == [("GET", "/v1/transactions"), ("POST", "/v1/transactions/retry")]
+        redis_client.set(APPLIED_KEY, 1950)  # the stream catches up within the bound
+        await asyncio.wait_for(asyncio.gather(*held), 30)
+        assert sorted(reached[2:]) == sorted(("POST", intake[n % 3]) for n in range(20))
+
+    redis_client.set(APPLIED_KEY, 1000)
+    try:
+        backpressure_bound(backlog_max=100, stall_seconds=60).accepted(2000)
+        asyncio.run(main())
+    finally:
+        redis_client.delete(APPLIED_KEY)
