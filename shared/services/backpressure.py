@@ -123,9 +123,16 @@ class Backpressure:
         return self._accepted - self._applied > self._backlog_max
 
     def _refresh(self, now: float) -> None:
-        """Read the stream's progress (the caller holds the gate)."""
+        """Read the stream's progress (the caller holds the gate).
+
+        An unknown progress (nothing stored, Redis away) is not read again for
+        ``stall_seconds``: recordings meanwhile go at once, and a Redis that
+        does not answer costs one slow read per window, not one per poll.
+        """
         applied = self._read_applied()
-        if applied is not None and applied > self._applied:
+        if applied is None:
+            self._next_read = now + self._stall_seconds
+        elif applied > self._applied:
             self._applied = applied
             self._moved_at = now
 
