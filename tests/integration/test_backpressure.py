@@ -8,6 +8,7 @@ it never waits for a stream that does not move.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import uuid
 from collections.abc import Callable
@@ -162,6 +163,8 @@ def test_held_intake_requests_wait_before_the_pool_and_reads_go_past_them(
     redis_client.set(APPLIED_KEY, 1000)
     try:
         backpressure_bound(backlog_max=100, stall_seconds=60).accepted(2000)
-        asyncio.run(main())
+        # A thread of its own: an earlier test may leave an event loop running in this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as loop_thread:
+            loop_thread.submit(asyncio.run, main()).result(60)
     finally:
         redis_client.delete(APPLIED_KEY)
