@@ -14,11 +14,18 @@ from shared.config import get_settings
 
 
 @functools.cache
-def get_redis() -> redis.Redis:
-    """Return a client for ``REDIS_URL`` with short timeouts (``broker_publish_timeout_seconds``)."""
+def get_redis(timeout_seconds: float | None = None) -> redis.Redis:
+    """Return a client for ``REDIS_URL`` with short timeouts, one per timeout.
+
+    Args:
+        timeout_seconds: the connect and read timeout, in seconds; None:
+            ``broker_publish_timeout_seconds``. A caller that must not hold a
+            request for long (``shared.wakeups.read_applied_sequence``) passes less.
+    """
     settings = get_settings()
+    timeout = (
+        settings.broker_publish_timeout_seconds if timeout_seconds is None else timeout_seconds
+    )
     return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.broker_publish_timeout_seconds,
-        socket_connect_timeout=settings.broker_publish_timeout_seconds,
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
     )

@@ -19,14 +19,11 @@ API reads it to hold its answers back while the stream is far behind
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 
-import redis
 import structlog
 
-from shared.config import get_settings
 from shared.redis_client import get_redis
 
 #: The pub/sub channel; each message is space-separated transaction ids.
@@ -62,16 +59,6 @@ def publish_settled(transaction_ids: Sequence[uuid.UUID], applied_sequence: int)
 PROGRESS_READ_TIMEOUT_SECONDS = 0.1
 
 
-@functools.cache
-def _progress_client() -> redis.Redis:
-    """Return the process's Redis client for reading the progress, with short timeouts."""
-    return redis.Redis.from_url(
-        get_settings().redis_url,
-        socket_timeout=PROGRESS_READ_TIMEOUT_SECONDS,
-        socket_connect_timeout=PROGRESS_READ_TIMEOUT_SECONDS,
-    )
-
-
 def read_applied_sequence() -> int | None:
     """Return the stream's progress (``APPLIED_KEY``); None when unknown or Redis is away.
 
@@ -79,7 +66,7 @@ def read_applied_sequence() -> int | None:
     reader that cannot tell how far the stream is must not wait for it.
     """
     try:
-        value = _progress_client().get(APPLIED_KEY)
+        value = get_redis(PROGRESS_READ_TIMEOUT_SECONDS).get(APPLIED_KEY)
     except Exception as error:
         _log.warning("applied_sequence_unreadable", error=str(error))
         return None
