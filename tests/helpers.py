@@ -84,6 +84,31 @@ def statuses(transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+def transaction_rows(ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Return ``{id: {"lane_sequence", "xmin", "status"}}`` for the transactions ``ids``."""
+    with db.transaction() as session:
+        found = session.execute(
+            text(
+                "SELECT id, lane_sequence, xmin::text AS xmin, status FROM transactions "
+                "WHERE id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": ids},
+        ).all()
+    return {str(r.id): {"lane_sequence": r.lane_sequence, "xmin": r.xmin, "status": r.status}
+            for r in found}  # fmt: skip
+
+
+def count_keys(keys: list[str]) -> int:
+    """Return how many transactions carry one of the idempotency ``keys``."""
+    with db.transaction() as session:
+        return int(
+            session.execute(
+                text("SELECT count(*) FROM transactions WHERE idempotency_key = ANY(:keys)"),
+                {"keys": keys},
+            ).scalar_one()
+        )
+
+
 def wait_terminal(
     transaction_ids: Iterable[str],
     *,

@@ -14,34 +14,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
-
-from shared import db
 from shared.services.backpressure import Backpressure
 from shared.wakeups import APPLIED_KEY, publish_settled, read_applied_sequence
-from tests.helpers import deposit_body, drain_stream, submit
+from tests.helpers import count_keys, deposit_body, drain_stream, submit, transaction_rows
 
 BATCH = "/v1/transactions/batch"
-
-
-def lane_sequence(transaction_id: str) -> int:
-    with db.transaction() as session:
-        return int(
-            session.execute(
-                text("SELECT lane_sequence FROM transactions WHERE id = :id"),
-                {"id": transaction_id},
-            ).scalar_one()
-        )
-
-
-def count_keys(keys: list[str]) -> int:
-    with db.transaction() as session:
-        return int(
-            session.execute(
-                text("SELECT count(*) FROM transactions WHERE idempotency_key = ANY(:keys)"),
-                {"keys": keys},
-            ).scalar_one()
-        )
 
 
 def settle_one(client: Any, headers: dict[str, str], wallet: uuid.UUID) -> int:
@@ -49,7 +26,8 @@ def settle_one(client: Any, headers: dict[str, str], wallet: uuid.UUID) -> int:
     response = submit(client, headers, deposit_body(wallet, "1.00"))
     assert response.status_code == 202
     drain_stream(settled=publish_settled)
-    return lane_sequence(response.get_json()["id"])
+    transaction_id = response.get_json()["id"]
+    return int(transaction_rows([transaction_id])[transaction_id]["lane_sequence"])
 
 
 def batch_of_deposits(wallet: uuid.UUID, n: int) -> list[dict[str, Any]]:

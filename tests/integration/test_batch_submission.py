@@ -11,12 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from shared import db
 from shared.ledger.states import TransactionType
 from shared.services.intake import BatchItem, TransactionRequest, record_transactions
-from tests.helpers import deposit_body, submit, transfer_body
+from tests.helpers import count_keys, deposit_body, submit, transaction_rows, transfer_body
 
 BATCH = "/v1/transactions/batch"
 
@@ -34,30 +33,6 @@ def keyed(body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
 def results_of(response: Any) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.get_data(as_text=True)[:1000]
     return response.get_json()["data"]
-
-
-def rows(ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Return ``{id: {"lane_sequence", "xmin", "status"}}`` for the transactions ``ids``."""
-    with db.transaction() as session:
-        found = session.execute(
-            text(
-                "SELECT id, lane_sequence, xmin::text AS xmin, status FROM transactions "
-                "WHERE id = ANY(CAST(:ids AS uuid[]))"
-            ),
-            {"ids": ids},
-        ).all()
-    return {str(r.id): {"lane_sequence": r.lane_sequence, "xmin": r.xmin, "status": r.status}
-            for r in found}  # fmt: skip
-
-
-def count_keys(keys: list[str]) -> int:
-    with db.transaction() as session:
-        return int(
-            session.execute(
-                text("SELECT count(*) FROM transactions WHERE idempotency_key = ANY(:keys)"),
-                {"keys": keys},
-            ).scalar_one()
-        )
 
 
 def deposit(wallet_id: uuid.UUID) -> TransactionRequest:
@@ -206,7 +181,7 @@ def test_items_are_accepted_in_their_order(
     results = results_of(post_batch(client, service_headers, items))
     ids = [r["transaction"]["id"] for r in results if r["status"] == 202]
     assert len(ids) == 100
-    found = rows(ids)
+    found = transaction_rows(ids)
     sequences = [found[i]["lane_sequence"] for i in ids]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
@@ -222,7 +197,7 @@ def test_a_thousand_items_in_one_commit(
     results = results_of(response)
     assert [r["status"] for r in results] == [202] * 1000
     ids = [r["transaction"]["id"] for r in results]
-    found = rows(ids)
+    found = transaction_rows(ids)
     assert len(found) == 1000
     sequences = [found[i]["lane_sequence"] for i in ids]
     assert sequences == sorted(sequences)
