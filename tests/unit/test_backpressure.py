@@ -79,7 +79,7 @@ def test_backpressure_off_never_reads_the_progress() -> None:
     assert seen == []
 
 
-def test_waiting_threads_share_the_reads_and_all_go_once_the_stream_catches_up() -> None:
+def test_many_waiting_threads_all_go_once_the_stream_catches_up() -> None:
     release = threading.Event()
     reads: list[int] = []
 
