@@ -61,6 +61,7 @@ def drain(self: Task) -> None:
             batch_size=settings.batch_size,
             attempts_max=settings.apply_attempts_max,
             budget_seconds=settings.drain_budget_seconds,
+            gather_seconds=settings.apply_gather_seconds,
             settled=publish_settled,
             locked=_clear_drain_signal,
             signalled=_take_drain_signal,

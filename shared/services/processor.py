@@ -107,6 +107,7 @@ def drain(
     attempts_max: int,
     budget_seconds: float | None = None,
     batches_max: int | None = None,
+    gather_seconds: float = 0.0,
     settled: Settled | None = None,
     locked: Callable[[], None] | None = None,
     signalled: Callable[[], bool] | None = None,
@@ -129,6 +130,12 @@ def drain(
             since the call (None: no limit).
         batches_max: stop after this many apply transactions (None: no limit);
             heads failed ``retries_exhausted`` do not count.
+        gather_seconds: after a claim that emptied the stream (it took less
+            than a full batch, or found nothing and new work was signalled),
+            wait this long before the next claim, so that the next batch
+            carries what arrived meanwhile: fewer, larger batches when work
+            arrives at a steady pace, each transaction applied at most this much
+            later. The first claim never waits. 0: claim again at once.
         settled: called with the ids each committed batch settled and the
             highest ``lane_sequence`` settled so far (long-poll wake-ups, the
             intake's backpressure): an after-commit callback (:func:`shared.db.after_commit`).
@@ -151,7 +158,11 @@ def drain(
     with db.advisory_lock(STREAM_LOCK_KEY) as connection:
         if locked is not None:
             locked()
+        looked = False
         while batches_max is None or report.batches < batches_max:
+            if looked and not report.more and gather_seconds > 0:
+                time.sleep(gather_seconds)
+            looked = True
             if not _drain_batch(connection, report, batch_size, attempts_max, announce):
                 report.more = False
                 in_time = deadline is None or time.monotonic() < deadline

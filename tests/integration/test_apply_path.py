@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from shared import db
 from shared.ledger.states import TransactionType
 from shared.models import Transaction
+from shared.services import processor
 from shared.services.apply import apply_batch
 from shared.services.intake import TransactionRequest, submit_transaction
 from shared.services.processor import STREAM_LOCK_KEY, claim_batch
@@ -238,6 +240,50 @@ def test_a_drain_takes_work_signalled_while_it_ran_without_a_new_message(
     report = drain(budget_seconds=60, signalled=signalled)
     assert report.settled == 2 and report.batches == 2
     assert {s["status"] for s in statuses([first, *later]).values()} == {"completed"}
+
+
+def _gather_with(monkeypatch: pytest.MonkeyPatch, wait: Callable[[float], None]) -> None:
+    """Make the drain's wait between batches call ``wait`` instead of sleeping."""
+    clock = SimpleNamespace(monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=wait)
+    monkeypatch.setattr(processor, "time", clock)
+
+
+def test_a_drain_gathers_what_arrives_after_it_emptied_the_stream_into_one_batch(
+    wallet_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = wallet_factory()
+    first = record("deposit", 10, destination=a)
+    waits: list[float] = []
+    later: list[str] = []
+
+    def wait(seconds: float) -> None:  # three deposits are accepted while the drain gathers
+        waits.append(seconds)
+        if not later:
+            later.extend(record("deposit", 1, destination=a) for _ in range(3))
+
+    _gather_with(monkeypatch, wait)
+    announced: list[list[str]] = []
+    report = drain(
+        gather_seconds=0.05, settled=lambda ids, _: announced.append([str(i) for i in ids])
+    )
+    assert announced == [[first], later]  # the three went as one batch
+    assert report.batches == 2 and waits == [0.05, 0.05]  # after each claim that emptied the stream
+
+
+def test_a_drain_waits_neither_before_its_first_claim_nor_after_a_full_batch(
+    wallet_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = wallet_factory()
+    for _ in range(5):
+        record("deposit", 1, destination=a)
+    announced: list[int] = []
+    settled_before_wait: list[int] = []
+    _gather_with(monkeypatch, lambda _: settled_before_wait.append(sum(announced)))
+    report = drain(
+        batch_size=2, gather_seconds=0.05, settled=lambda ids, _: announced.append(len(ids))
+    )
+    assert announced == [2, 2, 1] and report.batches == 3
+    assert settled_before_wait == [5]  # one wait, once the stream was empty
 
 
 def test_a_drain_stops_at_its_budget_and_says_more(wallet_factory: Any) -> None:
