@@ -1,9 +1,11 @@
 -- wrk script: single transfers to Tally's POST /v1/transactions, each with a fresh Idempotency-Key.
 -- TALLY_KEY: a service key; TALLY_WALLETS: a file of funded SGD wallet ids, one per line
--- (psql -Atc "select id from wallets where not is_system and currency = 'SGD' limit 200").
+-- (psql -Atc "select id from wallets where not is_system and currency = 'SGD' limit 200");
+-- TALLY_PATH: where to post (default /v1/transactions; a floor app's is /t).
 local ids = {}
 for line in io.lines(os.getenv("TALLY_WALLETS")) do ids[#ids + 1] = line end
 local prefix = tostring(os.time()) .. "-" .. tostring(math.random(1, 1e9))
+local path = os.getenv("TALLY_PATH") or "/v1/transactions"
 local n = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -15,5 +17,5 @@ request = function()
   local body = '{"type":"transfer","source_wallet_id":"' .. ids[a] .. '","destination_wallet_id":"'
     .. ids[b] .. '","amount":"0.01","currency":"SGD"}'
   wrk.headers["Idempotency-Key"] = prefix .. "-" .. n
-  return wrk.format("POST", "/v1/transactions", nil, body)
+  return wrk.format("POST", path, nil, body)
 end
