@@ -60,8 +60,7 @@ class Settings(BaseSettings):
     drain_budget_seconds: float = Field(default=2.0, ge=0, le=60)
     #: How long a drain waits before its next claim when its last one emptied
     #: the stream, so that the next batch carries what arrives meanwhile
-    #: (docs/architecture.md, "The apply stream", "Gathering between batches").
-    #: 0: claim again at once.
+    #: (docs/architecture.md, "The apply stream"). 0: claim again at once.
     apply_gather_seconds: float = Field(default=0.02, ge=0, le=1)
     apply_attempts_max: int = Field(default=5, ge=1, le=100)
     retry_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
