@@ -40,11 +40,11 @@ from shared.wakeups import SETTLED_CHANNEL
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_TRANSACTION_PATH = re.compile(r"^/v1/transactions/([0-9A-Fa-f-]{32,36})$")
+#: A transaction id in a path, as the routes take it (hex and dashes).
+_ID = r"[0-9A-Fa-f-]{32,36}"
+_TRANSACTION_PATH = re.compile(rf"^/v1/transactions/({_ID})$")
 #: The requests that record transactions: submit, batch, capture, void, reverse.
-_INTAKE_PATH = re.compile(
-    r"^/v1/transactions(/batch|/[0-9A-Fa-f-]{32,36}/(capture|void|reverse))?$"
-)
+_INTAKE_PATH = re.compile(rf"^/v1/transactions(/batch|/{_ID}/(capture|void|reverse))?$")
 _log = structlog.get_logger(__name__)
 
 

@@ -89,7 +89,7 @@ class Backpressure:
         together may pass it by their own size. Never raises for the
         stream's state: an unknown progress lets the recording go.
         """
-        if self._backlog_max <= 0 or not self._over():
+        if not self.over():
             return
         started = self._clock()
         with self._gate:
