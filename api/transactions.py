@@ -46,11 +46,11 @@ from shared.ledger.states import TransactionStatus, TransactionType
 from shared.metrics import TRANSACTIONS_SUBMITTED
 from shared.rendering import Shape
 from shared.services import backpressure as intake_backpressure
-from shared.services import bulk_retry, scheduled, transactions
+from shared.services import bulk_retry, intake, scheduled, transactions
 from shared.services.api_keys import Role
 from shared.services.group_commit import GroupCommitter
 from shared.services.holds import submit_hold_operation
-from shared.services.intake import BatchItem, Outcome, Recorded, record_transactions
+from shared.services.intake import BatchItem, Outcome, Recorded
 from shared.services.reversals import submit_reversal
 
 blueprint = Blueprint("transactions", __name__, url_prefix="/v1/transactions")
@@ -87,8 +87,7 @@ def _record_items(items: Sequence[BatchItem]) -> list[Outcome]:
     their outcomes, in order (a group of single submissions, or a batch's valid items)."""
     backpressure = intake_backpressure.for_this_process()
     backpressure.admit()
-    with db.transaction() as session:
-        outcomes = record_transactions(session, items)
+    outcomes = intake.record(items)
     for outcome in outcomes:
         if isinstance(outcome, Recorded):
             _note_accepted(backpressure, outcome.transaction, outcome.replayed)

@@ -188,6 +188,62 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
         _run_callbacks(callbacks)
 
 
+@contextlib.contextmanager
+def autocommit() -> Iterator[Session]:
+    """Open a session whose every statement commits as it completes; yield it.
+
+    For a write that is one statement (``shared.services.intake.record``):
+    PostgreSQL runs a statement outside an explicit transaction as a
+    database transaction of its own, all of it or none (PostgreSQL docs,
+    "Transactions"), and psycopg in autocommit mode sends no ``BEGIN`` and
+    ``COMMIT`` around it, two of its three round trips (docs/benchmarks.md,
+    series 15). Each further statement is a database transaction of its own,
+    so a caller that writes in two statements must use :func:`transaction`.
+
+    The callbacks registered with :func:`after_commit` run when the block
+    ends, whether it raised or not: every statement that registered one has
+    committed by then (one that failed committed nothing, and registered
+    nothing). One that raises is logged and does not stop the others.
+    """
+    with get_engine().connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        with Session(bind=connection) as session:
+            try:
+                yield session
+            finally:
+                _run_callbacks(session.info.pop("after_commit", []))
+
+
+def driver_rows(session: Session, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` with psycopg itself on the session's connection; return its rows as tuples.
+
+    For the intake's statement, run once per group of submissions: SQLAlchemy's
+    statement and result layers and the column descriptions it reads from
+    the cursor cost about as much client CPU as the rest of the statement
+    (docs/benchmarks.md, series 15). The statement runs in the session's
+    database transaction (or its autocommit, :func:`autocommit`), prepared
+    on the server at its first execution on a connection.
+
+    Args:
+        sql: the statement, with psycopg's ``%s`` placeholders.
+        parameters: one value per placeholder, as psycopg adapts them.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: what psycopg raised, wrapped as SQLAlchemy
+            wraps it (so :func:`is_transient` judges it as any other).
+    """
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection
+    try:
+        return driver.execute(sql, parameters, prepare=True).fetchall()
+    except psycopg.Error as error:
+        # A lost connection is discarded when the session rolls back (SQLAlchemy
+        # sees the disconnect then) or at the pool's next checkout.
+        raise exc.DBAPIError.instance(
+            sql, parameters, error, psycopg.Error, connection_invalidated=driver.closed
+        ) from error
+
+
 def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
     """Run after-commit callbacks in order; log one that raises and go on: the commit stands."""
     for callback in callbacks:

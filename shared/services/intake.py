@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import RowMapping, Text, Uuid, column, text
 from sqlalchemy.orm import Session
 
 import broker
+from shared import db
 from shared.ledger.errors import TallyError, ValidationFailed
 from shared.ledger.states import TransactionType
 from shared.models import Transaction
@@ -107,31 +107,33 @@ class Recorded:
 #: What :func:`record_transactions` answers for one item: recorded, or why it was refused.
 Outcome = Recorded | TallyError
 
-#: One round trip for a run of single-wallet items (the arrays hold one element
-#: per item): resolve the named wallets and each currency's system wallet, and
-#: insert each item only if every wallet it names exists in its currency and
-#: the currency is enabled (every enabled currency has a system wallet). The
-#: outer SELECT returns one row per item, in item order, so a refused insert
-#: is explained without another query. Of the items that share a key, the
-#: first the wallets allow is inserted; a later one replays it. Rows are
-#: inserted in item order (``ORDER BY ordinal``), so the ``lane_sequence``
-#: default (``nextval``, evaluated per inserted row) follows the items' order.
-#: An item whose ``scheduled_at`` is after ``now()`` is recorded ``scheduled``
+#: The transactions columns the intake statement returns, in this order, after
+#: the three columns it adds (``_record_run`` reads its rows by position).
+_RETURNED = tuple(column.name for column in Transaction.__table__.columns)
+
+#: One round trip for a run of single-wallet items, whose one parameter is
+#: the items as a JSON array of objects (``_item_json``): resolve the named
+#: wallets and each currency's system wallet, and insert each item only if
+#: every wallet it names exists in its currency and the currency is enabled
+#: (every enabled currency has a system wallet). The outer SELECT returns one
+#: row per item, in item order, so a refused insert is explained without
+#: another query. Of the items that share a key, the first the wallets allow
+#: is inserted; a later one replays it. Rows are inserted in item order
+#: (``ORDER BY ordinal``), so the ``lane_sequence`` default (``nextval``,
+#: evaluated per inserted row) follows the items' order. An item whose
+#: ``scheduled_at`` is after ``now()`` is recorded ``scheduled``
 #: (``shared.services.scheduled``); an earlier one is pending as usual.
-_RECORD_SQL = text(
-    """
+#:
+#: One JSON document rather than an array per field: psycopg adapts fifteen
+#: arrays element by element in Python, where ``json.dumps`` writes one
+#: string in C (docs/benchmarks.md, series 15).
+_RECORD_SQL = f"""
 WITH item AS (
-    SELECT * FROM unnest(
-        CAST(:id AS uuid[]), CAST(:type AS text[]), CAST(:amount_minor AS bigint[]),
-        CAST(:currency AS text[]), CAST(:source_id AS uuid[]), CAST(:destination_id AS uuid[]),
-        CAST(:lane_id AS uuid[]), CAST(:description AS text[]),
-        CAST(:metadata AS jsonb[]), CAST(:api_key_id AS uuid[]),
-        CAST(:idempotency_key AS text[]), CAST(:request_hash AS text[]),
-        CAST(:expires_at AS timestamptz[]), CAST(:request_id AS text[]),
-        CAST(:scheduled_at AS timestamptz[])
-    ) WITH ORDINALITY AS i(id, type, amount_minor, currency, source_id, destination_id,
-        lane_id, description, metadata, api_key_id, idempotency_key, request_hash,
-        expires_at, request_id, scheduled_at, ordinal)
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS i(
+        id uuid, type text, amount_minor bigint, currency text, source_id uuid,
+        destination_id uuid, lane_id uuid, description text, metadata jsonb,
+        api_key_id uuid, idempotency_key text, request_hash text, expires_at timestamptz,
+        request_id text, scheduled_at timestamptz, ordinal int)
 ), checked AS (
     SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
         sys.id AS system_wallet_id
@@ -165,21 +167,10 @@ WITH item AS (
     RETURNING *
 )
 SELECT checked.source_currency, checked.destination_currency, checked.system_wallet_id,
-    inserted.*
+    {", ".join(f"inserted.{name}" for name in _RETURNED)}
 FROM checked LEFT JOIN inserted ON inserted.id = checked.id
 ORDER BY checked.ordinal
 """
-).columns(
-    # The result's columns, in order: SQLAlchemy then describes the result once,
-    # when it compiles the statement, instead of from the cursor on every
-    # execution (a plain text() has no columns of its own): 694-741 against
-    # 761-896 µs of CPU for a single submission's statement and commit
-    # (docs/benchmarks.md, series 12).
-    column("source_currency", Text),
-    column("destination_currency", Text),
-    column("system_wallet_id", Uuid),
-    *Transaction.__table__.columns,
-)
 
 
 def submit_transaction(
@@ -220,6 +211,29 @@ def submit_transaction(
     if isinstance(outcome, TallyError):
         raise outcome
     return outcome.transaction, outcome.replayed
+
+
+def record(items: Sequence[BatchItem]) -> list[Outcome]:
+    """Record ``items`` as :func:`record_transactions` does, in a database transaction of their own.
+
+    Items without a group are one statement, so they run in autocommit
+    (``shared.db.autocommit``): the statement is their database transaction,
+    and psycopg sends no ``BEGIN`` and ``COMMIT`` round trips around it. A
+    group writes in several statements, so items with one run in
+    ``shared.db.transaction``. Either way every item recorded is durable, and
+    its drain sent, when this returns.
+
+    Returns:
+        One outcome per item, in order, as :func:`record_transactions` returns them.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database could not record them; nothing is recorded.
+    """
+    if any(item.request.type is TransactionType.GROUP for item in items):
+        with db.transaction() as session:
+            return record_transactions(session, items)
+    with db.autocommit() as session:
+        return record_transactions(session, items)
 
 
 def record_transactions(session: Session, items: Sequence[BatchItem]) -> list[Outcome]:
@@ -293,49 +307,29 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
     sent: list[int] = []  # index in ``run`` of each row
     now = dt.datetime.now(dt.UTC)
     for index, item in enumerate(run):
-        request = item.request
         try:
-            _check_distinct_wallets(request)
+            _check_distinct_wallets(item.request)
         except TallyError as error:
             outcomes[index] = error
             continue
-        lane_id = _lane_of(request)
-        expires_at = None
-        if request.expires_in_seconds is not None:
-            expires_at = now + dt.timedelta(seconds=request.expires_in_seconds)
-        rows.append(
-            {
-                "id": uuid.uuid4(),
-                "type": request.type.value,
-                "amount_minor": request.amount_minor,
-                "currency": request.currency,
-                "source_id": request.source_wallet_id,
-                "destination_id": request.destination_wallet_id,
-                "lane_id": lane_id,
-                "description": request.description,
-                "metadata": json.dumps(request.metadata),
-                "api_key_id": item.api_key_id,
-                "idempotency_key": item.idempotency_key,
-                "request_hash": request.fingerprint(),
-                "expires_at": expires_at,
-                "request_id": item.request_id,
-                "scheduled_at": request.scheduled_at,
-            }
-        )
+        rows.append(_item_json(item, now, ordinal=len(rows)))
         sent.append(index)
     if not rows:
         return cast(list[Outcome], outcomes)
-    parameters: dict[str, Any] = {name: [row[name] for row in rows] for name in rows[0]}
-    results = session.execute(_RECORD_SQL, parameters).mappings().all()
+    results = db.driver_rows(session, _RECORD_SQL, (json.dumps(rows),))
     conflicts: list[int] = []  # index in ``rows``
     recorded = False
-    for position, result in enumerate(results):
+    for position, (source_currency, destination_currency, system_wallet_id, *inserted) in enumerate(
+        results
+    ):
         index = sent[position]
-        if result["id"] is not None:
-            outcomes[index] = Recorded(_transient(result), False)
+        if inserted[0] is not None:
+            outcomes[index] = Recorded(_transient(inserted), False)
             recorded = True
             continue
-        refusal = _refusal(run[index].request, result)
+        refusal = _refusal(
+            run[index].request, system_wallet_id, source_currency, destination_currency
+        )
         if refusal is not None:
             outcomes[index] = refusal
         else:
@@ -346,7 +340,7 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
         replayed = replay_many(
             session,
             requests=[
-                (rows[p]["api_key_id"], rows[p]["idempotency_key"], rows[p]["request_hash"])
+                (run[sent[p]].api_key_id, rows[p]["idempotency_key"], rows[p]["request_hash"])
                 for p in conflicts
             ],
         )
@@ -357,25 +351,57 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
     return cast(list[Outcome], outcomes)
 
 
-def _transient(row: RowMapping) -> Transaction:
-    """Return a Transaction (not attached to any session) from an inserted row.
+def _item_json(item: BatchItem, now: dt.datetime, *, ordinal: int) -> dict[str, Any]:
+    """Return ``item`` as one object of ``_RECORD_SQL``'s JSON parameter (ids as strings)."""
+    request = item.request
+    expires_at = None
+    if request.expires_in_seconds is not None:
+        expires_at = (now + dt.timedelta(seconds=request.expires_in_seconds)).isoformat()
+    return {
+        "id": str(uuid.uuid4()),
+        "type": request.type.value,
+        "amount_minor": request.amount_minor,
+        "currency": request.currency,
+        "source_id": _text(request.source_wallet_id),
+        "destination_id": _text(request.destination_wallet_id),
+        "lane_id": str(_lane_of(request)),
+        "description": request.description,
+        "metadata": request.metadata,
+        "api_key_id": str(item.api_key_id),
+        "idempotency_key": item.idempotency_key,
+        "request_hash": request.fingerprint(),
+        "expires_at": expires_at,
+        "request_id": item.request_id,
+        "scheduled_at": None if request.scheduled_at is None else request.scheduled_at.isoformat(),
+        "ordinal": ordinal,
+    }
 
-    The values go straight into the new instance's ``__dict__``, as the ORM's
-    own loading does (``ClassManager.new_instance``), without the attribute
-    events that ``Transaction(**values)`` fires for each of its ~30 columns:
-    2 µs against 35 µs an instance, on every single submission.
+
+def _text(wallet_id: uuid.UUID | None) -> str | None:
+    return None if wallet_id is None else str(wallet_id)
+
+
+def _transient(values: Sequence[Any]) -> Transaction:
+    """Return a Transaction (not attached to any session) from an inserted row's values.
+
+    ``values`` are the row's columns in ``_RETURNED`` order. They go straight
+    into the new instance's ``__dict__``, as the ORM's own loading does
+    (``ClassManager.new_instance``), without the attribute events that
+    ``Transaction(**values)`` fires for each of its ~30 columns: 2 µs against
+    35 µs an instance, on every single submission.
     """
     transaction = _TRANSACTION_MANAGER.new_instance()
-    transaction.__dict__.update({name: row[name] for name in _COLUMN_KEYS})
-    transaction.__dict__["metadata_"] = row["metadata"]
+    transaction.__dict__.update(zip(_ATTRIBUTES, values, strict=True))
     return cast(Transaction, transaction)
 
 
 _TRANSACTION_MANAGER = Transaction.__mapper__.class_manager
 
-
-#: The Transaction attributes that share their column's name (``metadata_`` does not).
-_COLUMN_KEYS = tuple(c.key for c in Transaction.__table__.columns if c.key != "metadata")
+#: The Transaction attribute of each of ``_RETURNED``'s columns (``metadata`` is ``metadata_``).
+_ATTRIBUTES = tuple(
+    Transaction.__mapper__.get_property_by_column(column).key
+    for column in Transaction.__table__.columns
+)
 
 
 def _check_distinct_wallets(request: TransactionRequest) -> None:
@@ -410,17 +436,22 @@ def _lane_of(request: TransactionRequest) -> uuid.UUID:
     return lane
 
 
-def _refusal(request: TransactionRequest, result: RowMapping) -> TallyError | None:
+def _refusal(
+    request: TransactionRequest,
+    system_wallet_id: uuid.UUID | None,
+    source_currency: str | None,
+    destination_currency: str | None,
+) -> TallyError | None:
     """Return why ``_RECORD_SQL`` did not insert ``request``; None if the cause was its key.
 
-    ``result`` holds what the statement found: ``system_wallet_id`` (None: the
-    currency is not enabled) and each named wallet's currency (None: no such wallet).
+    The statement found the currency's system wallet (None: the currency is
+    not enabled) and each named wallet's currency (None: no such wallet).
     """
-    if result["system_wallet_id"] is None:
+    if system_wallet_id is None:
         return currency_not_enabled(request.currency)
     for field, wallet_id, currency in (
-        ("source_wallet_id", request.source_wallet_id, result["source_currency"]),
-        ("destination_wallet_id", request.destination_wallet_id, result["destination_currency"]),
+        ("source_wallet_id", request.source_wallet_id, source_currency),
+        ("destination_wallet_id", request.destination_wallet_id, destination_currency),
     ):
         if wallet_id is None:
             continue

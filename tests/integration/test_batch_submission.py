@@ -14,6 +14,7 @@ import pytest
 
 from shared import db
 from shared.ledger.states import TransactionType
+from shared.services import intake
 from shared.services.intake import BatchItem, TransactionRequest, record_transactions
 from tests.helpers import count_keys, deposit_body, submit, transaction_rows, transfer_body
 
@@ -384,3 +385,59 @@ def test_nothing_is_recorded_when_the_batch_does_not_commit(
         raise RuntimeError("the commit never happens")
     assert count_keys(keys) == 0
     assert drains_queued(redis_client) == before  # and nothing is signalled
+
+
+def test_items_without_a_group_commit_as_one_statement_and_signal_after_it(
+    wallet_factory: Callable[..., uuid.UUID], redis_client: Any
+) -> None:
+    import broker
+    from shared.models import ApiKey
+
+    a = wallet_factory()
+    with db.transaction() as session:
+        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    keys = [str(uuid.uuid4()) for _ in range(3)]
+    items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
+    items.append(BatchItem(deposit(uuid.uuid4()), str(uuid.uuid4()), api_key_id))  # no wallet
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    before = drains_queued(redis_client)
+    outcomes = intake.record(items)
+    assert [type(o).__name__ for o in outcomes] == ["Recorded"] * 3 + ["NotFound"]
+    assert count_keys(keys) == 3  # durable when record returns
+    assert drains_queued(redis_client) == before + 1
+    again = intake.record(items[:1])  # the key replays, read back after the statement
+    assert again[0].replayed  # type: ignore[union-attr]
+
+
+def test_a_statement_that_fails_records_none_of_its_items(
+    wallet_factory: Callable[..., uuid.UUID], redis_client: Any
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    import broker
+    from shared.models import ApiKey
+
+    a = wallet_factory()
+    with db.transaction() as session:
+        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    keys = [str(uuid.uuid4()) for _ in range(4)]
+    items = [BatchItem(deposit(a), k, api_key_id) for k in keys[:3]]
+    # Beyond bigint: the database refuses the statement at its last item.
+    too_large = TransactionRequest(TransactionType.DEPOSIT, 2**63, "SGD", None, a)
+    items.append(BatchItem(too_large, keys[3], api_key_id))
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    before = drains_queued(redis_client)
+    with pytest.raises(DBAPIError) as raised:
+        intake.record(items)
+    assert not db.is_transient(raised.value)  # a fault to report, not one to retry
+    assert count_keys(keys) == 0
+    assert drains_queued(redis_client) == before
+    assert intake.record(items[:3])[0].replayed is False  # type: ignore[union-attr]
+
+
+def test_autocommit_runs_the_callbacks_of_what_committed_even_when_the_block_raises() -> None:
+    ran: list[str] = []
+    with pytest.raises(RuntimeError), db.autocommit() as session:
+        db.after_commit(session, lambda: ran.append("sent"))
+        raise RuntimeError("after the statement committed")
+    assert ran == ["sent"]
