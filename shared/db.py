@@ -1,7 +1,8 @@
 """The one place that owns database engines, sessions and transactions.
 
 Other modules receive a ``Session``; only :func:`transaction` begins, commits
-and rolls back. Every connection sets ``lock_timeout`` below
+and rolls back, and only :func:`autocommit` hands out a session whose
+statements commit by themselves (the intake's one-statement write). Every connection sets ``lock_timeout`` below
 ``statement_timeout`` for its whole session (docs/architecture.md, "Known pitfalls").
 
 Dead pooled connections (after a PostgreSQL restart) are replaced at checkout
@@ -173,7 +174,7 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
     after-commit thread, so the lock holder goes on at once); one that raises
     is logged and does not stop the others (a broker that is down must not
     turn a committed request into an error: docs/architecture.md, "The flow").
-    This is the only place in Tally that commits.
+    With :func:`autocommit`, the only place in Tally that commits.
     """
     get_engine()
     assert _sessionmaker is not None
