@@ -207,8 +207,9 @@ def autocommit() -> Iterator[Session]:
     nothing). One that raises is logged and does not stop the others.
     """
     with get_engine().connect() as connection:
+        assert _sessionmaker is not None
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        with Session(bind=connection) as session:
+        with _sessionmaker(bind=connection) as session:
             try:
                 yield session
             finally:

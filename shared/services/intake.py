@@ -227,7 +227,10 @@ def record(items: Sequence[BatchItem]) -> list[Outcome]:
         One outcome per item, in order, as :func:`record_transactions` returns them.
 
     Raises:
-        sqlalchemy.exc.DBAPIError: the database could not record them; nothing is recorded.
+        sqlalchemy.exc.DBAPIError: the database could not record them. Nothing is
+            recorded, except when the failure comes after the one statement (in
+            autocommit, while reading back a conflicting key): what it recorded
+            stands, its drain is sent, and a retry with the same keys replays it.
     """
     if any(item.request.type is TransactionType.GROUP for item in items):
         with db.transaction() as session:
@@ -245,14 +248,15 @@ def record_transactions(session: Session, items: Sequence[BatchItem]) -> list[Ou
     more than one item, so that its refusal undoes only its own writes.
     Statements run in item order, so the items get increasing
     ``lane_sequence`` in item order: the order of the items is their
-    acceptance order (docs/architecture.md, "Batches at intake"). Nothing commits here;
-    the caller's one commit makes every recorded item durable at once, and
-    sends one drain if any is new or replayed and pending
+    acceptance order (docs/architecture.md, "Batches at intake"). Nothing commits here:
+    the caller's commit (or, for items without a group, the one statement in
+    autocommit, :func:`record`) makes every recorded item durable at once,
+    and one drain is sent after it if any is new or replayed and pending
     (``broker.send_after_commit``).
 
     Args:
         items: the validated requests with their idempotency keys and senders,
-            at most a few thousand (each run is one statement's arrays); they
+            at most a few thousand (each run is one statement's JSON parameter); they
             may come from different API keys and requests.
 
     Returns:
@@ -316,7 +320,7 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
         sent.append(index)
     if not rows:
         return cast(list[Outcome], outcomes)
-    results = db.driver_rows(session, _RECORD_SQL, (json.dumps(rows),))
+    results = db.driver_rows(session, _RECORD_SQL, (json.dumps(rows, default=str),))
     conflicts: list[int] = []  # index in ``rows``
     recorded = False
     for position, (source_currency, destination_currency, system_wallet_id, *inserted) in enumerate(
@@ -340,7 +344,7 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
         replayed = replay_many(
             session,
             requests=[
-                (run[sent[p]].api_key_id, rows[p]["idempotency_key"], rows[p]["request_hash"])
+                (rows[p]["api_key_id"], rows[p]["idempotency_key"], rows[p]["request_hash"])
                 for p in conflicts
             ],
         )
@@ -352,33 +356,33 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
 
 
 def _item_json(item: BatchItem, now: dt.datetime, *, ordinal: int) -> dict[str, Any]:
-    """Return ``item`` as one object of ``_RECORD_SQL``'s JSON parameter (ids as strings)."""
+    """Return ``item`` as one object of ``_RECORD_SQL``'s JSON parameter.
+
+    Ids and times stay Python values: ``json.dumps(..., default=str)`` writes
+    them as PostgreSQL reads them back (``uuid``, ``timestamptz``).
+    """
     request = item.request
     expires_at = None
     if request.expires_in_seconds is not None:
-        expires_at = (now + dt.timedelta(seconds=request.expires_in_seconds)).isoformat()
+        expires_at = now + dt.timedelta(seconds=request.expires_in_seconds)
     return {
-        "id": str(uuid.uuid4()),
+        "id": uuid.uuid4(),
         "type": request.type.value,
         "amount_minor": request.amount_minor,
         "currency": request.currency,
-        "source_id": _text(request.source_wallet_id),
-        "destination_id": _text(request.destination_wallet_id),
-        "lane_id": str(_lane_of(request)),
+        "source_id": request.source_wallet_id,
+        "destination_id": request.destination_wallet_id,
+        "lane_id": _lane_of(request),
         "description": request.description,
         "metadata": request.metadata,
-        "api_key_id": str(item.api_key_id),
+        "api_key_id": item.api_key_id,
         "idempotency_key": item.idempotency_key,
         "request_hash": request.fingerprint(),
         "expires_at": expires_at,
         "request_id": item.request_id,
-        "scheduled_at": None if request.scheduled_at is None else request.scheduled_at.isoformat(),
+        "scheduled_at": request.scheduled_at,
         "ordinal": ordinal,
     }
-
-
-def _text(wallet_id: uuid.UUID | None) -> str | None:
-    return None if wallet_id is None else str(wallet_id)
 
 
 def _transient(values: Sequence[Any]) -> Transaction:

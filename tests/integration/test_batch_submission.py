@@ -343,15 +343,21 @@ def drains_queued(redis_client: Any) -> int:
     return sum(broker.DRAIN_TASK.encode() in message for message in queued)
 
 
+def an_api_key_id() -> uuid.UUID:
+    """Return the id of the newest API key, to record items as the service layer does."""
+    from shared.models import ApiKey
+
+    with db.transaction() as session:
+        return session.query(ApiKey.id).order_by(ApiKey.created_at.desc()).limit(1).scalar()
+
+
 def test_one_drain_is_signalled_after_the_commit(
     service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
     import broker
-    from shared.models import ApiKey
 
     wallets = [wallet_factory() for _ in range(6)]
-    with db.transaction() as session:
-        api_key_id = session.query(ApiKey.id).order_by(ApiKey.created_at.desc()).limit(1).scalar()
+    api_key_id = an_api_key_id()
     items = [BatchItem(deposit(w), str(uuid.uuid4()), api_key_id) for w in wallets * 3]
     redis_client.delete(broker.STREAM_SIGNAL_KEY)
     before = drains_queued(redis_client)
@@ -371,11 +377,9 @@ def test_nothing_is_recorded_when_the_batch_does_not_commit(
     wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
     import broker
-    from shared.models import ApiKey
 
     a = wallet_factory()
-    with db.transaction() as session:
-        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(5)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
     redis_client.delete(broker.STREAM_SIGNAL_KEY)
@@ -391,11 +395,9 @@ def test_items_without_a_group_commit_as_one_statement_and_signal_after_it(
     wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
     import broker
-    from shared.models import ApiKey
 
     a = wallet_factory()
-    with db.transaction() as session:
-        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(3)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
     items.append(BatchItem(deposit(uuid.uuid4()), str(uuid.uuid4()), api_key_id))  # no wallet
@@ -415,11 +417,9 @@ def test_a_statement_that_fails_records_none_of_its_items(
     from sqlalchemy.exc import DBAPIError
 
     import broker
-    from shared.models import ApiKey
 
     a = wallet_factory()
-    with db.transaction() as session:
-        api_key_id = session.query(ApiKey.id).limit(1).scalar()
+    api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(4)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys[:3]]
     # Beyond bigint: the database refuses the statement at its last item.
