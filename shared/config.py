@@ -140,10 +140,12 @@ class Settings(BaseSettings):
     # Processes.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    #: One API process of 16 threads by default: on the 2-core reference machine
-    #: it costs about half the CPU per submission of 2 processes of 8 (larger
-    #: groups at intake, fewer processes contending; docs/benchmarks.md, series 9).
-    web_workers: int = Field(default=1, ge=1, le=64)
+    #: Two API processes of 16 threads by default: one process holds one
+    #: interpreter lock, so it is one core of intake at most, and on the 2-core
+    #: reference machine a second one completes about a quarter more single
+    #: submissions a second at the same CPU per submission (docs/benchmarks.md,
+    #: series 16; series 9 found the opposite when a submission cost twice as much).
+    web_workers: int = Field(default=2, ge=1, le=64)
     web_threads: int = Field(default=16, ge=1, le=256)
     web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
