@@ -7,6 +7,7 @@
 # TPC-B-like (scale 10, 16 clients, as tally bench) on the same PostgreSQL, then the load; it
 # prints completed transfers per second (first row recorded to last applied) and that over
 # pgbench's tps, and the CPU per transfer of the server, the applier and PostgreSQL.
+# FLOOR_WORKERS (default 1) runs the server as that many uvicorn worker processes.
 # Needs wrk (Debian), FLOOR_DATABASE_URL's server, and .venv/bin on PATH (uvicorn, python).
 set -euo pipefail
 wallets=$1; runs=${2:-3}; seconds=${3:-10}
@@ -25,7 +26,7 @@ for run in $(seq "$runs"); do
     python -m bench.floor.apply_loop "$wallets" > /tmp/floor-apply.log 2>&1 &
     applier=$!
     until grep -q ready /tmp/floor-apply.log; do sleep 0.2; done
-    uvicorn --factory bench.floor.servers:same_work --port 9001 --no-access-log > /tmp/floor-e2e.log 2>&1 &
+    uvicorn --factory bench.floor.servers:same_work --port 9001 --workers "${FLOOR_WORKERS:-1}" --no-access-log > /tmp/floor-e2e.log 2>&1 &
     server=$!
     until curl -s -o /dev/null http://127.0.0.1:9001/t; do sleep 0.2; done
     s0=$(ticks $(tree $server)); a0=$(ticks $applier); p0=$(ticks $(pgrep -f "postgres: .* floor "))
