@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
 import broker
 from shared.config import get_settings
+from shared.metrics import fresh_multiprocess_dir
 
 
 def _exec(*args: str) -> None:
@@ -32,9 +35,17 @@ def web() -> None:
     threads; a long-poll waits on an event, not a thread (api/asgi.py).
     Keep-alive (``TALLY_WEB_KEEPALIVE_SECONDS``, 75 s as nginx) outlasts the
     idle time of common clients' pools (httpx 5 s, browsers and Go longer), so
-    the server never closes a connection a client is about to reuse.
+    the server never closes a connection a client is about to reuse. With more
+    than one process and no ``PROMETHEUS_MULTIPROC_DIR``, the processes share
+    ``<temp dir>/tally-web-metrics-<port>``, emptied here at each start.
     """
     s = get_settings()
+    if s.web_workers > 1 and not s.prometheus_multiproc_dir:
+        # Each scrape of /metrics reaches one of the processes: without a directory
+        # they share, each would answer with its own counts, and counters would seem
+        # to jump back and forth between scrapes.
+        metrics_dir = Path(tempfile.gettempdir()) / f"tally-web-metrics-{s.port}"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_multiprocess_dir(metrics_dir))
     _exec(
         "-m", "uvicorn", "api.asgi:app", "--host", s.host, "--port", str(s.port),
         "--workers", str(s.web_workers), "--timeout-keep-alive", str(s.web_keepalive_seconds),

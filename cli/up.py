@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ import click
 from cli.devservers import EmbeddedPostgres, EmbeddedRedis, free_port, port_is_free
 from cli.supervise import Program, Supervisor, procfile_programs
 from shared.config import DATA_DIR, RUNTIME_ENV_FILE
+from shared.metrics import fresh_multiprocess_dir
 
 PORTS_FILE = DATA_DIR / "ports.json"
 KEYS_FILE = DATA_DIR / "api-keys.json"
@@ -112,9 +112,7 @@ def _app_env() -> dict[str, str]:
     """Return the environment of supervisord and its programs, with a fresh metrics directory."""
     env = dict(os.environ)
     # One metrics directory for every process, emptied at start: /metrics sums them.
-    metrics_dir = DATA_DIR.resolve() / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    metrics_dir = fresh_multiprocess_dir(DATA_DIR.resolve() / "metrics")
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     # A terminal reads the programs' output: structlog's console lines, not JSON.
     env.setdefault("TALLY_LOG_FORMAT", "console")

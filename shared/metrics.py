@@ -20,10 +20,25 @@ the alert rules in deploy/prometheus/tally-rules.yml.
 from __future__ import annotations
 
 import bisect
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+
+def fresh_multiprocess_dir(path: Path) -> Path:
+    """Empty ``path`` (creating it if need be) for ``PROMETHEUS_MULTIPROC_DIR``; return it.
+
+    prometheus-client's multiprocess mode needs the directory emptied before
+    the processes that share it start, or the files of processes that are gone
+    are counted again (prometheus-client, "Multiprocess Mode").
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
 
 #: Seconds: from a millisecond (a cached read) to a long-poll's 30 s.
 _REQUEST_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # fmt: skip

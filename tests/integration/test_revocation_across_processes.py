@@ -7,6 +7,7 @@ connections land on either.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -50,3 +51,20 @@ def test_a_revoked_key_is_refused_by_every_process(two_process_server: str) -> N
     while set(_statuses(two_process_server, secret)) != {401}:
         assert time.monotonic() - revoked_at < 60, "a process still accepts the revoked key"
     assert set(_statuses(two_process_server, secret)) == {401}
+
+
+def _requests_counted(url: str) -> float:
+    """Return the count of ``GET /healthz`` answered 200 in one scrape of ``/metrics``."""
+    text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
+    prefix = 'tally_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_every_scrape_counts_the_requests_of_both_processes(two_process_server: str) -> None:
+    """``tally serve web`` gives its processes one metrics directory when none is set."""
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # what this test is about
+    for _ in range(PROBES):
+        requests.get(f"{two_process_server}/healthz", headers={"Connection": "close"}, timeout=10)
+    counts = {_requests_counted(two_process_server) for _ in range(PROBES)}
+    # One process's own counts would differ between scrapes, and be below PROBES.
+    assert len(counts) == 1 and counts.pop() >= PROBES, counts
