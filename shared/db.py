@@ -2,8 +2,9 @@
 
 Other modules receive a ``Session``; only :func:`transaction` begins, commits
 and rolls back, and only :func:`autocommit` hands out a session whose
-statements commit by themselves (the intake's one-statement write). Every connection sets ``lock_timeout`` below
-``statement_timeout`` for its whole session (docs/architecture.md, "Known pitfalls").
+statements commit by themselves (the intake's one-statement write). Every
+connection sets ``lock_timeout`` below ``statement_timeout`` for its whole
+session (docs/architecture.md, "Known pitfalls").
 
 Dead pooled connections (after a PostgreSQL restart) are replaced at checkout
 without a round trip: a connection the server has closed has a readable
