@@ -142,9 +142,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     #: Two API processes of 16 threads by default: one process holds one
     #: interpreter lock, so it is one core of intake at most, and on the 2-core
-    #: reference machine a second one completes about a quarter more single
-    #: submissions a second at the same CPU per submission (docs/benchmarks.md,
-    #: series 16; series 9 found the opposite when a submission cost twice as much).
+    #: reference machine a second one completed 5–30% more single submissions
+    #: a second in three series of alternated pairs (docs/benchmarks.md, series 16;
+    #: series 9 found the opposite when a submission cost twice as much).
     web_workers: int = Field(default=2, ge=1, le=64)
     web_threads: int = Field(default=16, ge=1, le=256)
     web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
