@@ -8,6 +8,8 @@
 # prints completed transfers per second (first row recorded to last applied) and that over
 # pgbench's tps, and the CPU per transfer of the server, the applier and PostgreSQL.
 # FLOOR_WORKERS (default 1) runs the server as that many uvicorn worker processes.
+# FLOOR_GENERATOR=tally submits with tally bench's own generator (bench/floor/generator.py,
+# aiohttp, 16 connections) instead of wrk, so that the floor pays for the same client.
 # Needs wrk (Debian), FLOOR_DATABASE_URL's server, and .venv/bin on PATH (uvicorn, python).
 set -euo pipefail
 wallets=$1; runs=${2:-3}; seconds=${3:-10}
@@ -30,8 +32,13 @@ for run in $(seq "$runs"); do
     server=$!
     until curl -s -o /dev/null http://127.0.0.1:9001/t; do sleep 0.2; done
     s0=$(ticks $(tree $server)); a0=$(ticks $applier); p0=$(ticks $(pgrep -f "postgres: .* floor "))
-    TALLY_PATH=/t TALLY_KEY=floor-key TALLY_WALLETS=$wallets wrk -t1 -c16 -d"${seconds}s" \
-        -s bench/floor/tally_submit.lua http://127.0.0.1:9001 > /tmp/floor-wrk.txt
+    if [ "${FLOOR_GENERATOR:-wrk}" = tally ]; then
+        python -m bench.floor.generator http://127.0.0.1:9001 "$wallets" "$seconds" > /tmp/floor-wrk.txt
+        cat /tmp/floor-wrk.txt
+    else
+        TALLY_PATH=/t TALLY_KEY=floor-key TALLY_WALLETS=$wallets wrk -t1 -c16 -d"${seconds}s" \
+            -s bench/floor/tally_submit.lua http://127.0.0.1:9001 > /tmp/floor-wrk.txt
+    fi
     until [ "$("$bin/psql" "$url" -Atc "SELECT count(*) FROM floor_t WHERE status = 'pending'")" = 0 ]; do sleep 0.1; done
     s1=$(ticks $(tree $server)); a1=$(ticks $applier); p1=$(ticks $(pgrep -f "postgres: .* floor "))
     kill $server $applier; wait $server $applier 2>/dev/null || true

@@ -164,6 +164,7 @@ def finish(response: Response) -> Response:
 
 
 @app.post("/t")
+@app.post("/v1/transactions")  # where bench.floor.generator posts
 def submit() -> Response:
     """Record the body as one row and answer 202 with the transaction."""
     body = request.get_json()
