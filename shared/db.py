@@ -52,10 +52,22 @@ from shared.config import Settings, get_settings
 # and class 08 (connection exceptions). PostgreSQL docs, Appendix A.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 
+
+@dataclasses.dataclass(frozen=True)
+class _ProcessEngine:
+    """A process's engine with its session factory, published together as one object.
+
+    Threads read the current one without the lock; one built while they read
+    is seen whole or not at all, never the engine without its sessions.
+    """
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    pid: int
+
+
 _lock = threading.Lock()
-_engine: Engine | None = None
-_engine_pid: int | None = None
-_sessionmaker: sessionmaker[Session] | None = None
+_current: _ProcessEngine | None = None
 
 
 def create_db_engine(settings: Settings, **overrides: object) -> Engine:
@@ -132,27 +144,33 @@ def get_engine() -> Engine:
     workers) gets a fresh one: pooled connections must never cross a fork
     (SQLAlchemy docs, "Using Connection Pools with Multiprocessing").
     """
-    global _engine, _engine_pid, _sessionmaker
+    return _process_engine().engine
+
+
+def _process_engine() -> _ProcessEngine:
+    """Return this process's engine and session factory, building both on first use."""
+    global _current
     pid = os.getpid()
-    if _engine is None or _engine_pid != pid:
+    current = _current
+    if current is None or current.pid != pid:
         with _lock:
-            if _engine is None or _engine_pid != pid:
-                if _engine is not None:
-                    _engine.dispose(close=False)
-                _engine = create_db_engine(get_settings())
-                _engine_pid = pid
-                _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
-    return _engine
+            current = _current
+            if current is None or current.pid != pid:
+                if current is not None:
+                    current.engine.dispose(close=False)
+                engine = create_db_engine(get_settings())
+                current = _ProcessEngine(engine, sessionmaker(engine, expire_on_commit=False), pid)
+                _current = current  # published whole: see _ProcessEngine
+    return current
 
 
 def reset_engine() -> None:
     """Dispose of this process's engine; the next :func:`get_engine` builds a new one."""
-    global _engine, _sessionmaker
+    global _current
     with _lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine = None
-        _sessionmaker = None
+        if _current is not None:
+            _current.engine.dispose()
+        _current = None
 
 
 _log = logging.getLogger(__name__)
@@ -177,9 +195,8 @@ def transaction(connection: Connection | None = None) -> Iterator[Session]:
     turn a committed request into an error: docs/architecture.md, "The flow").
     With :func:`autocommit`, the only place in Tally that commits.
     """
-    get_engine()
-    assert _sessionmaker is not None
-    with _sessionmaker(**({"bind": connection} if connection is not None else {})) as session:
+    sessions = _process_engine().sessions
+    with sessions(**({"bind": connection} if connection is not None else {})) as session:
         with session.begin():
             yield session
         callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
@@ -207,10 +224,10 @@ def autocommit() -> Iterator[Session]:
     committed by then (one that failed committed nothing, and registered
     nothing). One that raises is logged and does not stop the others.
     """
-    with get_engine().connect() as connection:
-        assert _sessionmaker is not None
+    current = _process_engine()
+    with current.engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        with _sessionmaker(bind=connection) as session:
+        with current.sessions(bind=connection) as session:
             try:
                 yield session
             finally:
