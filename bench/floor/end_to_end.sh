@@ -10,7 +10,8 @@
 # FLOOR_WORKERS (default 1) runs the server as that many uvicorn worker processes.
 # FLOOR_GENERATOR=tally submits with tally bench's own generator (bench/floor/generator.py,
 # aiohttp, 16 connections) instead of wrk, so that the floor pays for the same client.
-# Needs wrk (Debian; not with FLOOR_GENERATOR=tally), FLOOR_DATABASE_URL's server, and .venv/bin on PATH (uvicorn, python).
+# Needs wrk (Debian; not with FLOOR_GENERATOR=tally), FLOOR_DATABASE_URL's server, and
+# .venv/bin on PATH (uvicorn, python).
 set -euo pipefail
 wallets=$1; runs=${2:-3}; seconds=${3:-10}
 url=${FLOOR_DATABASE_URL:-postgresql://postgres@127.0.0.1:54329/floor}
