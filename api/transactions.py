@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from api.auth import current_actor, require_role
@@ -82,12 +84,16 @@ def submit() -> Response:
     return _accepted(outcome.transaction, outcome.replayed)
 
 
-def _record_items(items: Sequence[BatchItem]) -> list[Outcome]:
+def _record_items(
+    items: Sequence[BatchItem],
+    autocommit: Callable[[], AbstractContextManager[Session]] = db.autocommit,
+) -> list[Outcome]:
     """Record submissions in one database transaction, once backpressure lets them; return
-    their outcomes, in order (a group of single submissions, or a batch's valid items)."""
+    their outcomes, in order (a group of single submissions, or a batch's valid items).
+    ``autocommit`` is where a statement in autocommit gets its session (``intake.record``)."""
     backpressure = intake_backpressure.for_this_process()
     backpressure.admit()
-    outcomes = intake.record(items)
+    outcomes = intake.record(items, autocommit=autocommit)
     for outcome in outcomes:
         if isinstance(outcome, Recorded):
             _note_accepted(backpressure, outcome.transaction, outcome.replayed)
@@ -104,8 +110,16 @@ def _note_accepted(
 
 @functools.cache
 def _committer() -> GroupCommitter:
-    """Return this process's committer of single submissions (one per process)."""
-    return GroupCommitter(_record_items, gather_seconds=get_settings().intake_gather_seconds)
+    """Return this process's committer of single submissions (one per process).
+
+    Its leader records one group at a time, so it keeps one autocommit session
+    between groups (``shared.db.KeptAutocommit``) rather than opening one per group.
+    """
+    kept = db.KeptAutocommit()
+    return GroupCommitter(
+        functools.partial(_record_items, autocommit=kept.session),
+        gather_seconds=get_settings().intake_gather_seconds,
+    )
 
 
 def _batch_item_count() -> int:

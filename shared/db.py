@@ -1,8 +1,9 @@
 """The one place that owns database engines, sessions and transactions.
 
 Other modules receive a ``Session``; only :func:`transaction` begins, commits
-and rolls back, and only :func:`autocommit` hands out a session whose
-statements commit by themselves (the intake's one-statement write). Every
+and rolls back, and only :func:`autocommit` (and :class:`KeptAutocommit`, the
+same session kept between uses) hands out a session whose statements
+commit by themselves (the intake's one-statement write). Every
 connection sets ``lock_timeout`` below ``statement_timeout`` for its whole
 session (docs/architecture.md, "Known pitfalls").
 
@@ -125,16 +126,20 @@ def any_of(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
 
 
 def _discard_if_closed_by_server(dbapi_connection: Any, *_: object) -> None:
-    """Raise ``DisconnectionError`` for a pooled connection the server has closed.
+    """Raise ``DisconnectionError`` for a pooled connection the server has closed."""
+    if _closed_by_server(dbapi_connection):
+        raise exc.DisconnectionError("connection closed, or closed by the server")
+
+
+def _closed_by_server(dbapi_connection: Any) -> bool:
+    """Tell whether an idle psycopg connection is closed, or closed by the server.
 
     Idle and healthy, a connection's socket has nothing to read; readable means
     the server closed it (a restart, ``pg_terminate_backend``) or sent an error.
     """
     if dbapi_connection.closed:
-        raise exc.DisconnectionError("connection already closed")
-    readable = select_module.select([dbapi_connection.pgconn.socket], [], [], 0)[0]
-    if readable:
-        raise exc.DisconnectionError("connection closed by the server")
+        return True
+    return bool(select_module.select([dbapi_connection.pgconn.socket], [], [], 0)[0])
 
 
 def get_engine() -> Engine:
@@ -232,6 +237,82 @@ def autocommit() -> Iterator[Session]:
                 yield session
             finally:
                 _run_callbacks(session.info.pop("after_commit", []))
+
+
+class KeptAutocommit:
+    """An :func:`autocommit` session kept open between uses, for callers that take turns.
+
+    :func:`autocommit` checks a connection out of the pool and wraps it in a
+    ``Connection`` and a ``Session``, and closes all three when its block
+    ends: about 95 µs of CPU a use, more than the intake's one statement
+    costs on the client (55 µs, docs/benchmarks.md, series 18). The intake's
+    group leader records one group at a time (``shared.services.group_commit``),
+    so it keeps one of each instead. A lock takes the uses in turn.
+
+    What a use sees is what :func:`autocommit` gives: every statement commits
+    as it completes, and the after-commit callbacks run when the block ends,
+    whether it raised or not. Between uses nothing is held but an idle
+    connection (no transaction, no lock). Before each use the connection's
+    socket is looked at, as the pool's checkout does, so one the server
+    closed (a restart) is replaced; after a block that raised, the connection
+    is discarded; after every use the session forgets the rows it loaded, so
+    no use is served another's. A new engine (:func:`reset_engine`, a fork)
+    gets a new connection.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: tuple[_ProcessEngine, Connection, Session] | None = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield the kept session, checking a connection out of the pool when there is none.
+
+        Raises:
+            sqlalchemy.exc.TimeoutError: no connection came free in the pool's wait.
+            sqlalchemy.exc.OperationalError: the database is unreachable.
+        """
+        with self._lock:
+            session = self._session()
+            failed = False
+            try:
+                yield session
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                callbacks = session.info.pop("after_commit", [])
+                if failed:
+                    self._discard()
+                else:
+                    session.expunge_all()
+                _run_callbacks(callbacks)
+
+    def _session(self) -> Session:
+        """Return the kept session, replacing its connection if the server closed it."""
+        current = _process_engine()
+        kept = self._kept
+        if kept is not None:
+            engine, connection, session = kept
+            if engine is current and not _closed_by_server(connection.connection.dbapi_connection):
+                return session
+            self._discard()
+        connection = current.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        session = current.sessions(bind=connection)
+        self._kept = (current, connection, session)
+        return session
+
+    def _discard(self) -> None:
+        """Close the kept session and invalidate its connection (it never returns to the pool)."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return
+        _, connection, session = kept
+        with contextlib.suppress(Exception):
+            session.close()
+        with contextlib.suppress(Exception):
+            connection.invalidate()
+            connection.close()
 
 
 def driver_rows(session: Session, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -17,7 +17,7 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy.orm import Session
@@ -213,15 +213,24 @@ def submit_transaction(
     return outcome.transaction, outcome.replayed
 
 
-def record(items: Sequence[BatchItem]) -> list[Outcome]:
+def record(
+    items: Sequence[BatchItem],
+    *,
+    autocommit: Callable[[], contextlib.AbstractContextManager[Session]] = db.autocommit,
+) -> list[Outcome]:
     """Record ``items`` as :func:`record_transactions` does, in a database transaction of their own.
 
     Items without a group are one statement, so they run in autocommit
-    (``shared.db.autocommit``): the statement is their database transaction,
-    and psycopg sends no ``BEGIN`` and ``COMMIT`` round trips around it. A
-    group writes in several statements, so items with one run in
+    (``autocommit``): the statement is their database transaction, and
+    psycopg sends no ``BEGIN`` and ``COMMIT`` round trips around it. A group
+    writes in several statements, so items with one run in
     ``shared.db.transaction``. Either way every item recorded is durable, and
     its drain sent, when this returns.
+
+    Args:
+        items: as :func:`record_transactions` takes them.
+        autocommit: where the autocommit session comes from: ``shared.db.autocommit``,
+            or the ``session`` of a ``shared.db.KeptAutocommit`` (the intake's group leader).
 
     Returns:
         One outcome per item, in order, as :func:`record_transactions` returns them.
@@ -235,7 +244,7 @@ def record(items: Sequence[BatchItem]) -> list[Outcome]:
     if any(item.request.type is TransactionType.GROUP for item in items):
         with db.transaction() as session:
             return record_transactions(session, items)
-    with db.autocommit() as session:
+    with autocommit() as session:
         return record_transactions(session, items)
 
 
