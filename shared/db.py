@@ -255,9 +255,10 @@ class KeptAutocommit:
     connection (no transaction, no lock). Before each use the connection's
     socket is looked at, as the pool's checkout does, so one the server
     closed (a restart) is replaced; after a block that raised, the connection
-    is discarded; after every use the session forgets the rows it loaded, so
-    no use is served another's. A new engine (:func:`reset_engine`, a fork)
-    gets a new connection.
+    is discarded; after every use the session forgets the rows it loaded and
+    empties its ``info`` (where ``after_commit`` and the broker's outbox keep
+    a use's messages), so no use is served, or sends, another's. A new engine
+    (:func:`reset_engine`, a fork) gets a new connection.
     """
 
     def __init__(self) -> None:
@@ -282,6 +283,9 @@ class KeptAutocommit:
                 raise
             finally:
                 callbacks = session.info.pop("after_commit", [])
+                # What a use leaves in the session (its after-commit outbox, its rows)
+                # is the use's own: the next one starts as a new session would.
+                session.info.clear()
                 if failed:
                     self._discard()
                 else:

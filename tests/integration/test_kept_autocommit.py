@@ -46,6 +46,20 @@ def test_a_connection_the_server_closed_between_uses_is_replaced() -> None:
         assert _backend_pid(session) != ended_pid
 
 
+def test_each_use_sends_its_own_messages_after_its_statements(redis_client: Any) -> None:
+    import broker
+
+    from tests.integration.test_batch_submission import drains_queued
+
+    kept = db.KeptAutocommit()
+    for _ in range(3):
+        redis_client.delete(broker.STREAM_SIGNAL_KEY)  # so the next signal is not merged
+        before = drains_queued(redis_client)
+        with kept.session() as session:
+            broker.send_after_commit(session, broker.DRAIN)
+        assert drains_queued(redis_client) == before + 1
+
+
 def test_a_block_that_raised_discards_its_connection_and_still_runs_its_callbacks() -> None:
     kept = db.KeptAutocommit()
     ran: list[str] = []
