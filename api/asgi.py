@@ -171,9 +171,9 @@ class LongPollMiddleware:
             await self.inner(scope, receive, send)
             return
         scope["query_string"] = _ascii_query(scope.get("query_string", b""))
-        match = _TRANSACTION_PATH.match(scope["path"])
-        wait_seconds = _wait_seconds(scope["query_string"])
-        if scope["method"] != "GET" or match is None or wait_seconds is None:
+        match = _TRANSACTION_PATH.match(scope["path"]) if scope["method"] == "GET" else None
+        wait_seconds = _wait_seconds(scope["query_string"]) if match is not None else None
+        if match is None or wait_seconds is None:
             await self.inner(scope, receive, send)
             return
         read = {**scope, "query_string": _without_wait(scope["query_string"])}
