@@ -67,7 +67,6 @@ def test_each_group_signals_the_stream_after_its_commit(
     # One request at a time: each is a group of its own, recorded on the session the
     # leader keeps between groups; each must still signal the stream once.
     import broker
-
     from tests.integration.test_batch_submission import drains_queued
 
     wallet_id = wallet_factory()

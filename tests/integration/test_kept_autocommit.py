@@ -48,7 +48,6 @@ def test_a_connection_the_server_closed_between_uses_is_replaced() -> None:
 
 def test_each_use_sends_its_own_messages_after_its_statements(redis_client: Any) -> None:
     import broker
-
     from tests.integration.test_batch_submission import drains_queued
 
     kept = db.KeptAutocommit()
