@@ -7,13 +7,16 @@ A WSGI app stands in for Flask; the ASGI side is driven as uvicorn drives it
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import pytest
 
 from api.wsgi_pool import Message, ThreadPoolWSGI
+
+T = TypeVar("T")
 
 #: How long a request may go unanswered before the test fails, in seconds.
 ANSWER_SECONDS_MAX = 10
@@ -50,6 +53,16 @@ async def _request(pool: ThreadPoolWSGI, path: str) -> list[Message]:
     return sent
 
 
+def _run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``scenario`` on an event loop of its own in a thread of its own.
+
+    Another test of the session may leave a loop running in the main thread
+    (Playwright's sync API does), where ``asyncio.run`` refuses to start.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, scenario()).result()
+
+
 async def _shut_down(pool: ThreadPoolWSGI) -> list[Message]:
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
     sent: list[Message] = []
@@ -71,7 +84,7 @@ def test_requests_are_answered_by_the_pool_threads_and_the_lifespan_completes() 
         answers = await asyncio.gather(*(_request(pool, f"/{n}") for n in range(20)))
         return answers, await _shut_down(pool)
 
-    answers, lifespan = asyncio.run(scenario())
+    answers, lifespan = _run(scenario)
     for n, (start, body) in enumerate(answers):
         assert start["status"] == 201
         assert (b"x-thread", b"yes") in start["headers"]
@@ -93,6 +106,6 @@ def test_an_app_that_raises_fails_its_request_only_and_the_thread_goes_on() -> N
         await _shut_down(pool)
         return answered
 
-    start, body = asyncio.run(scenario())
+    start, body = _run(scenario)
     assert start["status"] == 201
     assert body["body"].startswith(b"/after ")
