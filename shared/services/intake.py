@@ -113,7 +113,10 @@ _RETURNED = tuple(column.name for column in Transaction.__table__.columns)
 
 #: One round trip for a run of single-wallet items, whose one parameter is
 #: the items as a JSON array of objects (``_item_json``): resolve the named
-#: wallets and each currency's system wallet, and insert each item only if
+#: wallets and each currency's system wallet (one primary-key lookup per item
+#: each: as joins, the planner, which guesses 100 rows for ``jsonb_to_recordset``,
+#: hashed the whole wallets table twice per statement, docs/benchmarks.md,
+#: series 18), and insert each item only if
 #: every wallet it names exists in its currency and the currency is enabled
 #: (every enabled currency has a system wallet). The outer SELECT returns one
 #: row per item, in item order, so a refused insert is explained without
@@ -135,15 +138,13 @@ WITH item AS (
         api_key_id uuid, idempotency_key text, request_hash text, expires_at timestamptz,
         request_id text, scheduled_at timestamptz, ordinal int)
 ), checked AS (
-    SELECT item.*, src.currency AS source_currency, dst.currency AS destination_currency,
-        sys.id AS system_wallet_id
+    SELECT item.*,
+        (SELECT w.currency FROM wallets w WHERE w.id = item.source_id) AS source_currency,
+        (SELECT w.currency FROM wallets w WHERE w.id = item.destination_id)
+            AS destination_currency,
+        (SELECT w.id FROM wallets w JOIN currencies c ON c.code = w.currency
+         WHERE w.is_system AND w.currency = item.currency AND c.enabled) AS system_wallet_id
     FROM item
-    LEFT JOIN wallets src ON src.id = item.source_id
-    LEFT JOIN wallets dst ON dst.id = item.destination_id
-    LEFT JOIN LATERAL (
-        SELECT w.id FROM wallets w JOIN currencies c ON c.code = w.currency
-        WHERE w.is_system AND w.currency = item.currency AND c.enabled
-    ) sys ON true
 ), allowed AS (
     SELECT DISTINCT ON (api_key_id, idempotency_key) * FROM checked
     WHERE system_wallet_id IS NOT NULL
