@@ -110,6 +110,12 @@ class Wallet(Base):
         return self.balance_minor - self.held_minor
 
 
+#: The predicate of the partial index ``transactions_metadata``: a query must say
+#: it in these words for PostgreSQL to use the index (PostgreSQL docs, "Partial
+#: Indexes"); ``metadata @> '{"k": "v"}'`` with a pair implies it.
+HAS_METADATA = text("metadata <> '{}'::jsonb")
+
+
 class Transaction(Base):
     """A request to move money, from ``pending`` to a terminal status.
 
@@ -171,11 +177,14 @@ class Transaction(Base):
             "reverses_id",
             postgresql_where=text("reverses_id IS NOT NULL"),
         ),
+        # Partial, as is transactions_metadata: a GIN index keeps an entry for a
+        # NULL or empty value too, on every intake (migration 0019).
         Index(
             "transactions_legs",
             "legs",
             postgresql_using="gin",
             postgresql_ops={"legs": "jsonb_path_ops"},
+            postgresql_where=text("legs IS NOT NULL"),
         ),
         Index(
             "transactions_open_holds",
@@ -188,12 +197,14 @@ class Transaction(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("transactions_created_at_id", "created_at", "id"),
-        # GET /v1/transactions?metadata[KEY]=VALUE: metadata @> '{...}' (migration 0012).
+        # GET /v1/transactions?metadata[KEY]=VALUE: metadata @> '{...}' (migration 0012),
+        # with HAS_METADATA, which the filter adds (migration 0019).
         Index(
             "transactions_metadata",
             "metadata",
             postgresql_using="gin",
             postgresql_ops={"metadata": "jsonb_path_ops"},
+            postgresql_where=HAS_METADATA,
         ),
         # Beat's release reads the due scheduled transactions (shared.services.scheduled).
         Index(

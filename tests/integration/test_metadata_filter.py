@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from shared import db
+from shared.services import transactions
 from tests.helpers import deposit_body, drain_stream, submit
 
 
@@ -80,17 +81,28 @@ def test_bad_filters_are_422_naming_the_parameter(
 
 
 def test_the_filter_is_served_by_the_metadata_index() -> None:
-    """With sequential scans off, the plan must use ``transactions_metadata``: the index
-    answers ``metadata @>`` (a plan on this small table may still prefer a scan)."""
+    """With sequential scans off, the plan of the filter's own query must use the partial
+    index ``transactions_metadata`` (a plan on this small table may still prefer a scan):
+    the query says the index's predicate, ``shared.models.HAS_METADATA``."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
     with db.transaction() as session:
         session.execute(text("SET LOCAL enable_seqscan = off"))
+        event.listen(db.get_engine(), "before_cursor_execute", capture)
+        try:
+            transactions.list_transactions(
+                session, status=None, type_=None, wallet_id=None, limit=50, cursor=None,
+                metadata={"order": "o-1"},
+            )  # fmt: skip
+        finally:
+            event.remove(db.get_engine(), "before_cursor_execute", capture)
+        [(statement, parameters)] = [(q, p) for q, p in sent if "metadata @>" in q]
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
         plan = "\n".join(
-            session.execute(
-                text(
-                    "EXPLAIN SELECT * FROM transactions WHERE metadata @> "
-                    "CAST(:pairs AS jsonb) ORDER BY created_at DESC, id DESC LIMIT 51"
-                ),
-                {"pairs": '{"order": "o-1"}'},
-            ).scalars()
+            row[0] for row in driver.execute("EXPLAIN " + statement, parameters).fetchall()
         )
     assert "transactions_metadata" in plan, plan
