@@ -27,6 +27,7 @@ import sys
 import time
 
 from bench.scratch import scratch_database
+from shared.models import HAS_METADATA
 
 #: The metadata ``source`` values, one per batch in turn.
 SOURCES = ("bank_transfer", "card", "paynow", "cash")
@@ -95,7 +96,7 @@ def _query(batch: int, per_batch: int) -> tuple[str, dict[str, str]]:
 
 #: The statement the API runs for the filter (``shared.services.transactions``), as EXPLAIN sees it.
 _SQL = (
-    "SELECT * FROM transactions WHERE metadata @> CAST(:pairs AS jsonb) "
+    f"SELECT * FROM transactions WHERE metadata @> CAST(:pairs AS jsonb) AND {HAS_METADATA.text} "
     "ORDER BY created_at DESC, id DESC LIMIT 51"
 )
 
