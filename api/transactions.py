@@ -5,12 +5,10 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from api.auth import current_actor, require_role
@@ -86,7 +84,7 @@ def submit() -> Response:
 
 def _record_items(
     items: Sequence[BatchItem],
-    autocommit: Callable[[], AbstractContextManager[Session]] = db.autocommit,
+    autocommit: db.AutocommitSessions = db.autocommit,
 ) -> list[Outcome]:
     """Record submissions in one database transaction, once backpressure lets them; return
     their outcomes, in order (a group of single submissions, or a batch's valid items).

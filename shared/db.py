@@ -229,14 +229,23 @@ def autocommit() -> Iterator[Session]:
     committed by then (one that failed committed nothing, and registered
     nothing). One that raises is logged and does not stop the others.
     """
-    current = _process_engine()
-    with current.engine.connect() as connection:
-        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        with current.sessions(bind=connection) as session:
-            try:
-                yield session
-            finally:
-                _run_callbacks(session.info.pop("after_commit", []))
+    connection, session = _open_autocommit(_process_engine())
+    with connection, session:
+        try:
+            yield session
+        finally:
+            _run_callbacks(session.info.pop("after_commit", []))
+
+
+#: Where an autocommit session comes from: :func:`autocommit`, or a
+#: :class:`KeptAutocommit`'s ``session``.
+AutocommitSessions = Callable[[], contextlib.AbstractContextManager[Session]]
+
+
+def _open_autocommit(current: _ProcessEngine) -> tuple[Connection, Session]:
+    """Check a connection out of ``current``'s pool in autocommit; return it and a session on it."""
+    connection = current.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return connection, current.sessions(bind=connection)
 
 
 class KeptAutocommit:
@@ -301,8 +310,7 @@ class KeptAutocommit:
             if engine is current and not _closed_by_server(connection.connection.dbapi_connection):
                 return session
             self._discard()
-        connection = current.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        session = current.sessions(bind=connection)
+        connection, session = _open_autocommit(current)
         self._kept = (current, connection, session)
         return session
 

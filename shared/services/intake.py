@@ -17,7 +17,7 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy.orm import Session
@@ -217,7 +217,7 @@ def submit_transaction(
 def record(
     items: Sequence[BatchItem],
     *,
-    autocommit: Callable[[], contextlib.AbstractContextManager[Session]] = db.autocommit,
+    autocommit: db.AutocommitSessions = db.autocommit,
 ) -> list[Outcome]:
     """Record ``items`` as :func:`record_transactions` does, in a database transaction of their own.
 

@@ -41,7 +41,11 @@ def test_a_connection_the_server_closed_between_uses_is_replaced() -> None:
     with kept.session() as session:
         ended_pid = _backend_pid(session)
     with db.transaction() as other:
-        other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": ended_pid})
+        # Waits (up to a minute) for the session to exit, and so for its socket to close.
+        ended = other.execute(
+            text("SELECT pg_terminate_backend(:pid, 60000)"), {"pid": ended_pid}
+        ).scalar_one()
+    assert ended
     with kept.session() as session:
         assert _backend_pid(session) != ended_pid
 
