@@ -167,21 +167,26 @@ def publish_drain() -> None:
     send(DRAIN_TASK)
 
 
-def signal_drain() -> None:
+def signal_drain() -> bool:
     """Publish a drain now unless one is queued already (:data:`STREAM_SIGNAL_KEY`); one round trip.
 
     Coalesces: one queued drain is enough, because a drain applies everything
     pending in acceptance order. Code that commits work says so with
     :func:`send_after_commit` and :data:`DRAIN` instead, which ends here.
 
+    Returns:
+        True if this call published a drain; False if one was queued or
+        running already (it looks at the stream again before it ends).
+
     Raises:
         Exception: Redis or the broker could not be reached; the sweep recovers.
     """
-    _publish_unsignalled(
+    published = _publish_unsignalled(
         {STREAM_SIGNAL_KEY: None},
         lambda _: publish_drain(),
         ttl_seconds=get_settings().stream_signal_ttl_seconds,
     )
+    return bool(published)
 
 
 def clear_drain_signal() -> None:
@@ -204,8 +209,8 @@ def take_drain_signal() -> bool:
 
 def _publish_unsignalled(
     keyed: dict[str, Any], publish: Callable[[Any], None], *, ttl_seconds: int
-) -> None:
-    """Publish each value of ``keyed`` whose signal key this call could ``SET NX``.
+) -> list[str]:
+    """Publish each value of ``keyed`` whose signal key this call could ``SET NX``; return those keys.
 
     One pipelined Redis round trip sets every key (``ttl_seconds``); a key
     already set means a message is queued and nothing is sent for it. A
@@ -223,13 +228,14 @@ def _publish_unsignalled(
     except Exception:
         PUBLISH_FAILURES.inc()
         raise
-    for key, set_now in zip(keys, won, strict=True):
-        if set_now:
-            try:
-                publish(keyed[key])
-            except Exception:
-                get_redis().delete(key)
-                raise
+    published = [key for key, set_now in zip(keys, won, strict=True) if set_now]
+    for key in published:
+        try:
+            publish(keyed[key])
+        except Exception:
+            get_redis().delete(key)
+            raise
+    return published
 
 
 def signal_endpoints(endpoint_ids: Iterable[uuid.UUID | str]) -> None:
@@ -257,17 +263,44 @@ class DrainSignaller:
     :func:`send_after_commit` with :data:`DRAIN` calls :meth:`signal` after the
     commit and returns; the thread sends one :func:`signal_drain` for every
     signal since its last flush. Under load many commits share one flush; when
-    idle, a flush starts at once. A process that exits waits (at most
-    ``_EXIT_FLUSH_SECONDS``) for the flush of its last signals (``atexit``), so
-    a CLI command's signal is sent. If the process dies between a commit and
-    the flush, the sweep publishes a drain (docs/architecture.md, invariant
-    4), as it does when the broker is down.
+    idle, a flush starts at once (after ``_GATHER_SECONDS``).
+
+    **While a drain is queued, flushes are spaced.** A flush that finds a drain
+    queued or running (its ``SET NX`` lost) learns that a drain will look at
+    the stream again before it ends (it takes the signal when the stream looks
+    empty, ``worker.tasks.drain``). Until ``queued_interval_seconds()`` after
+    that flush, the thread holds further signals: a flush then would only
+    meet the same queued drain, and at a moderate rate it cost the API one
+    Redis round trip and four thread switches per group (docs/benchmarks.md,
+    series 19). No signal is dropped: each is flushed at the end of the
+    interval, so if that drain ended meanwhile, the next one is published at
+    most one interval late. The interval is the drain's own
+    ``TALLY_APPLY_GATHER_SECONDS``, the pause with which a running drain
+    looks for new work, so the spacing adds nothing a running drain would
+    not.
+
+    A process that exits flushes at once and waits (at most
+    ``_EXIT_FLUSH_SECONDS``) for its last signals (``atexit``), so a CLI
+    command's signal is sent. If the process dies between a commit and the
+    flush, the sweep publishes a drain (docs/architecture.md, invariant 4),
+    as it does when the broker is down.
+
+    Args:
+        queued_interval_seconds: returns the spacing of flushes while a drain
+            is queued, in seconds (default: the settings' ``apply_gather_seconds``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, queued_interval_seconds: Callable[[], float] | None = None) -> None:
+        self._queued_interval_seconds = queued_interval_seconds or (
+            lambda: get_settings().apply_gather_seconds
+        )
         self._condition = threading.Condition()
         self._pending = False
         self._flushing = False
+        self._idle = False
+        self._now = False
+        #: ``time.monotonic()`` of the last flush that found a drain queued; None if the last did not.
+        self._queued_seen_at: float | None = None
         self._pid: int | None = None
 
     def signal(self) -> None:
@@ -275,16 +308,25 @@ class DrainSignaller:
         with self._condition:
             if self._pid != os.getpid():  # the first call, or a forked child: start its thread
                 self._pid = os.getpid()
-                self._flushing = False
+                self._flushing = self._now = False
+                self._queued_seen_at = None
                 threading.Thread(target=self._run, name="drain-signaller", daemon=True).start()
             self._pending = True
-            self._condition.notify_all()
+            if self._idle:  # a thread that is gathering is not woken for each signal
+                self._condition.notify_all()
 
     def flush(self, timeout_seconds: float = _EXIT_FLUSH_SECONDS) -> bool:
-        """Wait until every signal given so far is sent (or has failed); False on timeout."""
+        """Send every signal given so far now, and wait until it is sent (or has failed).
+
+        Returns:
+            True once nothing is left to send; False after ``timeout_seconds``.
+        """
         with self._condition:
             if self._pid != os.getpid():
                 return True  # nothing was signalled in this process
+            if self._pending:
+                self._now = True
+                self._condition.notify_all()
             return self._condition.wait_for(
                 lambda: not self._pending and not self._flushing, timeout_seconds
             )
@@ -292,20 +334,30 @@ class DrainSignaller:
     def _run(self) -> None:
         while True:
             with self._condition:
+                self._idle = True
                 while not self._pending:
                     self._condition.wait()
-            # Let the commits arriving together share this flush: a millisecond
-            # is little next to a drain, and under load it saves a round trip each.
-            time.sleep(_GATHER_SECONDS)
-            with self._condition:
+                self._idle = False
+                # Let the commits arriving together share this flush: a millisecond
+                # is little next to a drain, and under load it saves a round trip each.
+                flush_at = time.monotonic() + _GATHER_SECONDS
+                if self._queued_seen_at is not None:
+                    flush_at = max(flush_at, self._queued_seen_at + self._queued_interval_seconds())
+                self._condition.wait_for(
+                    lambda: self._now, timeout=max(0.0, flush_at - time.monotonic())
+                )
+                self._now = False
                 self._pending = False
                 self._flushing = True
+            queued_seen_at = None
             try:
-                signal_drain()
+                if not signal_drain():
+                    queued_seen_at = time.monotonic()
             except Exception as error:  # the rows are durable; the sweep publishes them
                 _log.warning("drain_signal_failed", error=str(error))
             finally:
                 with self._condition:
+                    self._queued_seen_at = queued_seen_at
                     self._flushing = False
                     self._condition.notify_all()
 

@@ -343,6 +343,20 @@ def drains_queued(redis_client: Any) -> int:
     return sum(broker.DRAIN_TASK.encode() in message for message in queued)
 
 
+def signal_cleared(redis_client: Any) -> int:
+    """Send the signals given so far, clear the stream's signal as a drain does; return drains queued.
+
+    In this order, a signal still held by the process's signaller cannot set
+    the stream's signal again after the clear, which would merge the next
+    signal into a drain queued before it.
+    """
+    import broker
+
+    assert broker.drain_signaller.flush()
+    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    return drains_queued(redis_client)
+
+
 def an_api_key_id() -> uuid.UUID:
     """Return the id of the newest API key, to record items as the service layer does."""
     from shared.models import ApiKey
@@ -354,19 +368,17 @@ def an_api_key_id() -> uuid.UUID:
 def test_one_drain_is_signalled_after_the_commit(
     service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
-    import broker
 
     wallets = [wallet_factory() for _ in range(6)]
     api_key_id = an_api_key_id()
     items = [BatchItem(deposit(w), str(uuid.uuid4()), api_key_id) for w in wallets * 3]
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
-    before = drains_queued(redis_client)
+    before = signal_cleared(redis_client)
     with db.transaction() as session:
         record_transactions(session, items)
         assert drains_queued(redis_client) == before  # nothing before the commit
     assert drains_queued(redis_client) == before + 1  # eighteen items, one drain
     # The same items again replay; their pending transactions signal the stream again.
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    signal_cleared(redis_client)
     with db.transaction() as session:
         again = record_transactions(session, items)
     assert all(o.replayed for o in again)  # type: ignore[union-attr]
@@ -376,14 +388,12 @@ def test_one_drain_is_signalled_after_the_commit(
 def test_nothing_is_recorded_when_the_batch_does_not_commit(
     wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
-    import broker
 
     a = wallet_factory()
     api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(5)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
-    before = drains_queued(redis_client)
+    before = signal_cleared(redis_client)
     with pytest.raises(RuntimeError), db.transaction() as session:
         record_transactions(session, items)
         raise RuntimeError("the commit never happens")
@@ -394,15 +404,13 @@ def test_nothing_is_recorded_when_the_batch_does_not_commit(
 def test_items_without_a_group_commit_as_one_statement_and_signal_after_it(
     wallet_factory: Callable[..., uuid.UUID], redis_client: Any
 ) -> None:
-    import broker
 
     a = wallet_factory()
     api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(3)]
     items = [BatchItem(deposit(a), k, api_key_id) for k in keys]
     items.append(BatchItem(deposit(uuid.uuid4()), str(uuid.uuid4()), api_key_id))  # no wallet
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
-    before = drains_queued(redis_client)
+    before = signal_cleared(redis_client)
     outcomes = intake.record(items)
     assert [type(o).__name__ for o in outcomes] == ["Recorded"] * 3 + ["NotFound"]
     assert count_keys(keys) == 3  # durable when record returns
@@ -416,8 +424,6 @@ def test_a_statement_that_fails_records_none_of_its_items(
 ) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    import broker
-
     a = wallet_factory()
     api_key_id = an_api_key_id()
     keys = [str(uuid.uuid4()) for _ in range(4)]
@@ -425,8 +431,7 @@ def test_a_statement_that_fails_records_none_of_its_items(
     # Beyond bigint: the database refuses the statement at its last item.
     too_large = TransactionRequest(TransactionType.DEPOSIT, 2**63, "SGD", None, a)
     items.append(BatchItem(too_large, keys[3], api_key_id))
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
-    before = drains_queued(redis_client)
+    before = signal_cleared(redis_client)
     with pytest.raises(DBAPIError) as raised:
         intake.record(items)
     assert not db.is_transient(raised.value)  # a fault to report, not one to retry

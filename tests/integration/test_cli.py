@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import broker
 from cli.main import main
 from tests.helpers import drain_stream, submit
+from tests.integration.test_batch_submission import signal_cleared
 
 
 def run(*args: str) -> Any:
@@ -39,7 +40,7 @@ def test_retry_reopens_a_failed_transaction_and_publishes_it(
     }
     transaction_id = submit(client, service_headers, body).get_json()["id"]
     drain_stream()
-    redis_client.delete(broker.STREAM_SIGNAL_KEY)
+    signal_cleared(redis_client)
     result = run("retry", transaction_id)
     assert result.exit_code == 0, result.output
     assert "pending" in result.output

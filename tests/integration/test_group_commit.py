@@ -66,13 +66,11 @@ def test_each_group_signals_the_stream_after_its_commit(
 ) -> None:
     # One request at a time: each is a group of its own, recorded on the session the
     # leader keeps between groups; each must still signal the stream once.
-    import broker
-    from tests.integration.test_batch_submission import drains_queued
+    from tests.integration.test_batch_submission import drains_queued, signal_cleared
 
     wallet_id = wallet_factory()
     for amount in ("1.00", "2.00", "3.00"):
-        redis_client.delete(broker.STREAM_SIGNAL_KEY)  # so the next signal is not merged
-        before = drains_queued(redis_client)
+        before = signal_cleared(redis_client)  # so the next signal is not merged
         response = submit(client, service_headers, deposit_body(wallet_id, amount))
         assert response.status_code == 202, response.get_json()
         assert drains_queued(redis_client) == before + 1

@@ -52,12 +52,11 @@ def test_a_connection_the_server_closed_between_uses_is_replaced() -> None:
 
 def test_each_use_sends_its_own_messages_after_its_statements(redis_client: Any) -> None:
     import broker
-    from tests.integration.test_batch_submission import drains_queued
+    from tests.integration.test_batch_submission import drains_queued, signal_cleared
 
     kept = db.KeptAutocommit()
     for _ in range(3):
-        redis_client.delete(broker.STREAM_SIGNAL_KEY)  # so the next signal is not merged
-        before = drains_queued(redis_client)
+        before = signal_cleared(redis_client)  # so the next signal is not merged
         with kept.session() as session:
             broker.send_after_commit(session, broker.DRAIN)
         assert drains_queued(redis_client) == before + 1
