@@ -297,7 +297,6 @@ class DrainSignaller:
         self._condition = threading.Condition()
         self._pending = False
         self._flushing = False
-        self._idle = False
         self._now = False
         #: ``time.monotonic()`` of the last flush that found a drain queued; None if the last did not.
         self._queued_seen_at: float | None = None
@@ -311,8 +310,10 @@ class DrainSignaller:
                 self._flushing = self._now = False
                 self._queued_seen_at = None
                 threading.Thread(target=self._run, name="drain-signaller", daemon=True).start()
-            self._pending = True
-            if self._idle:  # a thread that is gathering is not woken for each signal
+            # Only the first signal since a flush wakes the thread: one that is
+            # gathering already has work, and is not woken for each signal.
+            if not self._pending:
+                self._pending = True
                 self._condition.notify_all()
 
     def flush(self, timeout_seconds: float = _EXIT_FLUSH_SECONDS) -> bool:
@@ -334,10 +335,8 @@ class DrainSignaller:
     def _run(self) -> None:
         while True:
             with self._condition:
-                self._idle = True
                 while not self._pending:
                     self._condition.wait()
-                self._idle = False
                 # Let the commits arriving together share this flush: a millisecond
                 # is little next to a drain, and under load it saves a round trip each.
                 flush_at = time.monotonic() + _GATHER_SECONDS
