@@ -187,6 +187,25 @@ def test_items_are_accepted_in_their_order(
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
 
+def test_text_outside_ascii_is_recorded_exactly(
+    client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
+) -> None:
+    # Items reach the database as one JSON document written without ASCII
+    # escapes: what the client sent is what the row and the answers hold.
+    description = 'Caf\u00e9 \u6771\u4eac \u2713 \U0001f4b8 \u2028 "quoted" \\ back'
+    metadata = {"n\u00f8te": "na\u00efve \u2013 \u00fc", "emoji": "\U0001f600"}
+    body = {**deposit_body(wallet_factory()), "description": description, "metadata": metadata}
+    single = submit(client, service_headers, body)
+    [item] = results_of(post_batch(client, service_headers, [keyed(body)]))
+    for answer in (single.get_json(), item["transaction"]):
+        assert (answer["description"], answer["metadata"]) == (description, metadata)
+        read = client.get(f"/v1/transactions/{answer['id']}", headers=service_headers)
+        assert (read.get_json()["description"], read.get_json()["metadata"]) == (
+            description,
+            metadata,
+        )
+
+
 def test_a_thousand_items_in_one_commit(
     client: Any, service_headers: dict[str, str], wallet_factory: Callable[..., uuid.UUID]
 ) -> None:

@@ -118,6 +118,24 @@ def test_each_type_waits_scheduled_then_applies_once_released(
     assert_ledger_consistent()
 
 
+def test_a_time_with_an_offset_is_recorded_as_the_same_instant(
+    client: Any, service_headers: dict[str, str], wallet_factory: Any
+) -> None:
+    # The intake's statement reads every item from one JSON document: a time
+    # written with its offset must come back as the instant the client meant.
+    local = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).astimezone(
+        dt.timezone(dt.timedelta(hours=-3, minutes=-30))
+    )
+    response = submit(
+        client,
+        service_headers,
+        {**deposit_body(wallet_factory(), "1.00"), "scheduled_at": local.isoformat()},
+    )
+    assert response.status_code == 202, response.get_json()
+    recorded = dt.datetime.fromisoformat(response.get_json()["scheduled_at"])
+    assert recorded == local and recorded.utcoffset() == dt.timedelta(0)
+
+
 @pytest.mark.parametrize("delta", [dt.timedelta(0), dt.timedelta(days=-3)], ids=["now", "past"])
 def test_a_time_not_ahead_applies_at_once(
     client: Any, service_headers: dict[str, str], wallet_factory: Any, delta: dt.timedelta
