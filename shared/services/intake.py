@@ -368,13 +368,16 @@ def _record_run(session: Session, run: Sequence[BatchItem]) -> list[Outcome]:
 def _rows_json(rows: list[dict[str, Any]]) -> str:
     """Return ``rows`` (of :func:`_item_json`) as the JSON text of ``_RECORD_SQL``'s parameter.
 
-    orjson writes UUIDs as their canonical text and aware datetimes in RFC 3339
-    with their offset, both of which ``jsonb_to_recordset`` reads back as
-    ``uuid`` and ``timestamptz`` (orjson's README, "Types"); anything else
-    falls back to ``str``. One row costs about 0.4 µs against 8.7 for
-    ``json.dumps`` (docs/benchmarks.md, series 20).
+    Every value of a row is one orjson writes natively: UUIDs as their
+    canonical text and aware datetimes in RFC 3339 with their offset, which
+    ``jsonb_to_recordset`` reads back as ``uuid`` and ``timestamptz`` (orjson's
+    README, "Types"). One row costs about 0.4 µs against 8.7 for ``json.dumps``
+    (docs/benchmarks.md, series 20).
+
+    Raises:
+        orjson.JSONEncodeError: a value of another type, which would be a bug here.
     """
-    return orjson.dumps(rows, default=str).decode()
+    return orjson.dumps(rows).decode()
 
 
 def _item_json(item: BatchItem, now: dt.datetime, *, ordinal: int) -> dict[str, Any]:
