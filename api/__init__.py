@@ -47,7 +47,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config: Flask config overrides (tests); Tally's own settings come from
             the environment via ``shared.config``.
     """
-    configure_logging(get_settings().log_level, get_settings().log_format)
+    settings = get_settings()
+    configure_logging(
+        settings.log_level, settings.log_format, flush_seconds=settings.web_log_flush_seconds
+    )
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(config or {})

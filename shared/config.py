@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     #: ``json``: one JSON object per line (production, log shippers); ``console``:
     #: structlog's coloured key=value lines for a terminal (``tally up`` sets it).
     log_format: Literal["json", "console"] = "json"
+    #: The API's info lines (one access line per request) are written together at
+    #: most this many seconds after the first of them, warnings and errors at once
+    #: (shared/logs.py, ``BufferedLines``); 0 writes each line at once. A line and
+    #: a flush per request cost the intake's latency at half the maximum rate
+    #: (docs/benchmarks.md, series 21).
+    web_log_flush_seconds: float = Field(default=0.02, ge=0, le=1)
     #: Port of Flower (``tally serve flower``, ``tally up --flower``); it binds ``host``.
     flower_port: int = Field(default=5555, ge=1, le=65535)
     #: prometheus-client's multiprocess directory (its own variable name): when set,
