@@ -34,7 +34,6 @@ from api.schemas import WAIT_SECONDS_MAX
 from api.wsgi_pool import Message, Receive, Scope, Send, ThreadPoolWSGI
 from shared.config import get_settings
 from shared.heap import freeze_startup_objects
-from shared.logs import flush_logs
 from shared.metrics import LONG_POLL_WAKEUPS
 from shared.services import backpressure as intake_backpressure
 from shared.wakeups import SETTLED_CHANNEL
@@ -232,43 +231,11 @@ class IntakePacing:
         await self.inner(scope, receive, send)
 
 
-class FlushLogsAtShutdown:
-    """Write the process's buffered log lines before the server hears that the app has stopped.
-
-    The API's info lines wait up to ``TALLY_WEB_LOG_FLUSH_SECONDS`` in a buffer
-    (``shared.logs.BufferedLines``). uvicorn ends a worker process after its
-    graceful shutdown by raising again the signal it caught (uvicorn's
-    ``Server.capture_signals``), so the process dies of that signal and runs no
-    ``atexit`` hook. The lifespan's shutdown is the app's last moment: the
-    pool has finished every request (``ThreadPoolWSGI``), and the lines are
-    written before ``lifespan.shutdown.complete`` is passed on.
-
-    Args:
-        inner: the ASGI app, which answers the lifespan's messages.
-    """
-
-    def __init__(self, inner: ASGIApp) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection event; at the lifespan's shutdown, write the log lines first."""
-        if scope["type"] != "lifespan":
-            await self.inner(scope, receive, send)
-            return
-
-        async def send_after_flush(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                flush_logs()
-            await send(message)
-
-        await self.inner(scope, receive, send_after_flush)
-
-
 def create_asgi_app() -> ASGIApp:
     """Return the API as an ASGI app: Flask in ``TALLY_WEB_THREADS`` threads, waits parked."""
     flask_app = create_app()
     threads = ThreadPoolWSGI(flask_app, get_settings().web_threads, largest_body_limit(flask_app))
-    return FlushLogsAtShutdown(LongPollMiddleware(IntakePacing(threads), AsyncWaiters()))
+    return LongPollMiddleware(IntakePacing(threads), AsyncWaiters())
 
 
 app = create_asgi_app()

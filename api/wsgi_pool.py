@@ -14,6 +14,8 @@ from typing import Any
 
 from a2wsgi.wsgi import build_environ
 
+from shared.logs import flush_logs
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -92,12 +94,21 @@ class ThreadPoolWSGI:
         return int(status[:3]), encoded, content
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Answer the server's startup and shutdown; stop the pool at shutdown."""
+        """Answer the server's startup and shutdown; at shutdown, stop the pool and write the logs.
+
+        Once the pool has finished every request, the lines they logged that
+        still wait in a buffer (``shared.logs.BufferedLines``) are written
+        before the server hears that the app has stopped: uvicorn ends a worker
+        after its graceful shutdown by raising again the signal it caught
+        (uvicorn's ``Server.capture_signals``), so the process dies of that
+        signal and runs no ``atexit`` hook.
+        """
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.pool.shutdown(wait=True)
+                flush_logs()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -44,7 +44,7 @@ class BufferedLines:
     buffer is written (``atexit``); a process killed outright loses at most
     ``flush_seconds`` of info lines, never a warning (a process that dies of
     a signal runs no ``atexit`` hook, so servers call :func:`flush_logs` at
-    their shutdown: ``api.asgi.FlushLogsAtShutdown``). A forked child starts
+    their shutdown: ``api.wsgi_pool.ThreadPoolWSGI``'s lifespan). A forked child starts
     with an empty buffer, so no line is written twice. The standard library's
     ``logging.handlers.MemoryHandler`` flushes by count and level only, never
     by time, so a quiet API's lines could wait indefinitely there.

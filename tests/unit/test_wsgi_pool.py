@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from api.wsgi_pool import Message, ThreadPoolWSGI
+from shared.logs import BufferedLines
 
 T = TypeVar("T")
 
@@ -109,3 +111,33 @@ def test_an_app_that_raises_fails_its_request_only_and_the_thread_goes_on() -> N
     start, body = _run(scenario)
     assert start["status"] == 201
     assert body["body"].startswith(b"/after ")
+
+
+def test_the_lines_of_finished_requests_are_written_before_the_shutdown_completes() -> None:
+    stream = io.StringIO()
+    lines = BufferedLines(stream, 3600.0)  # no timed write during the test
+    written_at_completion: list[str] = []
+
+    def logging_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        lines.write(f"served {environ['PATH_INFO']}")
+        start_response("200 OK", [])
+        return [b""]
+
+    pool = ThreadPoolWSGI(logging_app, 2, body_bytes_max=1024)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(_request(pool, f"/{n}") for n in range(5)))
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+        async def receive() -> Message:
+            return next(messages)
+
+        async def send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                written_at_completion.append(stream.getvalue())
+
+        await pool({"type": "lifespan"}, receive, send)
+
+    _run(scenario)
+    (at_completion,) = written_at_completion
+    assert sorted(at_completion.splitlines()) == sorted(f"served /{n}" for n in range(5))
