@@ -38,8 +38,9 @@ class BufferedLines:
     ``PrintLogger``) costs every request a system call under a lock that all
     of the process's threads share. Here a line joins a buffer, and one thread
     writes what gathered ``flush_seconds`` after the first line of it, in one
-    call; a warning or error line, or a buffer of
-    ``bytes_max`` characters, is written at once with every line before it.
+    call, outside the lock that logging threads take; a warning or error
+    line, or a buffer of ``bytes_max`` characters, is written at once with
+    every line before it.
     Lines keep the order in which they were logged. At a normal exit the
     buffer is written (``atexit``); a process killed outright loses at most
     ``flush_seconds`` of info lines, never a warning (a process that dies of
@@ -65,42 +66,50 @@ class BufferedLines:
         _ALL.add(self)
 
     def _reset(self) -> None:
+        #: Guards the buffer only: a thread that logs never waits for a write to the stream.
         self._lock = threading.Lock()
+        #: Held across taking the buffer and writing it, so that writes keep the lines' order.
+        self._write_lock = threading.Lock()
         self._lines: list[str] = []
         self._size = 0
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
 
     def write(self, line: str, *, at_once: bool = False) -> None:
-        """Buffer ``line`` (without its newline); write the buffer now if ``at_once`` or full."""
+        """Buffer ``line`` (without its newline); write the buffer now if ``at_once`` or full.
+
+        With ``at_once`` the call returns once ``line`` and every line before it are written.
+        """
         with self._lock:
             self._lines.append(line)
             self._size += len(line) + 1
-            if at_once or self._size >= self._bytes_max:
-                self._write_locked()
-            elif len(self._lines) == 1:
+            now = at_once or self._size >= self._bytes_max
+            if not now and len(self._lines) == 1:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
                     self._thread.start()
                 self._pending.set()
+        if now:
+            self.flush()
 
     def flush(self) -> None:
-        """Write every buffered line now."""
-        with self._lock:
-            self._write_locked()
+        """Write every buffered line now; return once they are written.
 
-    def _write_locked(self) -> None:
-        if not self._lines:
-            return
-        text = "\n".join(self._lines) + "\n"
-        self._lines.clear()
-        self._size = 0
-        self._pending.clear()
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass  # stderr closed or gone: a log line must never fail the caller
+        The buffer is taken under its lock and written outside it: a stream
+        that blocks (a full pipe to a slow supervisor) holds back the writer,
+        never a request thread logging its line meanwhile.
+        """
+        with self._write_lock:
+            with self._lock:
+                if not self._lines:
+                    return
+                lines, self._lines, self._size = self._lines, [], 0
+                self._pending.clear()
+            try:
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or gone: a log line must never fail the caller
 
     def _run(self) -> None:
         pending = self._pending

@@ -123,6 +123,37 @@ def test_a_warning_is_written_at_once_after_every_line_before_it() -> None:
     assert stream.writes == 1
 
 
+def test_a_line_is_logged_while_a_write_is_blocked() -> None:
+    """A stream that blocks (a full pipe) holds back the write, not a thread that logs meanwhile."""
+
+    class _Blocking(_Stream):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def write(self, text: str) -> int:
+            self.entered.set()
+            self.release.wait()
+            return super().write(text)
+
+    stream = _Blocking()
+    lines = BufferedLines(stream, _NEVER)
+    lines.write("first")
+    writer = threading.Thread(target=lines.flush)
+    writer.start()
+    assert stream.entered.wait(30)  # the writer is inside the stream's write
+    logged = threading.Event()
+    logger = threading.Thread(target=lambda: (lines.write("second"), logged.set()))
+    logger.start()
+    # A bound on a stuck logger, not a timing claim: it returns at once unless it waits for the write.
+    assert logged.wait(30), "a thread that logs waited for the blocked write"
+    stream.release.set()
+    writer.join()
+    logger.join()
+    lines.flush()
+    assert stream.getvalue() == "first\nsecond\n"
+
+
 def test_a_full_buffer_is_written_without_waiting() -> None:
     stream = _Stream()
     lines = BufferedLines(stream, _NEVER, bytes_max=100)
