@@ -21,8 +21,7 @@ base=${url%/*}; hostport=${base#*@}; host=${hostport%:*}; port=${hostport#*:}
 "$bin/psql" "$base/postgres" -qc "CREATE DATABASE floor" 2>/dev/null || true
 "$bin/psql" "$base/postgres" -qc "CREATE DATABASE pgbench" 2>/dev/null || true
 PGHOST=$host PGPORT=$port PGUSER=postgres "$bin/pgbench" -i -q -s 10 pgbench > /dev/null 2>&1
-tree() { echo "$1"; for child in $(pgrep -P "$1"); do tree "$child"; done; }
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+. "$(dirname "$0")/proc.sh"
 hz=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do
     tps=$(PGHOST=$host PGPORT=$port PGUSER=postgres "$bin/pgbench" -c 16 -j 2 -T "$seconds" pgbench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
@@ -32,7 +31,7 @@ for run in $(seq "$runs"); do
     uvicorn --factory bench.floor.servers:same_work --port 9001 --workers "${FLOOR_WORKERS:-1}" --no-access-log > /tmp/floor-e2e.log 2>&1 &
     server=$!
     until curl -s -o /dev/null http://127.0.0.1:9001/t; do sleep 0.2; done
-    s0=$(ticks $(tree $server)); a0=$(ticks $applier); p0=$(ticks $(pgrep -f "postgres: .* floor "))
+    s0=$(tree_ticks $server); a0=$(ticks $applier); p0=$(ticks $(pgrep -f "postgres: .* floor "))
     if [ "${FLOOR_GENERATOR:-wrk}" = tally ]; then
         python -m bench.floor.generator http://127.0.0.1:9001 "$wallets" "$seconds" > /tmp/floor-wrk.txt
         cat /tmp/floor-wrk.txt
@@ -41,7 +40,7 @@ for run in $(seq "$runs"); do
             -s bench/floor/tally_submit.lua http://127.0.0.1:9001 > /tmp/floor-wrk.txt
     fi
     until [ "$("$bin/psql" "$url" -Atc "SELECT count(*) FROM floor_t WHERE status = 'pending'")" = 0 ]; do sleep 0.1; done
-    s1=$(ticks $(tree $server)); a1=$(ticks $applier); p1=$(ticks $(pgrep -f "postgres: .* floor "))
+    s1=$(tree_ticks $server); a1=$(ticks $applier); p1=$(ticks $(pgrep -f "postgres: .* floor "))
     kill $server $applier; wait $server $applier 2>/dev/null || true
     read -r n rate <<< "$("$bin/psql" "$url" -Atc "SELECT count(*), count(*) / extract(epoch FROM max(applied_at) - min(created_at)) FROM floor_t" | tr '|' ' ')"
     python3 -c "n=$n; r=$rate; t=$tps; print(f'run $run: pgbench {t:.0f} tps; {n} transfers, {r:.0f}/s end to end = {r/t:.3f} x pgbench; CPU us/transfer: server {($s1-$s0)/$hz/n*1e6:.0f}, applier {($a1-$a0)/$hz/n*1e6:.0f}, PostgreSQL {($p1-$p0)/$hz/n*1e6:.0f}')"

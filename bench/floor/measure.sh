@@ -29,13 +29,12 @@ for _ in $(seq 50); do
     curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:9001/t && break
     sleep 0.2
 done
-tree() { echo "$1"; for child in $(pgrep -P "$1"); do tree "$child"; done; }
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+. "$(dirname "$0")/proc.sh"
 backends() { pgrep -f "postgres: .* floor " || true; }
 wrk -t1 -c16 -d3s -s "$script" http://127.0.0.1:9001/t > /dev/null  # warm up
-s0=$(ticks $(tree $server)); p0=$(ticks $(backends))
+s0=$(tree_ticks $server); p0=$(ticks $(backends))
 out=$(wrk -t1 -c16 -d10s -s "$script" http://127.0.0.1:9001/t)
-s1=$(ticks $(tree $server)); p1=$(ticks $(backends))
+s1=$(tree_ticks $server); p1=$(ticks $(backends))
 n=$(echo "$out" | grep -o "[0-9]* requests in" | tr -dc 0-9)
 hz=$(getconf CLK_TCK)
 python3 -c "n=$n; s=($s1-$s0)/$hz; p=($p1-$p0)/$hz; print(f'$label: {n/10:.0f} req/s, server {s/n*1e6:.0f} us/req, PostgreSQL {p/n*1e6:.0f} us/req')"

@@ -15,11 +15,7 @@
 # one quarter hour: the machine's speed drifts, and only rounds run side by side compare.
 set -euo pipefail
 kind=$1; rate=$2; seconds=$3; wallets=$4
-tree() { echo "$1"; for child in $(pgrep -P "$1"); do tree "$child"; done; }
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
-# PostgreSQL's backends come and go: the postmaster's own count of its exited children's time
-# (cutime and cstime, proc(5)) keeps what a backend that exits within the round spent.
-pg_ticks() { echo $(( $(ticks $(tree "$1")) + $(awk '{print $16 + $17}' "/proc/$1/stat") )); }
+. "$(dirname "$0")/proc.sh"
 postmaster=$(pgrep -f "${PGDATA_PATTERN:-postgres -D}" | head -1)
 server=""; back=""
 if [ "$kind" = tally ]; then
@@ -45,9 +41,9 @@ else
     sleep 2  # every worker process has started
     url=http://127.0.0.1:9001/t; key=floor-key
 fi
-s0=$(ticks $(tree "$server")); b0=$( [ -n "$back" ] && ticks $(tree "$back") || echo 0 ); p0=$(pg_ticks "$postmaster")
+s0=$(tree_ticks "$server"); b0=$( [ -n "$back" ] && tree_ticks "$back" || echo 0 ); p0=$(pg_ticks "$postmaster")
 out=$(python -m bench.floor.open_loop "$url" "$rate" "$seconds" --key "$key" --wallets "$wallets")
-s1=$(ticks $(tree "$server")); b1=$( [ -n "$back" ] && ticks $(tree "$back") || echo 0 ); p1=$(pg_ticks "$postmaster")
+s1=$(tree_ticks "$server"); b1=$( [ -n "$back" ] && tree_ticks "$back" || echo 0 ); p1=$(pg_ticks "$postmaster")
 if [ "$kind" != tally ]; then
     kill "$server" ${back:+"$back"}
     wait 2> /dev/null || true

@@ -9,13 +9,13 @@
 # same time see the same machine: compare them by the ratio, never by the microseconds.
 set -euo pipefail
 A=$1; UA=$2; LA=$3; B=$4; UB=$5; LB=$6; D=${7:-8}
-cpu() { local t=0; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+. "$(dirname "$0")/proc.sh"
 count() { grep -o "[0-9]* requests in" "$1" | tr -dc 0-9; }
 wrk -t1 -c16 -d2s -s "$LA" "$UA" > /dev/null & wrk -t1 -c16 -d2s -s "$LB" "$UB" > /dev/null; wait  # warm up
-a0=$(cpu "$A"); b0=$(cpu "$B")
+a0=$(tree_ticks "$A"); b0=$(tree_ticks "$B")
 out_a=$(mktemp); out_b=$(mktemp); trap 'rm -f "$out_a" "$out_b"' EXIT
 wrk -t1 -c16 -d"${D}s" -s "$LA" "$UA" > "$out_a" & wrk -t1 -c16 -d"${D}s" -s "$LB" "$UB" > "$out_b"; wait
-a1=$(cpu "$A"); b1=$(cpu "$B")
+a1=$(tree_ticks "$A"); b1=$(tree_ticks "$B")
 na=$(count "$out_a"); nb=$(count "$out_b"); hz=$(getconf CLK_TCK)
 python3 -c "a=($a1-$a0)/$hz/$na*1e6; b=($b1-$b0)/$hz/$nb*1e6; print(f'A {$na/$D:.0f}/s {a:.0f} us/req   B {$nb/$D:.0f}/s {b:.0f} us/req   B/A {b/a:.3f}')"
 grep -h "Non-2xx" "$out_a" "$out_b" || true
