@@ -1,6 +1,9 @@
 """``tally serve web|worker|beat``: exec the real server with arguments from ``shared.config``.
 
 The Procfile runs these, so every process reads its settings in one place.
+``worker``, ``webhooks`` and ``beat`` first lower their CPU priority by
+``TALLY_BACKGROUND_NICE`` so that the API's requests take a core first
+(docs/operations.md, "Process priorities").
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from shared.config import get_settings
 from shared.metrics import fresh_multiprocess_dir
 
 
-def _exec(*args: str) -> None:
+def _exec(*args: str, nice: int = 0) -> None:
     sys.stdout.flush()
+    if nice:
+        os.nice(nice)  # kept across exec and by every child process
     os.execvp(sys.executable, [sys.executable, *args])
 
 
@@ -67,7 +72,7 @@ def worker() -> None:
     _exec(
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
         "--concurrency", str(s.worker_concurrency), "-Q", broker.QUEUE, "--without-gossip",
-        "--without-mingle",
+        "--without-mingle", nice=s.background_nice,
     )  # fmt: skip
 
 
@@ -85,6 +90,7 @@ def webhooks() -> None:
         "-m", "celery", "-A", "worker.app", "worker", "--loglevel", s.log_level,
         "--pool", "threads", "--concurrency", str(s.webhook_concurrency),
         "-Q", broker.WEBHOOKS_QUEUE, "-n", "webhooks@%h", "--without-gossip", "--without-mingle",
+        nice=s.background_nice,
     )  # fmt: skip
 
 
@@ -108,4 +114,7 @@ def flower() -> None:
 def beat() -> None:
     """Run Celery beat with celery-redbeat's locked scheduler (one active beat at a time)."""
     s = get_settings()
-    _exec("-m", "celery", "-A", "worker.app", "beat", "--loglevel", s.log_level)
+    _exec(
+        "-m", "celery", "-A", "worker.app", "beat", "--loglevel", s.log_level,
+        nice=s.background_nice,
+    )  # fmt: skip

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     web_threads: int = Field(default=16, ge=1, le=256)
     web_keepalive_seconds: int = Field(default=75, ge=1, le=3600)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
+    #: How much ``tally serve worker``, ``webhooks`` and ``beat`` lower their CPU
+    #: priority: added to the niceness they start with (``nice(2)``; 0 leaves it,
+    #: 19 at most). On a host they share with the API, a request then takes a
+    #: core before an apply batch or a sweep does; their database work runs in
+    #: PostgreSQL's backends, at its own priority (docs/operations.md, "Process
+    #: priorities").
+    background_nice: int = Field(default=10, ge=0, le=19)
     log_level: str = "INFO"
     #: ``json``: one JSON object per line (production, log shippers); ``console``:
     #: structlog's coloured key=value lines for a terminal (``tally up`` sets it).

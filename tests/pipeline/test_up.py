@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tally_client import Tally, TallyError
 
 from cli.devservers import free_port
+from shared.config import get_settings
 from tests.servers import TALLY, TallyUp
 
 pytestmark = pytest.mark.pipeline
@@ -195,6 +196,19 @@ def deposit_completes(stack: TallyUp, *, timeout_seconds: float) -> None:
             return True
 
         until("the deposit completed", completed, timeout_seconds=timeout_seconds)
+
+
+def test_background_processes_run_at_a_lower_cpu_priority_than_the_api(stack: TallyUp) -> None:
+    # TALLY_BACKGROUND_NICE (10 unless set) is added to the niceness they start
+    # with, which is this test's; every process they fork keeps it.
+    own = os.nice(0)
+    background = min(19, own + get_settings().background_nice)
+    assert background > own, "TALLY_BACKGROUND_NICE is 0 here: nothing to check"
+    for program, expected in [("worker", background), ("webhooks", background),
+                              ("beat", background), ("web", own)]:  # fmt: skip
+        pid = stack.wait_running(program)
+        niceness = {p: psutil.Process(p).nice() for p in [pid, *descendants(pid)]}
+        assert set(niceness.values()) == {expected}, (program, niceness)
 
 
 @pytest.mark.parametrize("program", ["worker", "beat", "web", "redis", "postgres"])
