@@ -153,8 +153,8 @@ class Settings(BaseSettings):
     #: priority: added to the niceness they start with (``nice(2)``; 0 leaves it,
     #: 19 at most). On a host they share with the API, a request then takes a
     #: core before an apply batch or a sweep does; their database work runs in
-    #: PostgreSQL's backends, at its own priority (docs/operations.md, "Process
-    #: priorities").
+    #: PostgreSQL's backends, at its own priority
+    #: (docs/operations.md, "Process priorities").
     background_nice: int = Field(default=10, ge=0, le=19)
     log_level: str = "INFO"
     #: ``json``: one JSON object per line (production, log shippers); ``console``:
