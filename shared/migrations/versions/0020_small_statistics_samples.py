@@ -6,14 +6,14 @@ default 100): 30,000 rows, and every column's statistics computed over all of
 them. ``transactions``, ``ledger_entries`` and ``events`` grow by a row or two
 for every transaction, so while they are young, autovacuum analyzes them on
 almost every visit (``autovacuum_naptime = 5s``, docs/operations.md), and an
-analyze of ``transactions`` took 0.15–0.28 s of a core at 370 submissions a
+analyze of ``transactions`` took 0.07–0.28 s of a core at 370 submissions a
 second. The requests that arrive meanwhile wait for that core: in open-loop
 traces most of the slowest hundredth fell inside those analyzes
 (docs/benchmarks.md, series 23).
 
-Every query of these tables finds its rows by a key or a partial index:
-primary keys, the idempotency key, a wallet's id, ``status = 'pending'``, time
-ranges. A target of 10 (a 3,000-row sample, ten most-common values, ten
+Every query of these tables finds its rows by a key or a partial index
+(primary keys, the idempotency key, a wallet's id, ``status = 'pending'``,
+time ranges) or reads them all (reconciliation's sums by wallet). A target of 10 (a 3,000-row sample, ten most-common values, ten
 histogram buckets) tells the planner what those choices need, at a tenth of
 the cost. Every column gets it, because one column left at the default
 would bring back the 30,000-row sample for the whole table; a test
