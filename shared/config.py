@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     #: How much ``tally serve worker``, ``webhooks`` and ``beat`` lower their CPU
     #: priority: added to the niceness they start with (``nice(2)``; 0 leaves it,
-    #: 19 at most). On a host they share with the API, a request then takes a
+    #: 19 at most). Where they share a host and a scheduling group with the API
+    #: (``tally up``; not separate containers), a request then takes a
     #: core before an apply batch or a sweep does; their database work runs in
     #: PostgreSQL's backends, at its own priority
     #: (docs/operations.md, "Process priorities").
