@@ -203,7 +203,8 @@ def test_background_processes_run_at_a_lower_cpu_priority_than_the_api(stack: Ta
     # with, which is this test's; every process they fork keeps it.
     own = os.nice(0)
     background = min(19, own + get_settings().background_nice)
-    assert background > own, "TALLY_BACKGROUND_NICE is 0 here: nothing to check"
+    if background == own:  # TALLY_BACKGROUND_NICE=0, or this test already at niceness 19
+        pytest.skip("the background processes run at the API's niceness here")
     for program, expected in [("worker", background), ("webhooks", background),
                               ("beat", background), ("web", own)]:  # fmt: skip
         pid = stack.wait_running(program)
