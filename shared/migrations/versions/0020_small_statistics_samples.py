@@ -13,8 +13,8 @@ traces most of the slowest hundredth fell inside those analyzes
 
 Every query of these tables finds its rows by a key or a partial index
 (primary keys, the idempotency key, a wallet's id, ``status = 'pending'``,
-time ranges) or reads them all (reconciliation's sums by wallet). A target of 10 (a 3,000-row sample, ten most-common values, ten
-histogram buckets) tells the planner what those choices need, at a tenth of
+time ranges) or reads them all (reconciliation's sums by wallet). A target
+of 10 (a 3,000-row sample, ten most-common values, ten histogram buckets) tells the planner what those choices need, at a tenth of
 the cost. Every column gets it, because one column left at the default
 would bring back the 30,000-row sample for the whole table; a test
 (``tests/integration/test_schema.py``) fails if a column is added without it.
